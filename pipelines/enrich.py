@@ -1,0 +1,164 @@
+"""predjoin's main job: batch-prediction manifests -> enriched, interpreted records.
+
+Run locally on the DirectRunner (waits, prints the summary, exits non-zero on bad shards)::
+
+    predjoin --manifest 's3://bucket/out/batch-prediction/bp-1.manifest' --output out/ \\
+        --format parquet --direct_num_workers=2 --direct_running_mode=multi_processing
+
+or on Dataflow (returns once the job is submitted; the job writes ``<output>/summary.json``)::
+
+    python -m pipelines.enrich --runner DataflowRunner --project P --region R \\
+        --temp_location gs://b/tmp --output_location s3://bucket/out/ \\
+        --batch_prediction_id bp-1 --output gs://b/enriched/bp-1/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines.options import OptionsError, PredjoinOptions, validate
+from transforms import enrich
+from transforms.manifest import manifest_uri, parse_rebase_rules
+from transforms.plan import PlanError, make_plan
+from transforms.storage import Storage, StorageConfig, redact, read_text
+
+_LOG = logging.getLogger('predjoin')
+_GLOB = set('*?[')
+
+
+class LaunchError(ValueError):
+  """The job cannot start; the message says what to fix."""
+
+
+def manifest_uris(opts: PredjoinOptions, storage: Storage) -> list[str]:
+  """The manifests to read: ``--manifest`` URIs and globs, or the one the service names."""
+  if not opts.manifest:
+    uri = manifest_uri(opts.output_location, opts.batch_prediction_id)
+    if not storage.exists(uri):
+      raise LaunchError(f'no manifest at {redact(uri)} (from --output_location '
+                        f'{redact(opts.output_location)} and --batch_prediction_id '
+                        f'{opts.batch_prediction_id})')
+    return [uri]
+  uris = []
+  for pattern in opts.manifest:
+    if _GLOB & set(pattern):
+      matched = sorted(m.path for result in FileSystems.match([pattern])
+                       for m in result.metadata_list)
+      if not matched:
+        raise LaunchError(f'--manifest {redact(pattern)} matches no file')
+      uris.extend(matched)
+    else:
+      uris.append(pattern)
+  return list(dict.fromkeys(uris))
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
+  """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
+
+  Raises:
+    OptionsError, LaunchError, PlanError: before anything is added, with what to fix.
+  """
+  opts = validate(options)
+  config = StorageConfig.from_options(options)
+  storage = Storage(config)
+  uris = manifest_uris(opts, storage)
+  rules = parse_rebase_rules(opts.rebase_uri)
+  plan = make_plan(uris, storage, model_type=opts.model_type, input_header=opts.input_header,
+                   cutoff=opts.cutoff, min_score=opts.min_score, block_rows=opts.block_rows,
+                   rebase_rules=rules)
+  out = (p
+         | 'ListManifests' >> beam.Create(uris)
+         | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules))
+  record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
+      opts.output, opts.format, plan.schema)
+  dead_files = out['dead_letter'] | 'WriteDeadLetters' >> enrich.WriteDeadLetters(opts.output)
+  record_counts = out['records'] | 'CountRecords' >> enrich.CountPerShard(
+      enrich._record_counts, 'records_to_sink')
+  dead_counts = out['dead_letter'] | 'CountDeadLetters' >> enrich.CountPerShard(
+      enrich._dead_letter_count, 'dead_letters_to_sink')
+  write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards)
+  summary = ((out['reports'], record_counts, dead_counts, record_files, dead_files)
+             | 'WriteSummary' >> write_summary)
+  return {**out, 'record_files': record_files, 'dead_letter_files': dead_files,
+          'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
+
+
+def _counters(result) -> dict[str, int]:
+  counters = result.metrics().query(MetricsFilter().with_namespace(enrich.NAMESPACE))['counters']
+  totals: dict[str, int] = {}
+  for counter in counters:
+    totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+  return totals
+
+
+def check_counters(summary: dict, counters: dict[str, int]) -> list[str]:
+  """Differences between the Beam counters and the summary (none on a correct run)."""
+  t = summary['totals']
+  pairs = [('rows_in', t['input_rows']), ('rows_joined', t['joined_rows']),
+           ('rows_failed', t['failed_rows']), ('rows_dead_lettered', t['dead_letter_rows']),
+           ('records_to_sink', t['joined_rows'] + t['failed_rows']),
+           ('dead_letters_to_sink', t['dead_letter_rows'])]
+  return [f'counter {name} = {counters.get(name, 0)}, summary says {want}'
+          for name, want in pairs if counters.get(name, 0) != want]
+
+
+def format_summary(summary: dict, summary_uri: str) -> str:
+  t = summary['totals']
+  lines = [f'summary: {summary_uri}',
+           f'rows in {t["input_rows"]}, joined {t["joined_rows"]}, failed {t["failed_rows"]}, '
+           f'dead-lettered {t["dead_letter_rows"]}; shards {t["shards"]} '
+           f'({t["bad_shards"]} bad), bad manifests {t["bad_manifests"]}']
+  for s in summary['shards']:
+    if s['input_uri'] is None:
+      lines.append(f'  manifest {s["manifest_uri"]}: {s["status"]}: {s["error"]}')
+      continue
+    lines.append(f'  {s["input_uri"]}: {s["status"]}, in {s["input_rows"]}, joined '
+                 f'{s["joined_rows"]}, failed {s["failed_rows"]}, dead-lettered '
+                 f'{s["dead_letter_rows"]}' + (f': {s["error"]}' if s['error'] else ''))
+  return '\n'.join(lines)
+
+
+def run(argv: list[str] | None = None) -> int:
+  """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
+  options = PipelineOptions(argv)
+  opts = options.view_as(PredjoinOptions)
+  runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
+  p = beam.Pipeline(options=options)
+  try:
+    built = build_pipeline(p, options)
+  except (OptionsError, LaunchError, PlanError, ValueError) as e:
+    print(f'predjoin: error: {e}', file=sys.stderr)
+    return 2
+  result = p.run()
+  if 'Dataflow' in runner:  # the launcher returns once the job is submitted
+    return 0
+  result.wait_until_finish()
+  summary = json.loads(read_text(built['summary_uri']))
+  print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
+  print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
+  print(format_summary(summary, built['summary_uri']))
+  differences = check_counters(summary, _counters(result))
+  for line in differences:
+    print(f'predjoin: error: {line}', file=sys.stderr)
+  if not summary['ok'] or differences:
+    bad = summary['totals']['bad_shards'] + summary['totals']['bad_manifests']
+    print(f'predjoin: {bad} bad shard(s) or manifest(s), --max_bad_shards '
+          f'{summary["max_bad_shards"]}', file=sys.stderr)
+    return 1
+  return 0
+
+
+def main() -> None:
+  logging.basicConfig(level=logging.WARNING)
+  sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,105 @@
+"""predjoin's job parameters: one PipelineOptions subclass, validated before construction.
+
+Every name declared here is also declared in ``deploy/metadata.json`` (a test compares them).
+Standard Beam options (``--runner``, ``--direct_num_workers``, ``--project``, ...) pass through.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+FORMATS = ('avro', 'parquet', 'jsonl')
+MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression')
+INPUT_HEADER = ('auto', 'true', 'false')
+
+
+class OptionsError(ValueError):
+  """A combination of options that cannot run; the message says which and why."""
+
+
+def _probability(text: str) -> float:
+  value = float(text)
+  if not 0.0 <= value <= 1.0:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a probability between 0 and 1')
+  return value
+
+
+def _non_negative_int(text: str) -> int:
+  value = int(text)
+  if value < 0:
+    raise argparse.ArgumentTypeError(f'{text!r} is negative')
+  return value
+
+
+def _rebase(text: str) -> str:
+  if '=' not in text or text.startswith('='):
+    raise argparse.ArgumentTypeError(f'{text!r} is not of the form FROM=TO')
+  return text
+
+
+class PredjoinOptions(PipelineOptions):
+  """Options of the predjoin enrichment job."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        '--manifest', action='append', default=None,
+        help='URI of a batch-prediction manifest, or a glob of them. Repeatable.')
+    parser.add_argument(
+        '--output_location', default=None,
+        help='The batch prediction\'s OutputUri (e.g. s3://bucket/output/); with '
+        '--batch_prediction_id locates <output_location>batch-prediction/<id>.manifest.')
+    parser.add_argument(
+        '--batch_prediction_id', default=None,
+        help='The batch prediction\'s ID, used with --output_location.')
+    parser.add_argument(
+        '--output', default=None,
+        help='Output prefix: records/, dead_letter/ and summary.json are written under it.')
+    parser.add_argument(
+        '--format', default='avro', choices=FORMATS,
+        help='Format of the enriched records (default avro).')
+    parser.add_argument(
+        '--model_type', default='auto', choices=MODEL_TYPES,
+        help='Model type; auto reads it from the result header.')
+    parser.add_argument(
+        '--cutoff', type=_probability, default=0.5,
+        help='Binary models: best_answer is 1 when score >= cutoff (default 0.5).')
+    parser.add_argument(
+        '--min_score', type=_probability, default=None,
+        help='Multiclass models: a best score below this gives best_answer null (unknown).')
+    parser.add_argument(
+        '--input_header', default='auto', choices=INPUT_HEADER,
+        help='Whether input shards start with a header line; auto reads the .schema file '
+        'beside the input, else compares the input and result line counts, else sniffs.')
+    parser.add_argument(
+        '--max_bad_shards', type=_non_negative_int, default=0,
+        help='How many shards (or manifests) may fail before the command exits non-zero.')
+    parser.add_argument(
+        '--rebase_uri', action='append', default=None, type=_rebase,
+        help='FROM=TO: read a URI the manifest names as FROM... from TO... instead, e.g. '
+        'after copying a batch prediction from S3 to GCS. Repeatable.')
+    parser.add_argument(
+        '--block_rows', type=int, default=65536,
+        help='Rows per block passed between transforms (memory per shard scales with it).')
+
+
+def validate(options: PipelineOptions) -> PredjoinOptions:
+  """Checks option combinations before the pipeline is built; raises OptionsError."""
+  opts = options.view_as(PredjoinOptions)
+  located = opts.output_location is not None or opts.batch_prediction_id is not None
+  if opts.manifest and located:
+    raise OptionsError('give either --manifest or --output_location with --batch_prediction_id, '
+                       'not both')
+  if not opts.manifest:
+    if not (opts.output_location and opts.batch_prediction_id):
+      raise OptionsError('give --manifest URI, or both --output_location and '
+                         '--batch_prediction_id')
+  if not opts.output:
+    raise OptionsError('--output PREFIX is required')
+  if opts.block_rows < 1:
+    raise OptionsError('--block_rows must be at least 1')
+  if opts.min_score is not None and opts.model_type in ('binary', 'regression'):
+    raise OptionsError(f'--min_score applies to multiclass models, not {opts.model_type}')
+  return opts

@@ -1,0 +1,29 @@
+"""predjoin: Amazon ML batch-prediction results joined to their inputs, with Apache Beam."""
+
+import setuptools
+
+REQUIRED = [
+    'apache-beam[gcp,aws]>=2.77.0,<3',
+    'smart-open[s3,gcs]>=7.0',
+    'fastavro>=1.9',
+    'pyarrow>=17',
+    'numpy>=1.24',
+]
+
+TEST = [
+    'pytest>=8',
+    'pytest-xdist>=3.5',
+    'moto[server]>=5.0',
+    'ruff>=0.6',
+]
+
+setuptools.setup(
+    name='predjoin',
+    version='0.1.0',
+    description='Join Amazon ML batch-prediction results to their input rows, typed and checked.',
+    python_requires='>=3.10',
+    packages=['pipelines', 'transforms'],
+    install_requires=REQUIRED,
+    extras_require={'test': TEST},
+    entry_points={'console_scripts': ['predjoin=pipelines.enrich:main']},
+)

@@ -1,0 +1,318 @@
+"""Blocks of rows: parse a block of result lines and its input lines, interpret, build a batch.
+
+A block is N consecutive observations of one shard: N input lines and the N result lines that
+answer them. Everything here works on whole blocks (pyarrow's CSV reader, NumPy, Arrow compute);
+no Python runs per row on the fast path. When a block holds anything the fast path does not
+accept (a non-numeric score, bad UTF-8, ...) the whole block is parsed again by the slow path,
+which is Python's ``csv`` module line by line and defines the semantics; tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from transforms import layout as lay
+from transforms.lines import line_lengths, split_lines
+
+OK, FAILED, BAD = 0, 1, 2
+
+_READ_BLOCK = 1 << 22
+
+
+@dataclasses.dataclass
+class Parsed:
+  """One side of a block: a column per field (length n) and each row's outcome.
+
+  ``kind`` is OK, FAILED (a blank result line) or BAD (``errors[i]`` says why). Values of rows
+  that are not OK are unspecified; consumers mask them.
+  """
+
+  n: int
+  kind: np.ndarray
+  errors: dict[int, str]
+  columns: list[pa.Array]
+
+
+def _result_types(layout: lay.ResultLayout) -> list[pa.DataType]:
+  types = []
+  for name in layout.header:
+    if name in (lay.TAG, lay.TRUE_LABEL):
+      types.append(pa.string())
+    elif name == lay.BEST_ANSWER:
+      types.append(pa.int64() if layout.model_type == lay.BINARY else pa.string())
+    else:
+      types.append(pa.float64())
+  return types
+
+
+def _read_csv(block: bytes, ncols: int, types: list[pa.DataType]):
+  invalid: list[tuple[int, str, int]] = []
+
+  def on_invalid(row):
+    invalid.append((row.number, row.text, row.actual_columns))
+    return 'skip'
+
+  names = [f'c{i}' for i in range(ncols)]
+  table = pa_csv.read_csv(
+      io.BytesIO(block),
+      read_options=pa_csv.ReadOptions(column_names=names, use_threads=False,
+                                      block_size=_READ_BLOCK),
+      parse_options=pa_csv.ParseOptions(ignore_empty_lines=False, invalid_row_handler=on_invalid),
+      convert_options=pa_csv.ConvertOptions(
+          column_types=dict(zip(names, types)), null_values=[''], strings_can_be_null=False,
+          quoted_strings_can_be_null=False))
+  return table, invalid
+
+
+def _scatter(table: pa.Table, n: int, invalid_rows: list[int]) -> list[pa.Array]:
+  """Columns of length n: parsed rows at their positions, nulls where rows were skipped."""
+  columns = [table.column(i).combine_chunks() for i in range(table.num_columns)]
+  if not invalid_rows:
+    return columns
+  index = np.full(n, -1, dtype=np.int64)
+  keep = np.ones(n, dtype=bool)
+  keep[invalid_rows] = False
+  index[keep] = np.arange(table.num_rows)
+  take = pa.array(index, mask=index < 0)
+  return [column.take(take) for column in columns]
+
+
+def _fields_error(expected: int, got: int) -> str:
+  return f'expected {expected} fields, got {got}'
+
+
+def parse_result(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed:
+  """Parses n result lines; blank lines are FAILED, unparseable ones BAD (with the reason)."""
+  types = _result_types(layout)
+  try:
+    table, invalid = _read_csv(block, len(types), types)
+  except (pa.ArrowInvalid, UnicodeDecodeError):
+    return _parse_result_slow(block, n, layout)
+  if table.num_rows + len(invalid) != n:
+    return _parse_result_slow(block, n, layout)
+  kind = np.where(line_lengths(block) == 0, FAILED, OK).astype(np.int8)
+  errors: dict[int, str] = {}
+  for number, text, got in invalid:
+    if text.strip():
+      kind[number - 1] = BAD
+      errors[number - 1] = _fields_error(len(types), got)
+    else:
+      kind[number - 1] = FAILED
+  columns = _scatter(table, n, [number - 1 for number, _, _ in invalid])
+  _check_values(layout, types, columns, kind, errors)
+  return Parsed(n, kind, errors, columns)
+
+
+def _check_values(layout, types, columns, kind, errors) -> None:
+  """Marks OK rows BAD where a score is empty or not finite, or a binary answer not 0/1."""
+  for name, pa_type, column in zip(layout.header, types, columns):
+    if pa_type == pa.float64():
+      finite = pc.fill_null(pc.is_finite(column), False).to_numpy(zero_copy_only=False)
+      problem = (kind == OK) & ~finite
+      detail = f'{name} is empty or not a finite number'
+    elif name == lay.BEST_ANSWER and layout.model_type == lay.BINARY:
+      valid = pc.fill_null(pc.is_in(column, pa.array([0, 1])), False)
+      problem = (kind == OK) & ~valid.to_numpy(zero_copy_only=False)
+      detail = 'bestAnswer is not 0 or 1'
+    else:
+      continue
+    for i in np.flatnonzero(problem):
+      kind[i] = BAD
+      errors[int(i)] = detail
+
+
+def _parse_result_slow(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed:
+  types = _result_types(layout)
+  kind = np.zeros(n, dtype=np.int8)
+  errors: dict[int, str] = {}
+  values: list[list] = [[None] * n for _ in types]
+  for i, raw in enumerate(split_lines(block)):
+    if not raw.strip():
+      kind[i] = FAILED
+      continue
+    try:
+      fields = [cell.strip() for cell in next(csv.reader([raw.decode('utf-8')]))]
+    except (UnicodeDecodeError, csv.Error) as e:
+      kind[i], errors[i] = BAD, f'not a CSV line ({e})'
+      continue
+    if len(fields) != len(types):
+      kind[i], errors[i] = BAD, _fields_error(len(types), len(fields))
+      continue
+    try:
+      row = [_convert(name, pa_type, cell) for name, pa_type, cell in zip(layout.header, types,
+                                                                           fields)]
+    except ValueError as e:
+      kind[i], errors[i] = BAD, str(e)
+      continue
+    for column, value in zip(values, row):
+      column[i] = value
+  return Parsed(n, kind, errors, [pa.array(v, t) for v, t in zip(values, types)])
+
+
+def _convert(name: str, pa_type: pa.DataType, cell: str):
+  if pa_type == pa.string():
+    return cell
+  if pa_type == pa.int64():  # binary bestAnswer
+    if cell not in ('0', '1'):
+      raise ValueError('bestAnswer is not 0 or 1')
+    return int(cell)
+  try:
+    value = float(cell)
+  except ValueError:
+    raise ValueError(f'{name} is empty or not a finite number') from None
+  if not math.isfinite(value):
+    raise ValueError(f'{name} is empty or not a finite number')
+  return value
+
+
+def parse_input(block: bytes, n: int, ncols: int) -> Parsed:
+  """Parses n input lines into ncols string columns; a row with another field count is BAD."""
+  types = [pa.string()] * ncols
+  try:
+    table, invalid = _read_csv(block, ncols, types)
+  except (pa.ArrowInvalid, UnicodeDecodeError):
+    return _parse_input_slow(block, n, ncols)
+  if table.num_rows + len(invalid) != n:
+    return _parse_input_slow(block, n, ncols)
+  kind = np.zeros(n, dtype=np.int8)
+  errors: dict[int, str] = {}
+  if ncols > 1:
+    for i in np.flatnonzero(line_lengths(block) == 0):
+      kind[i], errors[int(i)] = BAD, f'blank line; {_fields_error(ncols, 0)}'
+  for number, _, got in invalid:
+    kind[number - 1], errors[number - 1] = BAD, _fields_error(ncols, got)
+  columns = _scatter(table, n, [number - 1 for number, _, _ in invalid])
+  return Parsed(n, kind, errors, columns)
+
+
+def _parse_input_slow(block: bytes, n: int, ncols: int) -> Parsed:
+  kind = np.zeros(n, dtype=np.int8)
+  errors: dict[int, str] = {}
+  values: list[list] = [[None] * n for _ in range(ncols)]
+  for i, raw in enumerate(split_lines(block)):
+    try:
+      fields = next(csv.reader([raw.decode('utf-8')]), [])
+    except (UnicodeDecodeError, csv.Error) as e:
+      kind[i], errors[i] = BAD, f'not a CSV line ({e})'
+      continue
+    if not raw and ncols == 1:
+      fields = ['']
+    if len(fields) != ncols:
+      detail = _fields_error(ncols, len(fields))
+      kind[i], errors[i] = BAD, f'blank line; {detail}' if not raw else detail
+      continue
+    for column, value in zip(values, fields):
+      column[i] = value
+  return Parsed(n, kind, errors, [pa.array(v, pa.string()) for v in values])
+
+
+def _masked(array: pa.Array, valid: pa.Array) -> pa.Array:
+  return pc.if_else(valid, array, pa.scalar(None, array.type))
+
+
+def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: float,
+              min_score: float | None) -> dict[str, pa.Array]:
+  """The prediction fields of a block, null where ``ok`` is False.
+
+  Binary: ``best_answer = 1`` when ``score >= cutoff``. Multiclass: the class with the highest
+  score, the first column winning ties; below ``min_score`` the answer is null and ``unknown``.
+  """
+  valid = pa.array(ok)
+  by_name = dict(zip(layout.header, result.columns))
+  fields: dict[str, pa.Array] = {}
+  if layout.model_type == lay.BINARY:
+    score = _masked(by_name[lay.SCORE], valid)
+    fields['best_answer'] = pc.cast(pc.greater_equal(score, cutoff), pa.int64())
+    fields['score'] = score
+    fields['service_best_answer'] = _masked(by_name[lay.BEST_ANSWER], valid)
+  elif layout.model_type == lay.MULTICLASS:
+    fields.update(_multiclass(by_name, layout, ok, valid, min_score))
+  else:
+    fields['score'] = _masked(by_name[lay.SCORE], valid)
+  if layout.has_tag:
+    fields['tag'] = _masked(by_name[lay.TAG], valid)
+  if layout.has_true_label:
+    fields['true_label'] = _masked(by_name[lay.TRUE_LABEL], valid)
+  return fields
+
+
+def _multiclass(by_name, layout, ok, valid, min_score) -> dict[str, pa.Array]:
+  n, k = len(ok), len(layout.classes)
+  matrix = np.column_stack([
+      by_name[label].to_numpy(zero_copy_only=False) for label in layout.classes
+  ]).astype(np.float64, copy=False)
+  matrix[~ok] = 0.0  # rows that are not OK carry nulls (NaN); their fields are masked below
+  best = np.argmax(matrix, axis=1)  # the first maximum: ties go to the first column
+  best_score = matrix[np.arange(n), best]
+  labels = pa.array(layout.classes, pa.string())
+  unknown = ok & (best_score < min_score) if min_score is not None else np.zeros(n, dtype=bool)
+  answer_valid = pa.array(ok & ~unknown)
+  struct = pa.StructArray.from_arrays(
+      [labels.take(pa.array(np.tile(np.arange(k), n))), pa.array(matrix.ravel())],
+      fields=[pa.field('label', pa.string(), nullable=False),
+              pa.field('score', pa.float64(), nullable=False)])
+  offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+  fields = {
+      'best_answer': _masked(labels.take(pa.array(best)), answer_valid),
+      'best_score': _masked(pa.array(best_score), valid),
+      'unknown': _masked(pa.array(unknown), valid),
+      'scores': pa.ListArray.from_arrays(offsets, struct, mask=pa.array(~ok)),
+  }
+  if layout.has_best_answer:
+    fields['service_best_answer'] = _masked(by_name[lay.BEST_ANSWER], valid)
+  return fields
+
+
+@dataclasses.dataclass
+class BlockOutcome:
+  """A joined block: the record batch, and the rows that went to the dead letter instead."""
+
+  batch: pa.RecordBatch
+  joined: int
+  failed: int
+  dead: list[tuple[int, str, str]]  # (position in block, reason, detail)
+
+
+def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.ResultLayout,
+               bp_id: str, input_uri: str, first_row: int, input_block: bytes,
+               result_block: bytes, n: int, cutoff: float,
+               min_score: float | None) -> BlockOutcome:
+  """Joins n input lines with the n result lines answering them, by position.
+
+  Args:
+    first_row: the 1-based row number of the block's first observation in its shard.
+  """
+  inputs = parse_input(input_block, n, len(schema.input_columns))
+  result = parse_result(result_block, n, layout)
+  dead = []
+  for i in sorted(set(inputs.errors) | set(result.errors)):
+    if i in inputs.errors:
+      dead.append((i, 'bad_input_row', inputs.errors[i]))
+    else:
+      dead.append((i, 'bad_result_line', result.errors[i]))
+  keep = (inputs.kind == OK) & (result.kind != BAD)
+  ok = keep & (result.kind == OK)
+  prediction = interpret(result, layout, ok, cutoff, min_score)
+  status = pc.if_else(pa.array(ok), 'ok', 'failed')
+  n_keep = int(keep.sum())
+  columns = {
+      'batch_prediction_id': pa.repeat(pa.scalar(bp_id, pa.string()), n),
+      'input_uri': pa.repeat(pa.scalar(input_uri, pa.string()), n),
+      'row_number': pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+      'status': status,
+      **prediction,
+      **dict(zip(schema.input_fields, inputs.columns)),
+  }
+  batch = pa.RecordBatch.from_arrays([columns[name] for name in arrow_schema.names],
+                                     schema=arrow_schema)
+  if n_keep != n:
+    batch = batch.filter(pa.array(keep))
+  return BlockOutcome(batch, int(ok.sum()), n_keep - int(ok.sum()), dead)

@@ -1,0 +1,306 @@
+"""predjoin's Beam transforms: thin wrappers around the pure code in this package.
+
+    manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> record batches ──> sink
+                     │                                      ├──> dead letters ─────────> sink
+                     └── manifest problems ──┐              └──> shard reports ──┐
+                                             └──────────────────────────────────┴──> summary.json
+
+Elements between transforms are Arrow ``RecordBatch`` blocks of rows, not one dict per row;
+``RecordsAsDicts`` gives the per-record view for users who want it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms import join as joining
+from transforms import layout as lay
+from transforms.manifest import ManifestError, batch_prediction_id, shards_of
+from transforms.storage import Storage, StorageConfig, StorageError, redact, write_text
+
+FORMAT_SUFFIX = {'avro': '.avro', 'parquet': '.parquet', 'jsonl': '.jsonl'}
+NAMESPACE = 'predjoin'
+
+
+def _counter(name: str):
+  return Metrics.counter(NAMESPACE, name)
+
+
+class ReadManifestFn(beam.DoFn):
+  """Manifest URI -> its shards; a manifest that cannot be used -> a report on PROBLEMS."""
+
+  PROBLEMS = 'manifest_problems'
+
+  def __init__(self, storage_config: StorageConfig, rebase_rules=()):
+    self._storage_config = storage_config
+    self._rebase_rules = list(rebase_rules)
+
+  def setup(self):
+    self._storage = Storage(self._storage_config)
+    self._shards = _counter('shards')
+    self._bad_manifests = _counter('manifests_bad')
+
+  def process(self, uri: str):
+    try:
+      shards = shards_of(self._storage.read_bytes(uri), uri, self._rebase_rules)
+    except (ManifestError, StorageError) as e:
+      self._bad_manifests.inc()
+      report = joining.ShardReport(batch_prediction_id=batch_prediction_id(uri),
+                                   manifest_uri=redact(uri),
+                                   input_uri=None, result_uri=None, input_rows=0,
+                                   status=joining.ERROR, error=str(e))
+      yield pvalue.TaggedOutput(self.PROBLEMS, report.as_dict())
+      return
+    self._shards.inc(len(shards))
+    yield from shards
+
+
+class JoinShardFn(beam.DoFn):
+  """Shard -> record batches; dead letters and one report per shard on tagged outputs."""
+
+  DEAD_LETTER = 'dead_letter'
+  REPORTS = 'reports'
+
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig):
+    self._plan = plan
+    self._storage_config = storage_config
+
+  def setup(self):
+    self._joiner = joining.ShardJoiner(self._plan, Storage(self._storage_config))
+    self._rows_in = _counter('rows_in')
+    self._joined = _counter('rows_joined')
+    self._failed = _counter('rows_failed')
+    self._dead = _counter('rows_dead_lettered')
+    self._shards_ok = _counter('shards_ok')
+    self._shards_bad = _counter('shards_bad')
+    self._batch_rows = Metrics.distribution(NAMESPACE, 'batch_rows')
+
+  def process(self, shard):
+    for kind, value in self._joiner.join(shard):
+      if kind == joining.RECORDS:
+        self._batch_rows.update(value.num_rows)
+        yield value
+      elif kind == joining.DEAD_LETTER:
+        yield pvalue.TaggedOutput(self.DEAD_LETTER, value)
+      else:
+        self._rows_in.inc(value.input_rows or 0)
+        self._joined.inc(value.joined_rows)
+        self._failed.inc(value.failed_rows)
+        self._dead.inc(value.dead_letter_rows)
+        bad = value.status in joining.BAD_STATUSES
+        (self._shards_bad if bad else self._shards_ok).inc()
+        report = value.as_dict()
+        report['input_uri'] = redact(report['input_uri'])
+        report['result_uri'] = redact(report['result_uri'])
+        report['manifest_uri'] = redact(report['manifest_uri'])
+        yield pvalue.TaggedOutput(self.REPORTS, report)
+
+
+class EnrichPredictions(beam.PTransform):
+  """PCollection of manifest URIs -> ``{'records', 'dead_letter', 'reports'}``."""
+
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, rebase_rules=()):
+    super().__init__()
+    self._plan = plan
+    self._storage_config = storage_config
+    self._rebase_rules = rebase_rules
+
+  def expand(self, manifests):
+    shards = manifests | 'ReadManifests' >> beam.ParDo(
+        ReadManifestFn(self._storage_config, self._rebase_rules)).with_outputs(
+            ReadManifestFn.PROBLEMS, main='shards')
+    joined = (
+        shards.shards
+        | 'SpreadShards' >> beam.Reshuffle()
+        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config)).with_outputs(
+            JoinShardFn.DEAD_LETTER, JoinShardFn.REPORTS, main='records'))
+    reports = ((joined[JoinShardFn.REPORTS], shards[ReadManifestFn.PROBLEMS])
+               | 'AllReports' >> beam.Flatten())
+    return {'records': joined.records, 'dead_letter': joined[JoinShardFn.DEAD_LETTER],
+            'reports': reports}
+
+
+class RecordsAsDicts(beam.PTransform):
+  """Record batches -> one dict per record, for users who want the per-record view."""
+
+  def expand(self, batches):
+    return batches | 'BatchToDicts' >> beam.FlatMap(lambda batch: batch.to_pylist())
+
+
+def _json_lines(batch: pa.RecordBatch):
+  for record in batch.to_pylist():
+    yield json.dumps(record, ensure_ascii=False, allow_nan=False)
+
+
+class WriteRecords(beam.PTransform):
+  """Record batches -> files under ``<output>/records/``; returns the final file names."""
+
+  def __init__(self, output: str, fmt: str, schema: lay.OutputSchema):
+    super().__init__()
+    self._prefix = FileSystems.join(output, 'records', 'part')
+    self._fmt = fmt
+    self._schema = schema
+
+  def expand(self, batches):
+    suffix = FORMAT_SUFFIX[self._fmt]
+    if self._fmt == 'parquet':
+      return (batches
+              | 'ToTables' >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
+              | 'WriteParquet' >> beam.io.WriteToParquetBatched(
+                  self._prefix, schema=lay.arrow_schema(self._schema), codec='snappy',
+                  file_name_suffix=suffix))
+    if self._fmt == 'avro':
+      return (batches
+              | 'ToDicts' >> RecordsAsDicts()
+              | 'WriteAvro' >> beam.io.WriteToAvro(
+                  self._prefix, schema=lay.avro_schema(self._schema), codec='deflate',
+                  file_name_suffix=suffix))
+    return (batches
+            | 'ToJsonLines' >> beam.FlatMap(_json_lines)
+            | 'WriteJsonLines' >> beam.io.WriteToText(self._prefix, file_name_suffix=suffix))
+
+
+class WriteDeadLetters(beam.PTransform):
+  """Dead-letter dicts -> JSON Lines under ``<output>/dead_letter/``; returns the file names."""
+
+  def __init__(self, output: str):
+    super().__init__()
+    self._prefix = FileSystems.join(output, 'dead_letter', 'part')
+
+  def expand(self, dead):
+    return (dead
+            | 'ToJson' >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+            | 'WriteJsonLines' >> beam.io.WriteToText(
+                self._prefix, file_name_suffix='.jsonl', skip_if_empty=True))
+
+
+class _SumPairs(beam.CombineFn):
+  def create_accumulator(self):
+    return (0, 0)
+
+  def add_input(self, acc, value):
+    return (acc[0] + value[0], acc[1] + value[1])
+
+  def merge_accumulators(self, accs):
+    accs = list(accs)
+    return (sum(a[0] for a in accs), sum(a[1] for a in accs))
+
+  def extract_output(self, acc):
+    return acc
+
+
+def _record_counts(batch: pa.RecordBatch):
+  ok = pc.sum(pc.equal(batch.column('status'), 'ok')).as_py() or 0
+  key = (batch.column('batch_prediction_id')[0].as_py(), batch.column('input_uri')[0].as_py())
+  return key, (ok, batch.num_rows - ok)
+
+
+def _dead_letter_count(dead: dict):
+  rows = 1 if dead.get('row_number') is not None else 0
+  return (dead['batch_prediction_id'], dead['input_uri']), (rows, 0)
+
+
+class CountPerShard(beam.PTransform):
+  """Counts, per ``(batch_prediction_id, input_uri)``, what reached a sink (two numbers)."""
+
+  def __init__(self, key_and_counts, counter: str):
+    super().__init__()
+    self._key_and_counts = key_and_counts
+    self._counter = counter
+
+  def expand(self, pcoll):
+    counter_name = self._counter
+
+    def count(element, fn=self._key_and_counts):
+      key, counts = fn(element)
+      _counter(counter_name).inc(sum(counts))
+      return key, counts
+
+    return pcoll | 'KeyByShard' >> beam.Map(count) | 'Sum' >> beam.CombinePerKey(_SumPairs())
+
+
+class IdentityError(RuntimeError):
+  """The outputs do not account for every input row: a bug, never a data problem."""
+
+
+def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, record_files: list,
+              dead_files: list, max_bad_shards: int) -> dict:
+  """The run summary, with the identity checked per shard against what reached the sinks."""
+  shards = sorted(reports, key=lambda r: (r['batch_prediction_id'] or '', r['manifest_uri'],
+                                          r['input_uri'] or ''))
+  problems = []
+  totals = dict(input_rows=0, joined_rows=0, failed_rows=0, dead_letter_rows=0, shards=0,
+                bad_shards=0, bad_manifests=0)
+  for r in shards:
+    if r['input_uri'] is None:
+      totals['bad_manifests'] += 1
+      continue
+    totals['shards'] += 1
+    totals['bad_shards'] += r['status'] in joining.BAD_STATUSES
+    for name in ('joined_rows', 'failed_rows', 'dead_letter_rows'):
+      totals[name] += r[name]
+    totals['input_rows'] += r['input_rows'] or 0
+    key = (r['batch_prediction_id'], r['input_uri'])
+    written_ok, written_failed = record_counts.get(key, (0, 0))
+    written_dead = dead_counts.get(key, (0, 0))[0]
+    where = r['input_uri']
+    if r['input_rows'] is not None and \
+        r['input_rows'] != r['joined_rows'] + r['failed_rows'] + r['dead_letter_rows']:
+      problems.append(f'{where}: input_rows {r["input_rows"]} != joined + failed + dead letter')
+    if (written_ok, written_failed, written_dead) != (r['joined_rows'], r['failed_rows'],
+                                                      r['dead_letter_rows']):
+      problems.append(f'{where}: the sinks received {written_ok} joined, {written_failed} failed '
+                      f'and {written_dead} dead-letter rows; the join reported '
+                      f'{r["joined_rows"]}, {r["failed_rows"]}, {r["dead_letter_rows"]}')
+  extra = (set(record_counts) | {k for k, v in dead_counts.items() if v[0]}) - {
+      (r['batch_prediction_id'], r['input_uri']) for r in shards}
+  problems.extend(f'{key[1]}: rows reached a sink with no shard report' for key in sorted(extra))
+  bad = totals['bad_shards'] + totals['bad_manifests']
+  return {
+      'ok': bad <= max_bad_shards and not problems,
+      'batch_prediction_ids': sorted({r['batch_prediction_id'] for r in shards
+                                      if r['batch_prediction_id']}),
+      'totals': totals,
+      'max_bad_shards': max_bad_shards,
+      'identity': {'holds': not problems, 'problems': problems,
+                   'rule': 'input_rows = joined_rows + failed_rows + dead_letter_rows, per shard, '
+                           'checked against the rows each sink received'},
+      'shards': shards,
+      'outputs': {'records': sorted(record_files), 'dead_letter': sorted(dead_files)},
+  }
+
+
+def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_files,
+                   max_bad_shards):
+  summary = summarize(reports, record_counts, dead_counts, record_files, dead_files,
+                      max_bad_shards)
+  write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
+  if not summary['identity']['holds']:
+    raise IdentityError('the outputs do not account for every input row: ' +
+                        '; '.join(summary['identity']['problems']))
+  return summary
+
+
+class WriteSummary(beam.PTransform):
+  """Shard reports + sink counts + written files -> ``<output>/summary.json`` (after the sinks)."""
+
+  def __init__(self, output: str, max_bad_shards: int):
+    super().__init__()
+    self.uri = FileSystems.join(output, 'summary.json')
+    self._max_bad_shards = max_bad_shards
+
+  def expand(self, inputs):
+    reports, record_counts, dead_counts, record_files, dead_files = inputs
+    return (reports
+            | 'CollectReports' >> beam.combiners.ToList()
+            | 'WriteSummaryJson' >> beam.Map(
+                _write_summary, self.uri, pvalue.AsDict(record_counts),
+                pvalue.AsDict(dead_counts), pvalue.AsList(record_files),
+                pvalue.AsList(dead_files), self._max_bad_shards))

@@ -1,0 +1,188 @@
+"""Result-file headers, input column names, and the one output schema derived from them.
+
+Pure functions, no Beam. ``FORMAT.md`` section 4 gives the header rules; the naming rule for
+input columns is documented in the README ("Output contract").
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+
+BINARY, MULTICLASS, REGRESSION = 'binary', 'multiclass', 'regression'
+TAG, TRUE_LABEL, BEST_ANSWER, SCORE = 'tag', 'trueLabel', 'bestAnswer', 'score'
+
+# Provenance fields every record carries, in output order.
+PROVENANCE = ('batch_prediction_id', 'input_uri', 'row_number', 'status')
+
+
+class LayoutError(ValueError):
+  """A result header that fits no model type, or not the expected one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultLayout:
+  """What a result file's header says about its columns."""
+
+  model_type: str
+  header: tuple[str, ...]
+  classes: tuple[str, ...] = ()
+
+  @property
+  def has_tag(self) -> bool:
+    return TAG in self.header
+
+  @property
+  def has_true_label(self) -> bool:
+    return TRUE_LABEL in self.header
+
+  @property
+  def has_best_answer(self) -> bool:
+    return BEST_ANSWER in self.header
+
+
+def split_header(line: str | bytes) -> tuple[str, ...]:
+  """Splits a CSV header line into stripped names (``1_star, 2_stars`` has spaces)."""
+  if isinstance(line, bytes):
+    line = line.decode('utf-8-sig')
+  line = line.lstrip('\ufeff').rstrip('\r\n')
+  return tuple(cell.strip() for cell in next(csv.reader([line]), []))
+
+
+def detect_layout(header: tuple[str, ...], model_type: str = 'auto',
+                  where: str = 'result file') -> ResultLayout:
+  """Reads the model type and columns from a result header.
+
+  Args:
+    header: the stripped header names.
+    model_type: ``auto`` or the type the user expects; a different header is an error.
+    where: the file, for error messages.
+
+  Raises:
+    LayoutError: duplicate or empty names, no prediction column, or a type other than expected.
+  """
+  if not header or any(not name for name in header):
+    raise LayoutError(f'{where}: the header line {",".join(header)!r} has an empty column name')
+  if len(set(header)) != len(header):
+    raise LayoutError(f'{where}: the header {",".join(header)!r} repeats a column name')
+  rest = [name for name in header if name not in (TAG, TRUE_LABEL)]
+  if sorted(rest) == sorted([BEST_ANSWER, SCORE]):
+    layout = ResultLayout(BINARY, header)
+  elif rest == [SCORE]:
+    layout = ResultLayout(REGRESSION, header)
+  else:
+    classes = tuple(name for name in rest if name != BEST_ANSWER)
+    if len(classes) < 2 or SCORE in classes:
+      raise LayoutError(
+          f'{where}: the header {",".join(header)!r} is not a binary (bestAnswer,score), '
+          'multiclass (one column per class) or regression (score) result header')
+    layout = ResultLayout(MULTICLASS, header, classes)
+  if model_type not in ('auto', layout.model_type):
+    raise LayoutError(f'{where}: --model_type {model_type} was given, but the header '
+                      f'{",".join(header)!r} is that of a {layout.model_type} model')
+  return layout
+
+
+def prediction_fields(layout: ResultLayout) -> list[tuple[str, str, bool]]:
+  """``(name, kind, nullable)`` of the prediction fields for a layout, in output order."""
+  if layout.model_type == BINARY:
+    fields = [('best_answer', 'long', True), ('score', 'double', True),
+              ('service_best_answer', 'long', True)]
+  elif layout.model_type == MULTICLASS:
+    fields = [('best_answer', 'string', True), ('best_score', 'double', True),
+              ('unknown', 'boolean', True), ('scores', 'scores', True)]
+    if layout.has_best_answer:
+      fields.append(('service_best_answer', 'string', True))
+  else:
+    fields = [('score', 'double', True)]
+  if layout.has_tag:
+    fields.append(('tag', 'string', True))
+  if layout.has_true_label:
+    fields.append(('true_label', 'string', True))
+  return fields
+
+
+_INVALID = re.compile(r'[^A-Za-z0-9_]')
+MAX_NAME = 300  # BigQuery's limit; Avro has none.
+
+
+def output_names(input_names: list[str] | tuple[str, ...], reserved: set[str]) -> list[str]:
+  """Deterministic Avro/BigQuery-valid names for input columns.
+
+  The rule: every character outside ``[A-Za-z0-9_]`` becomes ``_``; an empty name becomes
+  ``col_<position>``; a name starting with a digit or ``_`` gets the prefix ``col_``; a name equal
+  (ignoring case) to a provenance or prediction field gets the prefix ``input_``; a name equal
+  (ignoring case) to an earlier column's gets the suffix ``_<position>``. Positions are 1-based.
+  """
+  reserved_low = {name.lower() for name in reserved}
+  taken = set(reserved_low)
+  result = []
+  for position, raw in enumerate(input_names, start=1):
+    name = _INVALID.sub('_', raw.strip())[:MAX_NAME]
+    if not name:
+      name = f'col_{position}'
+    if name[0].isdigit() or name[0] == '_':
+      name = f'col_{name}'
+    while name.lower() in reserved_low:
+      name = f'input_{name}'
+    if name.lower() in taken:
+      name = f'{name}_{position}'
+    while name.lower() in taken:
+      name = f'{name}_'
+    taken.add(name.lower())
+    result.append(name)
+  return result
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSchema:
+  """The one internal schema of an enriched record; Arrow and Avro schemas derive from it.
+
+  ``fields`` are ``(name, kind, nullable)`` with kind one of string, long, double, boolean,
+  scores (a list of ``{label, score}``).
+  """
+
+  fields: tuple[tuple[str, str, bool], ...]
+  input_columns: tuple[str, ...]  # the input's own names, in order
+  input_fields: tuple[str, ...]   # their output names
+
+  @property
+  def names(self) -> list[str]:
+    return [name for name, _, _ in self.fields]
+
+
+def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ...]) -> OutputSchema:
+  provenance = [('batch_prediction_id', 'string', False), ('input_uri', 'string', False),
+                ('row_number', 'long', False), ('status', 'string', False)]
+  prediction = prediction_fields(layout)
+  reserved = {name for name, _, _ in provenance + prediction}
+  names = output_names(input_columns, reserved)
+  inputs = [(name, 'string', True) for name in names]
+  return OutputSchema(tuple(provenance + prediction + inputs), tuple(input_columns), tuple(names))
+
+
+def arrow_schema(schema: OutputSchema):
+  import pyarrow as pa
+  scalar = {'string': pa.string(), 'long': pa.int64(), 'double': pa.float64(),
+            'boolean': pa.bool_()}
+  scores = pa.list_(pa.struct([pa.field('label', pa.string(), nullable=False),
+                               pa.field('score', pa.float64(), nullable=False)]))
+  return pa.schema([
+      pa.field(name, scores if kind == 'scores' else scalar[kind], nullable=nullable)
+      for name, kind, nullable in schema.fields
+  ])
+
+
+def avro_schema(schema: OutputSchema, name: str = 'EnrichedPrediction') -> dict:
+  scores = {'type': 'array', 'items': {
+      'type': 'record', 'name': 'LabelScore',
+      'fields': [{'name': 'label', 'type': 'string'}, {'name': 'score', 'type': 'double'}]}}
+  fields = []
+  for field_name, kind, nullable in schema.fields:
+    avro_type = scores if kind == 'scores' else kind
+    if nullable:
+      fields.append({'name': field_name, 'type': ['null', avro_type], 'default': None})
+    else:
+      fields.append({'name': field_name, 'type': avro_type})
+  return {'type': 'record', 'name': name, 'namespace': 'predjoin', 'fields': fields}
