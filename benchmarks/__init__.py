@@ -1,0 +1,4 @@
+"""Benchmark harness for predjoin: data generator, peer scripts, checker and runner.
+
+See ``benchmarks/README.md``.
+"""
