@@ -27,7 +27,7 @@ from pipelines.options import OptionsError, PredjoinOptions, validate
 from transforms import enrich
 from transforms.manifest import manifest_uri, parse_rebase_rules
 from transforms.plan import PlanError, make_plan
-from transforms.storage import Storage, StorageConfig, redact, read_text
+from transforms.storage import Storage, StorageConfig, read_text, redact
 
 _LOG = logging.getLogger('predjoin')
 _GLOB = set('*?[')

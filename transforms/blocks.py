@@ -67,7 +67,7 @@ def _read_csv(block: bytes, ncols: int, types: list[pa.DataType]):
                                       block_size=_READ_BLOCK),
       parse_options=pa_csv.ParseOptions(ignore_empty_lines=False, invalid_row_handler=on_invalid),
       convert_options=pa_csv.ConvertOptions(
-          column_types=dict(zip(names, types)), null_values=[''], strings_can_be_null=False,
+          column_types=dict(zip(names, types, strict=True)), null_values=[''], strings_can_be_null=False,
           quoted_strings_can_be_null=False))
   return table, invalid
 
@@ -113,7 +113,7 @@ def parse_result(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed:
 
 def _check_values(layout, types, columns, kind, errors) -> None:
   """Marks OK rows BAD where a score is empty or not finite, or a binary answer not 0/1."""
-  for name, pa_type, column in zip(layout.header, types, columns):
+  for name, pa_type, column in zip(layout.header, types, columns, strict=True):
     if pa_type == pa.float64():
       finite = pc.fill_null(pc.is_finite(column), False).to_numpy(zero_copy_only=False)
       problem = (kind == OK) & ~finite
@@ -148,13 +148,13 @@ def _parse_result_slow(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed
       continue
     try:
       row = [_convert(name, pa_type, cell) for name, pa_type, cell in zip(layout.header, types,
-                                                                           fields)]
+                                                                           fields, strict=True)]
     except ValueError as e:
       kind[i], errors[i] = BAD, str(e)
       continue
-    for column, value in zip(values, row):
+    for column, value in zip(values, row, strict=True):
       column[i] = value
-  return Parsed(n, kind, errors, [pa.array(v, t) for v, t in zip(values, types)])
+  return Parsed(n, kind, errors, [pa.array(v, t) for v, t in zip(values, types, strict=True)])
 
 
 def _convert(name: str, pa_type: pa.DataType, cell: str):
@@ -209,7 +209,7 @@ def _parse_input_slow(block: bytes, n: int, ncols: int) -> Parsed:
       detail = _fields_error(ncols, len(fields))
       kind[i], errors[i] = BAD, f'blank line; {detail}' if not raw else detail
       continue
-    for column, value in zip(values, fields):
+    for column, value in zip(values, fields, strict=True):
       column[i] = value
   return Parsed(n, kind, errors, [pa.array(v, pa.string()) for v in values])
 
@@ -226,7 +226,7 @@ def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: 
   score, the first column winning ties; below ``min_score`` the answer is null and ``unknown``.
   """
   valid = pa.array(ok)
-  by_name = dict(zip(layout.header, result.columns))
+  by_name = dict(zip(layout.header, result.columns, strict=True))
   fields: dict[str, pa.Array] = {}
   if layout.model_type == lay.BINARY:
     score = _masked(by_name[lay.SCORE], valid)
@@ -309,7 +309,7 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
       'row_number': pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
       'status': status,
       **prediction,
-      **dict(zip(schema.input_fields, inputs.columns)),
+      **dict(zip(schema.input_fields, inputs.columns, strict=True)),
   }
   batch = pa.RecordBatch.from_arrays([columns[name] for name in arrow_schema.names],
                                      schema=arrow_schema)

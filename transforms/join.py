@@ -19,8 +19,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from transforms import amlschema
-from transforms import blocks
+from transforms import amlschema, blocks
 from transforms import layout as lay
 from transforms.lines import LineReader, count_lines, split_lines
 from transforms.manifest import Shard

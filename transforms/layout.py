@@ -47,7 +47,8 @@ def split_header(line: str | bytes) -> tuple[str, ...]:
   if isinstance(line, bytes):
     line = line.decode('utf-8-sig')
   line = line.lstrip('\ufeff').rstrip('\r\n')
-  return tuple(cell.strip() for cell in next(csv.reader([line]), []))
+  # Headers carry spaces after commas, so a quoted name may follow one.
+  return tuple(cell.strip() for cell in next(csv.reader([line], skipinitialspace=True), []))
 
 
 def detect_layout(header: tuple[str, ...], model_type: str = 'auto',

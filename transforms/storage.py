@@ -41,7 +41,7 @@ class StorageConfig:
   s3_verify: str | None = None
 
   @classmethod
-  def from_options(cls, options) -> 'StorageConfig':
+  def from_options(cls, options) -> StorageConfig:
     from apache_beam.options.pipeline_options import S3Options
     s3 = options.view_as(S3Options)
     return cls(s3.s3_endpoint_url, s3.s3_region_name, s3.s3_access_key_id,

@@ -1,0 +1,40 @@
+# predjoin: `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SAMPLES := $(CURDIR)/samples
+OUT    ?= out
+
+.PHONY: venv run test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The main job on the bundled samples (one run per batch prediction), DirectRunner.
+run: $(STAMP)
+	@for bp in binary multiclass regression; do \
+	  echo "== bp-sample-$$bp"; \
+	  $(VENV)/bin/predjoin \
+	    --manifest samples/output/batch-prediction/bp-sample-$$bp.manifest \
+	    --rebase_uri s3://predjoin-samples/=$(SAMPLES)/ \
+	    --output $(OUT)/bp-sample-$$bp --format avro \
+	    --direct_num_workers=2 --direct_running_mode=multi_processing || exit 1; \
+	done
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile tests $(wildcard benchmarks/test_*.py)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipelines transforms tests benchmarks samples
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -1,0 +1,163 @@
+"""Line blocks, parsing and interpretation of blocks: pure functions, fast and slow paths."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+
+from transforms import blocks
+from transforms import layout as lay
+from transforms.lines import LineReader, count_lines, line_lengths, split_lines
+
+BINARY = lay.detect_layout(('trueLabel', 'bestAnswer', 'score'))
+MULTI = lay.detect_layout(('a', 'b', 'c'))
+REGRESSION = lay.detect_layout(('score',))
+
+
+class Chunky(io.BytesIO):
+  """Returns at most 3 bytes per read, so lines straddle chunk boundaries."""
+
+  def read(self, size=-1):
+    return super().read(3)
+
+
+@pytest.mark.parametrize('data, lines', [
+    (b'', 0), (b'a', 1), (b'a\n', 1), (b'a\n\n', 2), (b'\n', 1), (b'a\r\nb', 2),
+    (b'a\nb\n\n\n', 4), (b'a\n  ', 2),
+])
+def test_count_lines_rule(data, lines):
+  assert count_lines(io.BytesIO(data), chunk_bytes=2) == lines
+  reader = LineReader(Chunky(data))
+  total = 0
+  while True:
+    _, n = reader.take(2)
+    if not n:
+      break
+    total += n
+  assert total == lines
+
+
+def test_take_returns_whole_lines_in_order_across_chunks():
+  data = b''.join(f'line{i}\n'.encode() if i % 7 else b'\n' for i in range(100)) + b'tail'
+  reader = LineReader(Chunky(data))
+  got = []
+  while True:
+    block, n = reader.take_exactly(9)
+    if not n:
+      break
+    assert block.count(b'\n') == n
+    got.extend(split_lines(block))
+  assert got == data.split(b'\n')
+
+
+def test_take_respects_max_bytes_but_always_one_line():
+  reader = LineReader(io.BytesIO(b'x' * 50 + b'\nshort\nshort\n'))
+  assert reader.take(10, max_bytes=10) == (b'x' * 50 + b'\n', 1)
+  assert reader.take(10, max_bytes=10)[1] >= 1
+
+
+def test_line_lengths_ignore_crlf():
+  assert line_lengths(b'ab\r\n\r\n\nx\n').tolist() == [2, 0, 0, 1]
+
+
+def _block(lines):
+  return ''.join(line + '\n' for line in lines).encode()
+
+
+def _result(lines, layout, slow=False):
+  block = _block(lines)
+  if slow:
+    return blocks._parse_result_slow(block, len(lines), layout)
+  return blocks.parse_result(block, len(lines), layout)
+
+
+@pytest.mark.parametrize('slow', [False, True])
+def test_number_forms_and_blank_lines(slow):
+  lines = ['', '1,1,9.96733E-1', '0,0,1.945252E-5', '', '1,1,0.46317', ' 0 , 0 , 8.7642E-3 ', '']
+  parsed = _result(lines, BINARY, slow)
+  assert parsed.kind.tolist() == [1, 0, 0, 1, 0, 0, 1]
+  scores = parsed.columns[2].to_pylist()
+  assert [scores[i] for i in (1, 2, 4, 5)] == [0.996733, 1.945252e-05, 0.46317, 0.0087642]
+
+
+@pytest.mark.parametrize('slow', [False, True])
+def test_bad_result_lines_are_bad_alone(slow):
+  lines = ['1,1,0.9', '1,1', '1,1,abc', '1,2,0.5', '1,1,NaN', '1,1,', ',,', '0,0,0.1']
+  parsed = _result(lines, BINARY, slow)
+  assert parsed.kind.tolist() == [0, 2, 2, 2, 2, 2, 2, 0]
+  assert 'expected 3 fields, got 2' in parsed.errors[1]
+  assert 'score' in parsed.errors[2] and 'bestAnswer' in parsed.errors[3]
+
+
+def test_fast_and_slow_paths_agree_on_random_blocks():
+  rng = random.Random(7)
+  pieces = ['', '0,1,0.25', '1,0,7.5E-1', '1,1,1E0', 'x,1,0.3', '1,1,oops', '1,1', '0,0,0',
+            '"1",1,0.5', ' ', '0,1,-0.0']
+  for _ in range(200):
+    lines = [rng.choice(pieces) for _ in range(rng.randint(1, 12))]
+    fast, slow = _result(lines, BINARY), _result(lines, BINARY, slow=True)
+    assert fast.kind.tolist() == slow.kind.tolist(), lines
+    ok = fast.kind == blocks.OK
+    for f, s in zip(fast.columns, slow.columns, strict=True):
+      assert np.array(f.to_pylist(), dtype=object)[ok].tolist() == \
+          np.array(s.to_pylist(), dtype=object)[ok].tolist(), lines
+
+
+def _interpret(lines, layout, cutoff=0.5, min_score=None):
+  parsed = _result(lines, layout)
+  ok = parsed.kind == blocks.OK
+  return {k: v.to_pylist() for k, v in blocks.interpret(parsed, layout, ok, cutoff,
+                                                         min_score).items()}
+
+
+def test_binary_cutoff_equality_gives_one():
+  out = _interpret(['0,1,0.5', '0,0,0.4999999', '1,1,0.7', ''], BINARY, cutoff=0.5)
+  assert out['best_answer'] == [1, 0, 1, None]
+  assert out['service_best_answer'] == [1, 0, 1, None]
+  assert out['true_label'] == ['0', '0', '1', None]
+  out = _interpret(['0,1,0.7', '0,0,0.7'], BINARY, cutoff=0.7)
+  assert out['best_answer'] == [1, 1]
+
+
+def test_multiclass_best_ties_and_unknown():
+  lines = ['0.2,0.5,0.3', '0.4,0.4,0.2', '', '0.34,0.33,0.33', '1E-1,8E-1,1E-1']
+  out = _interpret(lines, MULTI, min_score=0.35)
+  assert out['best_answer'] == ['b', 'a', None, None, 'b']
+  assert out['best_score'] == [0.5, 0.4, None, 0.34, 0.8]
+  assert out['unknown'] == [False, False, None, True, False]
+  assert out['scores'][0] == [{'label': 'a', 'score': 0.2}, {'label': 'b', 'score': 0.5},
+                              {'label': 'c', 'score': 0.3}]
+  assert out['scores'][2] is None
+  assert _interpret(lines, MULTI)['best_answer'][3] == 'a'
+
+
+def test_regression_blank_and_values():
+  out = _interpret(['-1.526385E1', '', '42'], REGRESSION)
+  assert out['score'] == [-15.26385, None, 42.0]
+
+
+def _join(input_lines, result_lines, layout=BINARY, columns=('id', 'name', 'amount')):
+  schema = lay.output_schema(layout, list(columns))
+  return blocks.join_block(schema, lay.arrow_schema(schema), layout, 'bp', 'in.csv', 11,
+                           _block(input_lines), _block(result_lines), len(input_lines), 0.5,
+                           None)
+
+
+def test_join_block_keeps_positions_and_dead_letters_bad_rows():
+  inputs = ['1,a,"x, y"', '2,b,3', '', '4,d', '5,e,5', '6,f,6']
+  results = ['1,1,0.9', '', '0,0,0.1', '0,0,0.2', '1,1,bad', '1,0,0.3']
+  outcome = _join(inputs, results)
+  rows = outcome.batch.to_pylist()
+  assert [r['row_number'] for r in rows] == [11, 12, 16]
+  assert [r['status'] for r in rows] == ['ok', 'failed', 'ok']
+  assert rows[0]['amount'] == 'x, y' and rows[1]['score'] is None and rows[2]['name'] == 'f'
+  assert [(i, reason) for i, reason, _ in outcome.dead] == [
+      (2, 'bad_input_row'), (3, 'bad_input_row'), (4, 'bad_result_line')]
+  assert (outcome.joined, outcome.failed) == (2, 1)
+
+
+def test_join_block_single_column_input_keeps_empty_values():
+  outcome = _join(['a', '', 'c'], ['1,1,0.9', '0,0,0.2', ''], columns=('only',))
+  assert [r['only'] for r in outcome.batch.to_pylist()] == ['a', '', 'c']
+  assert outcome.dead == []

@@ -1,0 +1,166 @@
+"""One shard joined by ShardJoiner over real local files: every outcome of FORMAT.md's rules."""
+
+import gzip
+import json
+import os
+
+import pyarrow as pa
+import pytest
+
+from tests.builders import oracle_rows, write_bp
+from transforms import join
+from transforms.manifest import shards_of
+from transforms.plan import PlanError, make_plan
+from transforms.storage import Storage
+
+INPUTS = [f'{i},name {i},"{i}, more"' for i in range(1, 11)]
+
+
+def _run(manifest, block_rows=3, **plan_args):
+  storage = Storage()
+  plan = make_plan([manifest], storage, block_rows=block_rows, **plan_args)
+  joiner = join.ShardJoiner(plan, storage)
+  records, dead, reports = [], [], []
+  for shard in shards_of(open(manifest).read(), manifest):
+    for kind, value in joiner.join(shard):
+      if kind == join.RECORDS:
+        records.extend(value.to_pylist())
+      elif kind == join.DEAD_LETTER:
+        dead.append(value)
+      else:
+        reports.append(value)
+  return records, dead, reports
+
+
+@pytest.mark.parametrize('blanks', [{0}, {4}, {9}, {0, 1, 9}, set(range(10))])
+def test_blank_lines_first_middle_last_never_shift(tmp_path, blanks):
+  results = ['' if i in blanks else f'1,{(i + 1) / 20:.4E}' for i in range(10)]
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, results)])
+  records, dead, [report] = _run(manifest)
+  expected = oracle_rows(manifest)
+  assert dead == [] and len(records) == len(expected) == 10
+  for got, want in zip(records, expected, strict=True):
+    assert got['row_number'] == want['row_number']
+    assert [got['id'], got['name'], got['amount']] == want['values']
+    assert got['status'] == ('failed' if want['result'] == '' else 'ok')
+    if want['result']:
+      assert got['score'] == float(want['result'].split(',')[1])
+  assert (report.input_rows, report.joined_rows, report.failed_rows) == (10, 10 - len(blanks),
+                                                                          len(blanks))
+  assert report.status == join.OK
+
+
+@pytest.mark.parametrize('n_results', [9, 11])
+def test_row_count_mismatch_dead_letters_the_whole_shard(tmp_path, n_results):
+  results = [f'1,0.{i}' for i in range(n_results)]
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, results)])
+  records, dead, [report] = _run(manifest, input_header='true')
+  assert records == []
+  assert [d['row_number'] for d in dead] == list(range(1, 11))
+  assert {d['reason'] for d in dead} == {'row_count_mismatch'}
+  assert dead[0]['input_rows'] == 10 and dead[0]['result_rows'] == n_results
+  assert dead[3]['input_line'] == INPUTS[3] and dead[3]['result_line'] == results[3]
+  assert report.status == join.ROW_COUNT_MISMATCH and report.dead_letter_rows == 10
+  assert f'{n_results} result lines' in report.error
+
+
+def test_bad_result_and_input_lines_go_to_the_dead_letter_alone(tmp_path):
+  inputs = INPUTS[:4] + ['5,only two'] + INPUTS[5:]
+  results = ['1,0.9', '1,abc', '', '0,0.1,extra', '1,0.6', '1,0.7', '1,0.7', '0,0.2', '0,0.2',
+             '']
+  manifest = write_bp(tmp_path, 'bp-1', [(inputs, results)])
+  records, dead, [report] = _run(manifest)
+  assert [(d['row_number'], d['reason']) for d in dead] == [
+      (2, 'bad_result_line'), (4, 'bad_result_line'), (5, 'bad_input_row')]
+  assert 'line 3' in dead[0]['error'] and dead[0]['result_line'] == '1,abc'  # header is line 1
+  assert 'line 6' in dead[2]['error'] and dead[2]['input_line'] == '5,only two'
+  assert [r['row_number'] for r in records] == [1, 3, 6, 7, 8, 9, 10]
+  assert report.status == join.WITH_DEAD_LETTERS
+  assert report.input_rows == report.joined_rows + report.failed_rows + report.dead_letter_rows
+
+
+def test_missing_and_corrupt_results_reject_their_shard_only(tmp_path):
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)] * 3)
+  pairs = json.load(open(manifest))
+  results = list(pairs.values())
+  os.remove(results[1])
+  data = open(results[2], 'rb').read()
+  open(results[2], 'wb').write(data[:-12] + bytes(12))  # damaged CRC and length trailer
+  records, dead, reports = _run(manifest)
+  by_input = {r.input_uri: r for r in reports}
+  assert [by_input[i].status for i in pairs] == [join.OK, join.ERROR, join.ERROR]
+  assert 'no such file' in by_input[list(pairs)[1]].error
+  assert results[1] in by_input[list(pairs)[1]].error
+  assert len(records) == 10 and len(dead) == 20
+  assert {d['reason'] for d in dead} == {'result_unreadable'}
+
+
+def test_missing_input_is_reported_with_unknown_rows(tmp_path):
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)] * 2)
+  os.remove(list(json.load(open(manifest)))[1])
+  records, dead, reports = _run(manifest)
+  bad = [r for r in reports if r.status == join.ERROR]
+  assert len(records) == 10 and len(bad) == 1 and bad[0].input_rows is None
+  assert dead[0]['reason'] == 'input_unreadable' and dead[0]['row_number'] is None
+
+
+def test_result_header_that_differs_from_the_plan(tmp_path):
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)] * 2)
+  second = list(json.load(open(manifest)).values())[1]
+  open(second, 'wb').write(gzip.compress(('score\n' + '0.5\n' * 10).encode()))
+  records, dead, reports = _run(manifest)
+  assert len(records) == 10 and len(dead) == 10
+  assert {d['reason'] for d in dead} == {'result_header_mismatch'}
+
+
+def test_header_found_by_line_counts_when_no_schema(tmp_path):
+  with_header = write_bp(tmp_path / 'a', 'bp-1', [(INPUTS, ['1,0.5'] * 10)])
+  without = write_bp(tmp_path / 'b', 'bp-1', [(INPUTS, ['1,0.5'] * 10)], input_header=None)
+  assert [r['id'] for r in _run(with_header)[0]] == [str(i) for i in range(1, 11)]
+  records, _, [report] = _run(without)
+  assert [r['col_1'] for r in records] == [str(i) for i in range(1, 11)]
+  assert report.input_header is False
+
+
+def test_schema_gives_names_to_a_headerless_input(tmp_path):
+  schema = {'version': '1.0', 'dataFileContainsHeader': False, 'attributes': [
+      {'attributeName': 'id', 'attributeType': 'CATEGORICAL'},
+      {'fieldName': 'full name', 'fieldType': 'TEXT'},
+      {'attributeName': 'amount', 'attributeType': 'TEXT'}]}
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)], input_header=None,
+                      schema=schema)
+  records, _, _ = _run(manifest)
+  assert records[0]['full_name'] == 'name 1' and records[9]['amount'] == '10, more'
+
+
+def test_multiclass_and_regression_shards(tmp_path):
+  multi = write_bp(tmp_path / 'm', 'bp-m', [(INPUTS, ['t,0.1,0.9'] * 9 + [''])],
+                   result_header='tag, 1_star, 2_stars')
+  records, dead, _ = _run(multi, min_score=0.95)
+  assert dead == [] and records[0]['tag'] == 't' and records[9]['status'] == 'failed'
+  assert records[0]['scores'] == [{'label': '1_star', 'score': 0.1},
+                                  {'label': '2_stars', 'score': 0.9}]
+  assert records[0]['unknown'] is True and records[0]['best_answer'] is None
+  regression = write_bp(tmp_path / 'r', 'bp-r', [(INPUTS, ['-1.5E1'] * 10)],
+                        result_header='score')
+  assert {r['score'] for r in _run(regression)[0]} == {-15.0}
+
+
+def test_plan_error_lists_every_problem(tmp_path):
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)])
+  os.remove(list(json.load(open(manifest)).values())[0])
+  with pytest.raises(PlanError, match='no such file'):
+    make_plan([manifest, str(tmp_path / 'missing.manifest')], Storage())
+
+
+def test_memory_is_bounded_by_the_block(tmp_path):
+  rows = 5000
+  manifest = write_bp(tmp_path, 'bp-1', [([f'{i},n,{i}' for i in range(rows)],
+                                          ['1,0.5'] * rows)])
+  storage = Storage()
+  plan = make_plan([manifest], storage, block_rows=128)
+  batches = [v for k, v in join.ShardJoiner(plan, storage).join(
+      shards_of(open(manifest).read(), manifest)[0]) if k == join.RECORDS]
+  assert max(b.num_rows for b in batches) == 128
+  assert sum(b.num_rows for b in batches) == rows
+  assert all(isinstance(b, pa.RecordBatch) for b in batches)

@@ -1,0 +1,177 @@
+"""The whole job: under TestPipeline, and through the CLI on the DirectRunner (also multi-process).
+
+Outputs are read back with fastavro / pyarrow / json and compared row by row with an oracle that
+reads the inputs with the standard library only.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.enrich import build_pipeline, run
+from tests.builders import oracle_rows, read_dead_letters, read_records, read_summary, write_bp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INPUTS = [f'{i},"name, {i}",{i * 10}' for i in range(1, 13)]
+
+
+def _results(blanks):
+  return ['' if i in blanks else f'{i % 2},{(i + 1) / 14:.6E}' for i in range(12)]
+
+
+@pytest.fixture
+def good_bp(tmp_path):
+  """Three shards: blank lines first, in the middle and last (the file ends with '\\n\\n')."""
+  return write_bp(tmp_path, 'bp-good', [(INPUTS, _results({0})), (INPUTS, _results({5, 6})),
+                                        (INPUTS, _results({11}))])
+
+
+@pytest.fixture
+def mixed_bp(tmp_path):
+  """Two good shards and one whose result has a line too few."""
+  return write_bp(tmp_path, 'bp-mixed', [(INPUTS, _results({0})), (INPUTS, _results({3})[:-1]),
+                                         (INPUTS, _results({11}))])
+
+
+def assert_matches_oracle(records, expected):
+  assert len(records) == len(expected)
+  for got, want in zip(records, expected, strict=True):
+    assert (got['input_uri'], got['row_number']) == (want['input_uri'], want['row_number'])
+    assert [got['id'], got['name'], got['amount']] == want['values']
+    if want['result']:
+      answer, score = want['result'].split(',')
+      assert got['status'] == 'ok'
+      assert (got['service_best_answer'], got['score']) == (int(answer), float(score))
+      assert got['best_answer'] == int(float(score) >= 0.5)
+    else:
+      assert got['status'] == 'failed' and got['score'] is None
+
+
+def _report_counts(report):
+  return (os.path.basename(report['input_uri']), report['input_rows'], report['joined_rows'],
+          report['failed_rows'], report['dead_letter_rows'], report['status'])
+
+
+def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
+  out = str(tmp_path / 'out')
+  p = TestPipeline(options=PipelineOptions(['--manifest', mixed_bp, '--output', out,
+                                            '--format', 'parquet', '--block_rows', '5']))
+  built = build_pipeline(p, p.options)
+  assert_that(built['reports'] | 'Counts' >> beam.Map(_report_counts),
+              equal_to([('part-1.csv', 12, 11, 1, 0, 'ok'),
+                        ('part-2.csv', 12, 0, 0, 12, 'row_count_mismatch'),
+                        ('part-3.csv', 12, 11, 1, 0, 'ok')]), label='CheckReports')
+  result = p.run()
+  result.wait_until_finish()
+  counters = {c.key.metric.name: c.committed
+              for c in result.metrics().query(MetricsFilter())['counters']}
+  assert counters['rows_in'] == 36 and counters['rows_joined'] == 22
+  assert counters['rows_failed'] == 2 and counters['rows_dead_lettered'] == 12
+  assert counters['records_to_sink'] == 24 and counters['dead_letters_to_sink'] == 12
+  assert counters['shards_bad'] == 1 and counters['shards_ok'] == 2
+  summary = read_summary(out)
+  assert summary['identity']['holds'] and not summary['ok']
+  assert summary['totals']['input_rows'] == 36
+
+
+@pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])
+def test_cli_each_format_row_by_row(good_bp, tmp_path, fmt, capsys):
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', good_bp, '--output', out, '--format', fmt, '--block_rows', '4']) == 0
+  assert_matches_oracle(read_records(out), oracle_rows(good_bp))
+  assert read_dead_letters(out) == []
+  printed = capsys.readouterr().out
+  assert 'rows in 36, joined 32, failed 4, dead-lettered 0' in printed
+  assert all(f.endswith('.' + fmt) for f in read_summary(out)['outputs']['records'])
+
+
+def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', mixed_bp, '--output', out, '--format', 'avro']) == 1
+  assert 'row_count_mismatch' in capsys.readouterr().out
+  expected = oracle_rows_skipping(mixed_bp, 'part-2.csv')
+  assert_matches_oracle(read_records(out), expected)
+  dead = read_dead_letters(out)
+  assert [d['row_number'] for d in dead] == list(range(1, 13))
+  assert {(d['reason'], d['input_rows'], d['result_rows']) for d in dead} == {
+      ('row_count_mismatch', 12, 11)}
+  shard = next(s for s in read_summary(out)['shards'] if s['input_uri'].endswith('part-2.csv'))
+  assert (shard['status'], shard['dead_letter_rows'], shard['result_rows']) == (
+      'row_count_mismatch', 12, 11)
+  out2 = str(tmp_path / 'out2')
+  assert run(['--manifest', mixed_bp, '--output', out2, '--max_bad_shards', '1']) == 0
+
+
+def oracle_rows_skipping(manifest, skipped_name):
+  pairs = json.load(open(manifest))
+  kept = {k: v for k, v in pairs.items() if not k.endswith(skipped_name)}
+  path = manifest + '.kept'
+  with open(path, 'w') as f:
+    json.dump(kept, f)
+  return oracle_rows(path)
+
+
+def test_malformed_manifest_others_complete(good_bp, tmp_path, capsys):
+  bad = tmp_path / 'bp-bad.manifest'
+  bad.write_text('{"/x/a.csv": "/x/a.gz",\n "/x/b.csv" "/x/b.gz"}')
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', good_bp, '--manifest', str(bad), '--output', out]) == 1
+  assert_matches_oracle(read_records(out), oracle_rows(good_bp))
+  summary = read_summary(out)
+  problem = next(s for s in summary['shards'] if s['input_uri'] is None)
+  assert str(bad) in problem['error'] and 'line 2' in problem['error']
+  assert summary['totals']['bad_manifests'] == 1
+  assert run(['--manifest', good_bp, '--manifest', str(bad), '--output', str(tmp_path / 'o2'),
+              '--max_bad_shards', '1']) == 0
+
+
+def test_locate_manifest_by_output_location(good_bp, tmp_path):
+  location = os.path.dirname(os.path.dirname(good_bp)) + '//'
+  out = str(tmp_path / 'out')
+  assert run(['--output_location', location, '--batch_prediction_id', 'bp-good',
+              '--output', out]) == 0
+  assert read_records(out)[0]['batch_prediction_id'] == 'bp-good'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--output', 'x'], '--manifest'),
+    (['--manifest', 'm', '--output_location', 'l', '--batch_prediction_id', 'b', '--output', 'x'],
+     'not both'),
+    (['--manifest', '/nonexistent/bp.manifest', '--output', 'x'], 'nonexistent/bp.manifest'),
+    (['--output_location', '/nowhere/', '--batch_prediction_id', 'bp-9', '--output', 'x'],
+     '/nowhere/batch-prediction/bp-9.manifest'),
+    (['--manifest', '/nowhere/*.manifest', '--output', 'x'], 'matches no file'),
+])
+def test_usage_errors_exit_2_and_say_what(args, message, capsys):
+  assert run(args) == 2
+  assert message in capsys.readouterr().err
+
+
+def test_cli_multi_processing_direct_runner(good_bp, tmp_path):
+  out = str(tmp_path / 'out')
+  command = [os.path.join(os.path.dirname(sys.executable), 'predjoin'), '--manifest', good_bp,
+             '--output', out, '--format', 'parquet', '--block_rows', '5',
+             '--direct_num_workers=2', '--direct_running_mode=multi_processing']
+  done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+  assert done.returncode == 0, done.stderr
+  assert_matches_oracle(read_records(out), oracle_rows(good_bp))
+  summary = read_summary(out)
+  assert summary['identity']['holds'] and summary['totals']['failed_rows'] == 4
+
+
+def test_bundled_samples_run_like_make_run(tmp_path):
+  samples = os.path.join(ROOT, 'samples')
+  for bp, rows in [('binary', 30), ('multiclass', 22), ('regression', 14)]:
+    out = str(tmp_path / bp)
+    assert run(['--manifest', f'{samples}/output/batch-prediction/bp-sample-{bp}.manifest',
+                '--rebase_uri', f's3://predjoin-samples/={samples}/', '--output', out]) == 0
+    records = read_records(out)
+    assert len(records) == rows == read_summary(out)['totals']['input_rows']
