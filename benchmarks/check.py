@@ -140,7 +140,7 @@ def parse_line(truth: dict, line: str) -> dict | None:
   if not line.strip():
     return None
   header = [c.strip() for c in truth['result_header'].split(',')]
-  cells = dict(zip(header, (c.strip() for c in line.split(','))))
+  cells = dict(zip(header, (c.strip() for c in line.split(',')), strict=True))
   if truth['model'] == 'binary':
     score = float(cells['score'])
     return {'score': score, 'best_answer': score >= 0.5}
@@ -168,7 +168,7 @@ def _scores_of(value, labels):
       label_key = next((k for k in keys if k in ('label', 'class', 'name')), keys[0])
       value_key = next((k for k in keys if k in ('score', 'value', 'probability')), keys[-1])
       return {str(d[label_key]): _float(d[value_key]) for d in value}
-    return dict(zip(labels, (_float(v) for v in value)))
+    return dict(zip(labels, (_float(v) for v in value), strict=False))
   return None
 
 
@@ -293,7 +293,8 @@ def _check(truth: dict, output: str, report: dict) -> None:
     if any(s not in by_name for s in stems):
       raise CheckFailed('rows carry no input_uri/row_number nor customer_id, and the files are '
                         f'not named after the input shards: {stems[:3]}')
-    shard = np.concatenate([np.full(c, by_name[s], dtype=np.int64) for s, c in zip(stems, counts)])
+    shard = np.concatenate([np.full(c, by_name[s], dtype=np.int64)
+                            for s, c in zip(stems, counts, strict=True)])
     row = np.concatenate([np.arange(1, c + 1, dtype=np.int64) for c in counts])
 
   bad = (shard < 0) | (shard >= len(shards))
@@ -334,7 +335,7 @@ def _check(truth: dict, output: str, report: dict) -> None:
       expectations.append((s['index'], int(row_number), parse_line(truth, line)))
   taken = table.take(pa.array(position[np.array(sample_keys, dtype=np.int64)])).to_pylist()
   reasons = []
-  for (shard_index, row_number, expected), got in zip(expectations, taken):
+  for (shard_index, row_number, expected), got in zip(expectations, taken, strict=True):
     problems = compare_row(truth, expected, got)
     if problems:
       where = f'{shards[shard_index]["name"]} row {row_number}'

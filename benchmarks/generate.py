@@ -314,7 +314,7 @@ def write_shard(out: str, bp_id: str, name: str, shard: int, n: int, model: str,
       'rows': int(n),
       'failed': int(failed.sum()),
       'last_failed': bool(failed[-1]) if n else False,
-      'samples': {str(int(r) + 1): line for r, line in zip(rows, lines)},
+      'samples': {str(int(r) + 1): line for r, line in zip(rows, lines, strict=True)},
   }
 
 

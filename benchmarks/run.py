@@ -1,0 +1,648 @@
+"""Benchmark: predjoin against whole-file peers on generated batch predictions.
+
+For each data set, after one warm-up read of its files, every tool runs as a whole process
+(``runs`` times, interleaved); the table shows the median wall and CPU time and the largest memory
+seen. Memory is measured two ways: the kernel's peak RSS of the largest single process of the tree
+(``wait4`` rusage, which covers reaped descendants), and the summed RSS of the process tree sampled
+every 50 ms with psutil (predjoin's multi-processing workers are separate processes). Each tool's
+last output is checked by benchmarks.check.
+
+Writes benchmarks/results/latest.md, latest.png and latest.json (``latest-quick.*`` with
+``--quick``) and appends a line to benchmarks/results/history.md.
+
+Usage::
+
+  python -m benchmarks.run --quick            # tiny data, a few minutes
+  python -m benchmarks.run                    # full size: 14M rows, long; run once
+  python -m benchmarks.run --quick --runs 1 --datasets main --tools duckdb_careful,predjoin-parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from benchmarks import check as checker
+from benchmarks import generate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DATA = os.path.join(HERE, 'data')
+WORK = os.path.join(HERE, 'work')
+RESULTS = os.path.join(HERE, 'results')
+PEERS = os.path.join(HERE, 'peers')
+DEFAULT_PREDJOIN = os.path.join(REPO, '.venv', 'bin', 'predjoin')
+SAMPLE_SECONDS = 0.05
+MB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  role: str  # main, multiclass, mem-large, mem-small
+  shards: int
+  rows: int  # per shard
+  model: str = 'binary'
+  classes: int = 5
+  failed_rate: float = 0.01
+  seed: int = 1
+  tools: tuple[str, ...] | None = None  # None: every tool
+
+  @property
+  def name(self) -> str:
+    return f'{self.role}-{self.model}-{self.shards}x{_count(self.rows)}'
+
+  @property
+  def total_rows(self) -> int:
+    return self.shards * self.rows
+
+
+def _count(n: int) -> str:
+  for unit, size in (('M', 1_000_000), ('k', 1_000)):
+    if n >= size and n % (size // 10) == 0:
+      text = f'{n / size:g}'
+      return text + unit
+  return str(n)
+
+
+MEMORY_TOOLS = ('predjoin-parquet', 'pandas_careful', 'duckdb_careful', 'pyarrow_careful', 'floor')
+FULL = (
+    Dataset('main', 8, 1_000_000),
+    Dataset('multiclass', 4, 250_000, model='multiclass', seed=2),
+    Dataset('mem-large', 1, 4_000_000, seed=3, tools=MEMORY_TOOLS),
+    Dataset('mem-small', 1, 1_000_000, seed=4, tools=MEMORY_TOOLS),
+)
+QUICK = (
+    Dataset('main', 8, 5_000),
+    Dataset('multiclass', 4, 2_500, model='multiclass', seed=2),
+    Dataset('mem-large', 1, 40_000, seed=3, tools=MEMORY_TOOLS),
+    Dataset('mem-small', 1, 10_000, seed=4, tools=MEMORY_TOOLS),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+  name: str
+  kind: str  # predjoin, careful, naive, floor
+  fmt: str = 'parquet'
+  workers: int = 0
+
+  def command(self, manifest: str, out: str, predjoin: str) -> list[str]:
+    if self.kind == 'predjoin':
+      return [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
+              f'--direct_num_workers={self.workers}', '--direct_running_mode=multi_processing']
+    return [sys.executable, os.path.join(PEERS, self.name + '.py'), manifest, out]
+
+
+TOOLS = (
+    Tool('predjoin-parquet', 'predjoin', 'parquet', 2),
+    Tool('predjoin-avro', 'predjoin', 'avro', 2),
+    Tool('predjoin-jsonl', 'predjoin', 'jsonl', 2),
+    Tool('predjoin-parquet-1w', 'predjoin', 'parquet', 1),
+    Tool('pandas_careful', 'careful'),
+    Tool('duckdb_careful', 'careful'),
+    Tool('pyarrow_careful', 'careful'),
+    Tool('pandas_naive', 'naive'),
+    Tool('duckdb_naive', 'naive'),
+    Tool('floor', 'floor'),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring one process tree.
+
+
+class TreeSampler(threading.Thread):
+  """Samples the RSS of the descendants of a process (the timing wrapper) until stopped."""
+
+  def __init__(self, pid: int):
+    super().__init__(daemon=True)
+    self.pid = pid
+    self.peak_tree = 0  # bytes, largest sum over the tree at one instant
+    self.peak_process = 0  # bytes, largest single process seen
+    self.max_processes = 0
+    self.cpu = {}  # pid -> last seen user+system seconds (for trees whose workers are not reaped)
+    self._halt = threading.Event()
+
+  def run(self):
+    import psutil
+    try:
+      root = psutil.Process(self.pid)
+    except psutil.Error:
+      return
+    while not self._halt.is_set():
+      try:
+        procs = root.children(recursive=True)
+      except psutil.Error:
+        break
+      total = 0
+      for p in procs:
+        try:
+          rss = p.memory_info().rss
+          times = p.cpu_times()
+        except psutil.Error:
+          continue
+        total += rss
+        self.peak_process = max(self.peak_process, rss)
+        self.cpu[p.pid] = times.user + times.system
+      self.peak_tree = max(self.peak_tree, total)
+      self.max_processes = max(self.max_processes, len(procs))
+      self._halt.wait(SAMPLE_SECONDS)
+
+  def stop(self):
+    self._halt.set()
+    self.join()
+
+
+TIME = '/usr/bin/time'
+# Fallback when GNU time is missing: a tiny wrapper with the same output line.
+_WRAPPER = (
+    'import os, sys, time\n'
+    't = time.perf_counter(); pid = os.fork()\n'
+    'if pid == 0:\n'
+    '    os.execvp(sys.argv[2], sys.argv[2:])\n'
+    '_, st, ru = os.wait4(pid, 0); rc = os.waitstatus_to_exitcode(st)\n'
+    'open(sys.argv[1], "w").write("%.2f %.2f %.2f %d %d\\n" % (time.perf_counter() - t, '
+    'ru.ru_utime, ru.ru_stime, ru.ru_maxrss, rc))\n'
+    'sys.exit(rc if rc >= 0 else 128 - rc)\n'
+)
+
+
+def measure(cmd: list[str], log_prefix: str, timeout: float) -> dict:
+  """Runs ``cmd`` to completion; wall, CPU, memory and exit code.
+
+  The command runs under GNU time (or a tiny Python stand-in), never forked straight from this
+  harness: Linux records the pre-exec memory of a forked child in its ``ru_maxrss``, which would
+  charge the harness's own memory (the checker's tables) to the tool.
+  """
+  rusage_file = log_prefix + '.rusage'
+  if _executable(TIME):
+    wrapped = [TIME, '-f', '%e %U %S %M %x', '-o', rusage_file, *cmd]
+  else:
+    wrapped = [sys.executable, '-S', '-c', _WRAPPER, rusage_file, *cmd]
+  with open(log_prefix + '.stdout', 'wb') as out, open(log_prefix + '.stderr', 'wb') as err:
+    start = time.perf_counter()
+    # A session of its own, so a timeout can end the whole tree this harness started.
+    proc = subprocess.Popen(wrapped, stdout=out, stderr=err, start_new_session=True)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    timer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
+    timer.start()
+    proc.wait()
+    wall = time.perf_counter() - start
+    timer.cancel()
+    sampler.stop()
+  try:
+    with open(rusage_file) as f:
+      fields = f.read().split('\n')[-2].split()  # GNU time may write a status line first
+    user, system, max_rss_kb = float(fields[1]), float(fields[2]), int(fields[3])
+  except (OSError, IndexError, ValueError):
+    user = system = 0.0
+    max_rss_kb = 0
+  cpu = user + system
+  return {
+      'returncode': proc.returncode,
+      'wall': wall,
+      # Workers that are never reaped would be missing from rusage; the sampler saw them.
+      'cpu': max(cpu, sum(sampler.cpu.values())),
+      'cpu_rusage': cpu,
+      'max_process_rss_mb': max(max_rss_kb * 1024, sampler.peak_process) / MB,
+      'peak_tree_rss_mb': max(sampler.peak_tree, max_rss_kb * 1024) / MB,
+      'processes': sampler.max_processes,
+      'timed_out': wall >= timeout,
+  }
+
+
+def _kill_group(pid: int) -> None:
+  try:
+    os.killpg(pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+
+
+def _tail(path: str, lines: int = 6) -> str:
+  try:
+    with open(path, errors='replace') as f:
+      return ' / '.join(line.strip() for line in f.read().splitlines()[-lines:] if line.strip())
+  except OSError:
+    return ''
+
+
+def warm_up(truth: dict) -> int:
+  """Reads every file of the data set once so all tools start from the page cache."""
+  total = 0
+  for shard in truth['shards']:
+    for path in (shard['input'], shard['result']):
+      with open(path, 'rb') as f:
+        while chunk := f.read(1 << 22):
+          total += len(chunk)
+  return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def ensure_data(ds: Dataset) -> dict:
+  out = os.path.join(DATA, ds.name)
+  params = {'shards': ds.shards, 'rows': ds.rows, 'model': ds.model, 'failed_rate': ds.failed_rate,
+            'seed': ds.seed, 'classes': ds.classes if ds.model == 'multiclass' else None,
+            'crlf': False, 'schema': True}
+  truth_path = os.path.join(out, 'truth.json')
+  if os.path.exists(truth_path):
+    with open(truth_path) as f:
+      truth = json.load(f)
+    if truth.get('params') == params and all(
+        os.path.exists(s['input']) and os.path.exists(s['result']) for s in truth['shards']):
+      return truth
+  shutil.rmtree(out, ignore_errors=True)
+  start = time.perf_counter()
+  truth = generate.generate(out, ds.shards, ds.rows, ds.model, ds.failed_rate, ds.seed, ds.classes)
+  print(f'generated {ds.name} ({ds.total_rows} rows) in {time.perf_counter() - start:.1f} s',
+        flush=True)
+  return truth
+
+
+def run_dataset(ds: Dataset, tools: list[Tool], runs: int, predjoin: str, timeout: float) -> list:
+  truth = ensure_data(ds)
+  data_dir = os.path.join(DATA, ds.name)
+  warm_up(truth)
+  load = os.getloadavg()[0]
+  rows = []
+  measurements = {t.name: [] for t in tools}
+  available = {t.name: t.kind != 'predjoin' or _executable(predjoin) for t in tools}
+  for run in range(runs):
+    for tool in tools:
+      if not available[tool.name]:
+        continue
+      base = os.path.join(WORK, ds.name, tool.name)
+      out = os.path.join(base, 'out')
+      shutil.rmtree(out, ignore_errors=True)
+      os.makedirs(base, exist_ok=True)
+      log = os.path.join(base, f'run-{run}')
+      m = measure(tool.command(truth['manifest'], out, predjoin), log, timeout)
+      m['stderr_tail'] = _tail(log + '.stderr') if m['returncode'] else ''
+      measurements[tool.name].append(m)
+      print(f'  {ds.name} {tool.name} run {run + 1}/{runs}: {m["wall"]:.2f} s wall, '
+            f'{m["cpu"]:.2f} s CPU, {m["max_process_rss_mb"]:.0f} MB max process, '
+            f'{m["peak_tree_rss_mb"]:.0f} MB tree, exit {m["returncode"]}', flush=True)
+  for tool in tools:
+    row = {'dataset': ds.name, 'role': ds.role, 'tool': tool.name, 'kind': tool.kind,
+           'rows': ds.total_rows, 'load_before': round(load, 2)}
+    ms = measurements[tool.name]
+    if not available[tool.name]:
+      row.update(status='not available', correct=None,
+                 reason=f'{predjoin} does not exist or is not executable')
+      rows.append(row)
+      continue
+    wall = statistics.median(m['wall'] for m in ms)
+    row.update(
+        status='ran',
+        runs=len(ms),
+        wall=wall,
+        walls=[round(m['wall'], 3) for m in ms],
+        cpu=statistics.median(m['cpu'] for m in ms),
+        rows_per_s=ds.total_rows / wall if wall > 0 else None,
+        max_process_rss_mb=max(m['max_process_rss_mb'] for m in ms),
+        peak_tree_rss_mb=max(m['peak_tree_rss_mb'] for m in ms),
+        processes=max(m['processes'] for m in ms),
+    )
+    failed_runs = [m for m in ms if m['returncode'] != 0]
+    out = os.path.join(WORK, ds.name, tool.name, 'out')
+    if failed_runs:
+      m = failed_runs[0]
+      row.update(correct=False, reason=f'exit code {m["returncode"]}'
+                 + (' (timed out)' if m['timed_out'] else '') + f': {m["stderr_tail"]}')
+    elif tool.kind == 'floor':
+      row.update(correct=None, reason='writes no output')
+    else:
+      report = checker.check(data_dir, out)
+      row.update(correct=report['correct'], reason=report['reason'])
+    if tool.kind != 'predjoin' or row['correct'] is not False:
+      shutil.rmtree(out, ignore_errors=True)  # keep a failing predjoin output to look at
+    rows.append(row)
+    print(f'{ds.name} {tool.name}: {_fmt_rate(row.get("rows_per_s"))} rows/s, '
+          f'correct={row["correct"]} ({row["reason"][:160]})', flush=True)
+  return rows
+
+
+def _executable(path: str) -> bool:
+  return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets.
+
+
+def _find(rows: list, role: str, tool: str) -> dict | None:
+  return next((r for r in rows if r['role'] == role and r['tool'] == tool), None)
+
+
+def _usable(row: dict | None) -> bool:
+  return bool(row) and row.get('status') == 'ran' and row.get('correct') is True
+
+
+def targets(rows: list) -> list[dict]:
+  """The project's performance targets, each PASS, FAIL or N/A with the numbers behind it."""
+  out = []
+
+  def add(name, value, limit, op, detail, usable=True, why=''):
+    if value is None or not usable:
+      verdict = 'N/A' if value is None else 'FAIL'
+      out.append({'target': name, 'value': value, 'limit': limit, 'verdict': verdict,
+                  'detail': why or detail})
+      return
+    ok = value >= limit if op == '>=' else value <= limit
+    out.append({'target': name, 'value': value, 'limit': limit, 'verdict': 'PASS' if ok else 'FAIL',
+                'detail': detail})
+
+  peers = [r for r in rows if r['role'] == 'main' and r['kind'] == 'careful' and _usable(r)]
+  peers += [r for r in rows if r['role'] == 'main' and r['kind'] == 'naive' and _usable(r)]
+  best = max(peers, key=lambda r: r['rows_per_s'], default=None)
+  for tool, limit in (('predjoin-parquet', 1.0), ('predjoin-avro', 0.8), ('predjoin-jsonl', 0.8)):
+    row = _find(rows, 'main', tool)
+    name = f'{tool} rows/s vs fastest correct peer'
+    if not row or row.get('status') != 'ran' or best is None:
+      add(name, None, limit, '>=', '', why='not available' if not best else 'predjoin not run')
+      continue
+    ratio = row['rows_per_s'] / best['rows_per_s']
+    add(name, ratio, limit, '>=',
+        f'{_fmt_rate(row["rows_per_s"])} vs {best["tool"]} {_fmt_rate(best["rows_per_s"])}',
+        usable=row['correct'] is True, why=f'output incorrect: {row["reason"][:120]}')
+
+  pj = [r for r in rows if r['kind'] == 'predjoin' and r.get('status') == 'ran']
+  if pj:
+    worst = max(pj, key=lambda r: r['max_process_rss_mb'])
+    add('peak RSS of any single predjoin process (MB)', worst['max_process_rss_mb'], 400, '<=',
+        f'{worst["tool"]} on {worst["dataset"]}; tree peak there {worst["peak_tree_rss_mb"]:.0f} MB')
+  else:
+    add('peak RSS of any single predjoin process (MB)', None, 400, '<=', '', why='predjoin not run')
+
+  large, small = _find(rows, 'mem-large', 'predjoin-parquet'), _find(rows, 'mem-small',
+                                                                     'predjoin-parquet')
+  if large and small and large.get('status') == 'ran' and small.get('status') == 'ran':
+    ratio = large['max_process_rss_mb'] / small['max_process_rss_mb']
+    tree = large['peak_tree_rss_mb'] / small['peak_tree_rss_mb']
+    add('4x rows in one shard: peak RSS ratio (largest process)', ratio, 1.25, '<=',
+        f'{large["max_process_rss_mb"]:.0f} MB vs {small["max_process_rss_mb"]:.0f} MB '
+        f'(tree {large["peak_tree_rss_mb"]:.0f} vs {small["peak_tree_rss_mb"]:.0f} MB, '
+        f'ratio {tree:.2f})')
+  else:
+    add('4x rows in one shard: peak RSS ratio (largest process)', None, 1.25, '<=', '',
+        why='predjoin not run')
+
+  two, one = _find(rows, 'main', 'predjoin-parquet'), _find(rows, 'main', 'predjoin-parquet-1w')
+  if two and one and two.get('status') == 'ran' and one.get('status') == 'ran':
+    add('2 workers vs 1 worker rows/s', two['rows_per_s'] / one['rows_per_s'], 1.6, '>=',
+        f'{_fmt_rate(two["rows_per_s"])} vs {_fmt_rate(one["rows_per_s"])}',
+        usable=two['correct'] is True and one['correct'] is True,
+        why='output incorrect')
+  else:
+    add('2 workers vs 1 worker rows/s', None, 1.6, '>=', '', why='predjoin not run')
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports.
+
+
+def _fmt_rate(value) -> str:
+  if value is None:
+    return '-'
+  if value >= 1e6:
+    return f'{value / 1e6:.2f}M'
+  if value >= 1e3:
+    return f'{value / 1e3:.1f}k'
+  return f'{value:.0f}'
+
+
+def _version(package: str) -> str:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return 'not installed'
+
+
+def machine_info() -> dict:
+  cpu = 'unknown'
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
+                 'unknown')
+  except OSError:
+    pass
+  mem = 'unknown'
+  try:
+    with open('/proc/meminfo') as f:
+      kb = int(next(line for line in f if line.startswith('MemTotal')).split()[1])
+      mem = f'{kb / 1024 / 1024:.1f} GiB'
+  except (OSError, StopIteration):
+    pass
+
+  def git(*args):
+    try:
+      return subprocess.run(['git', '-C', REPO, *args], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+      return ''
+
+  commit = git('rev-parse', '--short=12', 'HEAD') or 'unknown'
+  if git('status', '--porcelain', '--untracked-files=no'):
+    commit += '+dirty'
+  return {
+      'nproc': os.cpu_count(),
+      'cpu': cpu,
+      'memory': mem,
+      'os': platform.platform(),
+      'python': platform.python_version(),
+      'versions': {p: _version(p) for p in ('apache-beam', 'pyarrow', 'pandas', 'duckdb', 'polars',
+                                            'numpy', 'fastavro', 'psutil', 'matplotlib')},
+      'commit': commit,
+  }
+
+
+def _mb(value) -> str:
+  return '-' if value is None else f'{value:.0f}'
+
+
+def write_markdown(path: str, rows: list, goals: list, info: dict, quick: bool, runs: int,
+                   started: str, elapsed: float) -> None:
+  lines = [
+      f'# predjoin benchmark{" (QUICK: tiny data, startup-dominated)" if quick else ""}',
+      '',
+      f'Run {started}, {elapsed / 60:.1f} min, commit `{info["commit"]}`. Each tool is a whole '
+      f'process; wall and CPU are medians of {runs} run(s) after a warm-up read of the files; '
+      'memory is the largest of the runs. "max proc" is the peak RSS of the largest single '
+      'process (kernel rusage); "tree" is the summed RSS of the process tree sampled every '
+      '50 ms. "correct" is benchmarks.check on the last run\'s output.',
+      '',
+      '| data set | tool | rows | wall s | rows/s | CPU s | max proc MB | tree MB | procs | correct |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---|',
+  ]
+  for r in rows:
+    if r.get('status') != 'ran':
+      lines.append(f'| {r["dataset"]} | {r["tool"]} | {r["rows"]} | - | - | - | - | - | - | '
+                   f'{r["status"]} |')
+      continue
+    correct = {True: 'yes', False: 'NO', None: 'n/a'}[r['correct']]
+    lines.append(
+        f'| {r["dataset"]} | {r["tool"]} | {r["rows"]} | {r["wall"]:.2f} | '
+        f'{_fmt_rate(r["rows_per_s"])} | {r["cpu"]:.2f} | {_mb(r["max_process_rss_mb"])} | '
+        f'{_mb(r["peak_tree_rss_mb"])} | {r["processes"]} | {correct} |')
+  lines += ['', '## Targets', '']
+  if quick:
+    lines += ['Quick data is too small for these to mean anything; they only show the harness '
+              'works.', '']
+  lines += ['| target | value | limit | verdict | detail |', '|---|---:|---:|---|---|']
+  for g in goals:
+    value = '-' if g['value'] is None else f'{g["value"]:.2f}'
+    op = '<=' if 'RSS' in g['target'] else '>='
+    lines.append(f'| {g["target"]} | {value} | {op} {g["limit"]:g} | {g["verdict"]} | '
+                 f'{g["detail"]} |')
+  lines += ['', '## Why outputs are incorrect', '']
+  wrong = [r for r in rows if r.get('correct') is False]
+  lines += [f'- {r["dataset"]} {r["tool"]}: {r["reason"][:400]}' for r in wrong] or ['- none']
+  lines += ['', '## Machine', '',
+            f'- nproc {info["nproc"]}, CPU {info["cpu"]}, memory {info["memory"]}',
+            f'- {info["os"]}, Python {info["python"]}',
+            '- ' + ', '.join(f'{k} {v}' for k, v in info['versions'].items()),
+            '- load average (1 min) before each data set: '
+            + ', '.join(sorted({f'{r["dataset"]} {r["load_before"]}' for r in rows})),
+            '- peers: benchmarks/peers/*.py; naive peers drop blank result lines on purpose and '
+            'must show as incorrect (duckdb_naive happens to keep them for one-column results, '
+            'i.e. regression).',
+            '']
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines))
+
+
+def write_chart(path: str, rows: list, title: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  datasets = list(dict.fromkeys(r['dataset'] for r in rows))
+  fig, axes = plt.subplots(len(datasets), 2, figsize=(13, 2.6 + 0.32 * 10 * len(datasets)),
+                           squeeze=False)
+  colours = {'predjoin': '#1f77b4', 'careful': '#2ca02c', 'naive': '#d62728', 'floor': '#7f7f7f'}
+  for ax_rate, ax_mem, ds in zip(axes[:, 0], axes[:, 1], datasets, strict=True):
+    ran = [r for r in rows if r['dataset'] == ds and r.get('status') == 'ran']
+    names = [r['tool'] + ('' if r['correct'] is not False else ' (WRONG)') for r in ran]
+    ys = range(len(ran))
+    ax_rate.barh(ys, [r['rows_per_s'] for r in ran], color=[colours[r['kind']] for r in ran],
+                 hatch=None)
+    ax_rate.set_yticks(list(ys), names, fontsize=8)
+    ax_rate.invert_yaxis()
+    ax_rate.set_title(f'{ds}: rows/s (median wall)', fontsize=9)
+    ax_rate.tick_params(axis='x', labelsize=8)
+    height = 0.4
+    ax_mem.barh([y - height / 2 for y in ys], [r['max_process_rss_mb'] for r in ran], height,
+                color=[colours[r['kind']] for r in ran], label='largest process')
+    ax_mem.barh([y + height / 2 for y in ys], [r['peak_tree_rss_mb'] for r in ran], height,
+                color=[colours[r['kind']] for r in ran], alpha=0.45, label='process tree')
+    ax_mem.set_yticks(list(ys), names, fontsize=8)
+    ax_mem.invert_yaxis()
+    ax_mem.set_title(f'{ds}: peak RSS MB (solid: largest process, light: tree)', fontsize=9)
+    ax_mem.tick_params(axis='x', labelsize=8)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def append_history(path: str, rows: list, goals: list, info: dict, quick: bool,
+                   started: str) -> None:
+  new = not os.path.exists(path)
+  pj = _find(rows, 'main', 'predjoin-parquet')
+  peers = [r for r in rows if r['role'] == 'main' and r['kind'] in ('careful', 'naive')
+           and _usable(r)]
+  best = max(peers, key=lambda r: r['rows_per_s'], default=None)
+  passed = sum(g['verdict'] == 'PASS' for g in goals)
+  pj_text = ('not available' if not pj or pj.get('status') != 'ran'
+             else f'{_fmt_rate(pj["rows_per_s"])}{"" if pj["correct"] else " (incorrect)"}')
+  best_text = f'{best["tool"]} {_fmt_rate(best["rows_per_s"])}' if best else '-'
+  with open(path, 'a') as f:
+    if new:
+      f.write('# Benchmark history\n\nOne line per `python -m benchmarks.run`; details of the '
+              'latest run in latest.md (latest-quick.md for --quick).\n\n'
+              '| date | commit | mode | main data set | predjoin parquet rows/s | fastest correct '
+              'peer | targets passed |\n|---|---|---|---|---:|---|---|\n')
+    main = next((r['dataset'] for r in rows if r['role'] == 'main'), '-')
+    f.write(f'| {started} | {info["commit"]} | {"quick" if quick else "full"} | {main} | '
+            f'{pj_text} | {best_text} | {passed}/{len(goals)} |\n')
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true', help='tiny data sets')
+  parser.add_argument('--runs', type=int, default=3, help='runs per tool (median)')
+  parser.add_argument('--datasets', default='', help='comma-separated roles: main,multiclass,'
+                      'mem-large,mem-small (default all)')
+  parser.add_argument('--tools', default='', help='comma-separated tool names (default all)')
+  parser.add_argument('--predjoin', default=DEFAULT_PREDJOIN, help='the predjoin command')
+  parser.add_argument('--timeout', type=float, default=None, help='seconds per run')
+  parser.add_argument('--no-history', action='store_true', help='do not append to history.md')
+  args = parser.parse_args(argv)
+
+  datasets = QUICK if args.quick else FULL
+  if args.datasets:
+    roles = args.datasets.split(',')
+    datasets = [d for d in datasets if d.role in roles]
+  wanted = args.tools.split(',') if args.tools else [t.name for t in TOOLS]
+  unknown = set(wanted) - {t.name for t in TOOLS}
+  if unknown:
+    parser.error(f'unknown tools {sorted(unknown)}')
+  timeout = args.timeout or (600 if args.quick else 3600)
+  if not _executable(args.predjoin):
+    print(f'predjoin: {args.predjoin} not found; its rows will say "not available"', flush=True)
+
+  started = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
+  t0 = time.perf_counter()
+  rows = []
+  for ds in datasets:
+    tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)]
+    print(f'== {ds.name}: {ds.total_rows} rows, tools {", ".join(t.name for t in tools)}',
+          flush=True)
+    rows += run_dataset(ds, tools, args.runs, args.predjoin, timeout)
+  elapsed = time.perf_counter() - t0
+
+  goals = targets(rows)
+  info = machine_info()
+  os.makedirs(RESULTS, exist_ok=True)
+  stem = 'latest-quick' if args.quick else 'latest'
+  write_markdown(os.path.join(RESULTS, stem + '.md'), rows, goals, info, args.quick, args.runs,
+                 started, elapsed)
+  with open(os.path.join(RESULTS, stem + '.json'), 'w') as f:
+    json.dump({'started': started, 'quick': args.quick, 'runs': args.runs, 'machine': info,
+               'rows': rows, 'targets': goals}, f, indent=1)
+  try:
+    write_chart(os.path.join(RESULTS, stem + '.png'), rows,
+                f'predjoin benchmark {started}, commit {info["commit"]}'
+                + (' (QUICK)' if args.quick else ''))
+  except ImportError as e:
+    print(f'no chart: {e}', flush=True)
+  if not args.no_history:
+    append_history(os.path.join(RESULTS, 'history.md'), rows, goals, info, args.quick, started)
+
+  print()
+  with open(os.path.join(RESULTS, stem + '.md')) as f:
+    print(f.read())
+  for g in goals:
+    value = '-' if g['value'] is None else f'{g["value"]:.2f}'
+    print(f'{g["verdict"]:4}  {g["target"]}: {value} (limit {g["limit"]:g}) {g["detail"]}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
