@@ -61,7 +61,8 @@ class Dataset:
 
   @property
   def name(self) -> str:
-    return f'{self.role}-{self.model}-{self.shards}x{_count(self.rows)}'
+    model = '' if self.model in self.role else f'-{self.model}'
+    return f'{self.role}{model}-{self.shards}x{_count(self.rows)}'
 
   @property
   def total_rows(self) -> int:
@@ -98,9 +99,12 @@ class Tool:
   fmt: str = 'parquet'
   workers: int = 0
 
-  def command(self, manifest: str, out: str, predjoin: str) -> list[str]:
+  def command(self, manifest: str, out: str, predjoin: str, data_dir: str) -> list[str]:
     if self.kind == 'predjoin':
+      # The generated inputs sit beside batch-prediction/, outside the manifest's directory:
+      # predjoin reads them only under a prefix it is told to trust.
       return [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
+              '--allowed_prefix', data_dir.rstrip('/') + '/',
               f'--direct_num_workers={self.workers}', '--direct_running_mode=multi_processing']
     return [sys.executable, os.path.join(PEERS, self.name + '.py'), manifest, out]
 
@@ -291,7 +295,7 @@ def run_dataset(ds: Dataset, tools: list[Tool], runs: int, predjoin: str, timeou
       shutil.rmtree(out, ignore_errors=True)
       os.makedirs(base, exist_ok=True)
       log = os.path.join(base, f'run-{run}')
-      m = measure(tool.command(truth['manifest'], out, predjoin), log, timeout)
+      m = measure(tool.command(truth['manifest'], out, predjoin, data_dir), log, timeout)
       m['stderr_tail'] = _tail(log + '.stderr') if m['returncode'] else ''
       measurements[tool.name].append(m)
       print(f'  {ds.name} {tool.name} run {run + 1}/{runs}: {m["wall"]:.2f} s wall, '
@@ -531,6 +535,7 @@ def write_chart(path: str, rows: list, title: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   datasets = list(dict.fromkeys(r['dataset'] for r in rows))
   fig, axes = plt.subplots(len(datasets), 2, figsize=(13, 2.6 + 0.32 * 10 * len(datasets)),
@@ -540,11 +545,17 @@ def write_chart(path: str, rows: list, title: str) -> None:
     ran = [r for r in rows if r['dataset'] == ds and r.get('status') == 'ran']
     names = [r['tool'] + ('' if r['correct'] is not False else ' (WRONG)') for r in ran]
     ys = range(len(ran))
-    ax_rate.barh(ys, [r['rows_per_s'] for r in ran], color=[colours[r['kind']] for r in ran],
-                 hatch=None)
+    bars = ax_rate.barh(ys, [r['rows_per_s'] for r in ran],
+                        color=[colours[r['kind']] for r in ran])
+    ax_rate.bar_label(bars, [_fmt_rate(r['rows_per_s']) for r in ran], fontsize=7, padding=2)
+    ax_rate.set_xscale('log')  # the floor is orders of magnitude faster than any parser
+    ax_rate.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    rates = [r['rows_per_s'] for r in ran if r['rows_per_s']]
+    if rates:
+      ax_rate.set_xlim(min(rates) / 3, max(rates) * 3)
     ax_rate.set_yticks(list(ys), names, fontsize=8)
     ax_rate.invert_yaxis()
-    ax_rate.set_title(f'{ds}: rows/s (median wall)', fontsize=9)
+    ax_rate.set_title(f'{ds}: rows/s (median wall, log scale)', fontsize=9)
     ax_rate.tick_params(axis='x', labelsize=8)
     height = 0.4
     ax_mem.barh([y - height / 2 for y in ys], [r['max_process_rss_mb'] for r in ran], height,

@@ -1,0 +1,171 @@
+"""Tests of the benchmark tools on tiny generated data: the generator is deterministic, the
+careful peers pass the checker and the naive ones fail it (so the checker can fail)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip('polars')
+pytest.importorskip('pandas')
+pytest.importorskip('duckdb')
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from benchmarks import check, generate  # noqa: E402
+
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peers')
+SHARDS, ROWS, RATE = 3, 300, 0.08
+
+
+def _digest(path):
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+  """One small batch prediction per model type: {model: (directory, truth)}."""
+  out = {}
+  for seed, model in enumerate(generate.MODELS, start=1):
+    d = str(tmp_path_factory.mktemp(model))
+    out[model] = (d, generate.generate(d, SHARDS, ROWS, model, RATE, seed, classes=4))
+  return out
+
+
+def _run_peer(name, truth, out):
+  proc = subprocess.run([sys.executable, os.path.join(PEERS, name + '.py'), truth['manifest'],
+                         out], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_generator_is_deterministic(tmp_path):
+  a, b, c = (str(tmp_path / n) for n in 'abc')
+  ta = generate.generate(a, 2, 200, 'multiclass', 0.1, seed=7)
+  tb = generate.generate(b, 2, 200, 'multiclass', 0.1, seed=7)
+  tc = generate.generate(c, 2, 200, 'multiclass', 0.1, seed=8)
+  for sa, sb, sc in zip(ta['shards'], tb['shards'], tc['shards'], strict=True):
+    assert _digest(sa['input']) == _digest(sb['input'])
+    assert _digest(sa['result']) == _digest(sb['result'])
+    assert _digest(sa['result']) != _digest(sc['result'])
+  # Manifest and truth differ only by the directory they name.
+  for rel in ('truth.json', os.path.join('batch-prediction', 'bp-multiclass-s7.manifest')):
+    with open(os.path.join(a, rel)) as fa, open(os.path.join(b, rel)) as fb:
+      assert fa.read().replace(a, 'D') == fb.read().replace(b, 'D')
+
+
+def test_generated_layout(data):
+  d, truth = data['binary']
+  with open(truth['manifest']) as f:
+    manifest = json.load(f)
+  assert len(manifest) == SHARDS
+  for shard in truth['shards']:
+    assert manifest[shard['input']] == shard['result']
+    with open(shard['input']) as f:
+      lines = f.read().splitlines()
+    assert lines[0] == ','.join(generate.INPUT_COLUMNS[i][0] for i in range(12))
+    assert len(lines) == ROWS + 1
+    with gzip.open(shard['result'], 'rt') as f:
+      text = f.read()
+    body = text.split('\n')[1:-1]  # header; one line per row; the file ends with a newline
+    assert text.startswith('bestAnswer,score\n') and text.endswith('\n')
+    assert len(body) == ROWS
+    assert sum(1 for line in body if not line) == shard['failed'] > 0
+    for line in body:
+      if line:
+        answer, score = line.split(',')
+        assert (float(score) >= 0.5) == (answer == '1')
+  # The awkward places: a blank last line in shard 0, a blank first data line in shard 1.
+  assert truth['shards'][0]['samples'][str(ROWS)] == ''
+  assert truth['shards'][1]['samples']['1'] == ''
+  mc = data['multiclass'][1]
+  assert mc['result_header'] == '1_star, 2_stars, 3_stars, 4_stars'
+
+
+@pytest.mark.parametrize('model', generate.MODELS)
+@pytest.mark.parametrize('peer', ['pandas_careful', 'duckdb_careful', 'pyarrow_careful'])
+def test_careful_peers_are_correct(data, tmp_path, peer, model):
+  d, truth = data[model]
+  _run_peer(peer, truth, str(tmp_path))
+  report = check.check(d, str(tmp_path))
+  assert report['correct'], report['reason']
+  assert report['rows'] == SHARDS * ROWS
+
+
+@pytest.mark.parametrize('peer', ['pandas_naive', 'duckdb_naive'])
+def test_naive_peers_are_flagged(data, tmp_path, peer):
+  d, truth = data['binary']
+  _run_peer(peer, truth, str(tmp_path))
+  report = check.check(d, str(tmp_path))
+  assert not report['correct']
+  assert 'sampled rows differ' in report['reason']
+
+
+def _predjoin_style(data, tmp_path):
+  """pyarrow_careful's output reshaped like predjoin's records: input_uri, row_number, status."""
+  d, truth = data
+  peer_out = str(tmp_path / 'peer')
+  _run_peer('pyarrow_careful', truth, peer_out)
+  tables = []
+  for shard in truth['shards']:
+    t = pq.read_table(os.path.join(peer_out, shard['name'] + '.parquet'))
+    n = t.num_rows
+    status = pc.if_else(pc.is_null(t.column('score')), 'failed', 'ok')
+    t = t.append_column('input_uri', pa.array([shard['input']] * n))
+    t = t.append_column('row_number', pa.array(range(1, n + 1), pa.int64()))
+    tables.append(t.append_column('status', status))
+  # Reverse the row order: predjoin's records carry their position, not their order.
+  table = pa.concat_tables(tables)
+  return table.take(pa.array(range(table.num_rows - 1, -1, -1)))
+
+
+def test_checker_on_predjoin_style_records(data, tmp_path):
+  d, _ = data['binary']
+  table = _predjoin_style(data['binary'], tmp_path)
+  good = tmp_path / 'good' / 'records'
+  good.mkdir(parents=True)
+  with open(good / 'records-00000-of-00001.jsonl', 'w') as f:
+    for row in table.to_pylist():
+      row['signup_date'] = str(row['signup_date'])
+      f.write(json.dumps(row) + '\n')
+  report = check.check(d, str(tmp_path / 'good'))
+  assert report['correct'], report['reason']
+  assert report['mode'] == 'input_uri + row_number'
+
+  # One wrong status is caught by the failed count, one moved score by the samples.
+  status = table.column('status').to_pylist()
+  status[status.index('failed')] = 'ok'
+  bad = table.set_column(table.schema.get_field_index('status'), 'status', pa.array(status))
+  (tmp_path / 'bad1' / 'records').mkdir(parents=True)
+  pq.write_table(bad, tmp_path / 'bad1' / 'records' / 'part.parquet')
+  report = check.check(d, str(tmp_path / 'bad1'))
+  assert not report['correct'] and 'status failed' in report['reason']
+
+  (tmp_path / 'bad2' / 'records').mkdir(parents=True)
+  pq.write_table(table.slice(1), tmp_path / 'bad2' / 'records' / 'part.parquet')
+  report = check.check(d, str(tmp_path / 'bad2'))
+  assert not report['correct'] and 'rows, expected' in report['reason']
+
+
+def test_checker_reads_avro(data, tmp_path):
+  fastavro = pytest.importorskip('fastavro')
+  d, _ = data['regression']
+  table = _predjoin_style(data['regression'], tmp_path).select(
+      ['input_uri', 'row_number', 'status', 'score', 'customer_id'])
+  schema = {'type': 'record', 'name': 'Record', 'fields': [
+      {'name': 'input_uri', 'type': 'string'}, {'name': 'row_number', 'type': 'long'},
+      {'name': 'status', 'type': 'string'}, {'name': 'score', 'type': ['null', 'double']},
+      {'name': 'customer_id', 'type': 'long'}]}
+  (tmp_path / 'out' / 'records').mkdir(parents=True)
+  with open(tmp_path / 'out' / 'records' / 'part.avro', 'wb') as f:
+    fastavro.writer(f, schema, table.to_pylist())
+  report = check.check(d, str(tmp_path / 'out'))
+  assert report['correct'], report['reason']
