@@ -140,7 +140,10 @@ class TreeSampler(threading.Thread):
     self._halt = threading.Event()
 
   def run(self):
-    import psutil
+    try:
+      import psutil
+    except ImportError:  # no tree sampling; rusage still gives the largest process
+      return
     try:
       root = psutil.Process(self.pid)
     except psutil.Error:
