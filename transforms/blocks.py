@@ -53,7 +53,8 @@ def _result_types(layout: lay.ResultLayout) -> list[pa.DataType]:
   return types
 
 
-def _read_csv(block: bytes, ncols: int, types: list[pa.DataType]):
+def _read_csv(block: bytes, ncols: int, types: list[pa.DataType], skip_blank: bool = False,
+              threads: bool = False):
   invalid: list[tuple[int, str, int]] = []
 
   def on_invalid(row):
@@ -63,12 +64,13 @@ def _read_csv(block: bytes, ncols: int, types: list[pa.DataType]):
   names = [f'c{i}' for i in range(ncols)]
   table = pa_csv.read_csv(
       io.BytesIO(block),
-      read_options=pa_csv.ReadOptions(column_names=names, use_threads=False,
+      read_options=pa_csv.ReadOptions(column_names=names, use_threads=threads,
                                       block_size=_READ_BLOCK),
-      parse_options=pa_csv.ParseOptions(ignore_empty_lines=False, invalid_row_handler=on_invalid),
+      parse_options=pa_csv.ParseOptions(ignore_empty_lines=skip_blank,
+                                        invalid_row_handler=on_invalid),
       convert_options=pa_csv.ConvertOptions(
-          column_types=dict(zip(names, types, strict=True)), null_values=[''], strings_can_be_null=False,
-          quoted_strings_can_be_null=False))
+          column_types=dict(zip(names, types, strict=True)), null_values=[''],
+          strings_can_be_null=False, quoted_strings_can_be_null=False))
   return table, invalid
 
 
@@ -175,13 +177,21 @@ def _convert(name: str, pa_type: pa.DataType, cell: str):
 
 
 def parse_input(block: bytes, n: int, ncols: int) -> Parsed:
-  """Parses n input lines into ncols string columns; a row with another field count is BAD."""
+  """Parses n input lines into ncols string columns; a row with another field count is BAD.
+
+  The first parse skips blank lines, so when it returns n rows the block has none and nothing
+  scans for them; only a block with a blank or invalid line is parsed again, keeping them.
+  """
   types = [pa.string()] * ncols
   try:
+    table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=True)
+    if table.num_rows == n and not invalid:
+      return Parsed(n, np.zeros(n, dtype=np.int8), {},
+                    [table.column(i).combine_chunks() for i in range(ncols)])
     table, invalid = _read_csv(block, ncols, types)
   except (pa.ArrowInvalid, UnicodeDecodeError):
     return _parse_input_slow(block, n, ncols)
-  if table.num_rows + len(invalid) != n:
+  if table.num_rows + len(invalid) != n or any(number is None for number, _, _ in invalid):
     return _parse_input_slow(block, n, ncols)
   kind = np.zeros(n, dtype=np.int8)
   errors: dict[int, str] = {}

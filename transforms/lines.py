@@ -1,9 +1,13 @@
-"""Streaming line blocks: count lines, and take exactly N lines at a time from a file.
+"""Streaming line blocks: count lines, and take whole lines a block at a time from a file.
 
 The line rule (``FORMAT.md`` section 4, documented in the README): a line ends at ``\\n``
 (``\\r\\n`` included); bytes after the last ``\\n`` form one more line when there are any. So
 ``"a\\n\\n"`` holds two lines, the second blank, and a blank last observation is kept. Memory is
 bounded by the block size, never by the file size.
+
+Input blocks are cut by size (``take``: one ``rfind`` and one ``count`` in C per block); result
+blocks by line count (``take_exactly``, to match an input block), which finds the n-th newline
+with NumPy over the few bytes that hold it.
 """
 
 from __future__ import annotations
@@ -36,67 +40,86 @@ class LineReader:
     self._chunk_bytes = chunk_bytes
     self._buf = b''
     self._eof = False
+    self._bytes_per_line = 64.0  # a running estimate, to scan only what take_exactly needs
 
-  def _fill(self) -> bool:
+  def _fill(self, at_least: int = 0) -> bool:
+    """Reads one more chunk (or up to ``at_least`` bytes); False at the end of the file."""
     if self._eof:
       return False
-    data = self._f.read(self._chunk_bytes)
+    data = self._f.read(max(self._chunk_bytes, at_least - len(self._buf)))
     if not data:
       self._eof = True
       return False
     self._buf = self._buf + data if self._buf else data
     return True
 
+  def _cut(self, end: int, n: int) -> tuple[bytes, int]:
+    block, self._buf = self._buf[:end], self._buf[end:]
+    return block, n
+
+  def _tail(self) -> tuple[bytes, int]:
+    """At the end of the file: the unterminated last line, if any."""
+    if not self._buf:
+      return b'', 0
+    block, self._buf = self._buf + b'\n', b''
+    return block, 1
+
   def readline(self) -> bytes | None:
     """The next line without its terminator, or None at the end of the file."""
-    block, n = self.take(1)
+    block, n = self.take_exactly(1)
     if n == 0:
       return None
     return block[:-2] if block.endswith(b'\r\n') else block[:-1]
 
-  def take(self, max_lines: int, max_bytes: int | None = None) -> tuple[bytes, int]:
-    """Up to ``max_lines`` whole lines (fewer only at the end of the file, or past max_bytes).
+  def take(self, max_lines: int, max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int]:
+    """Whole lines filling up to ``max_bytes`` (at least one line), at most ``max_lines``.
 
     Returns:
       ``(block, n)``: the lines' bytes, each line ending in ``\\n`` (one is added to an
-      unterminated last line), and how many lines that is.
+      unterminated last line), and how many lines that is; ``(b'', 0)`` at the end.
     """
-    while True:
-      have = self._buf.count(b'\n')
-      if have >= max_lines or (max_bytes is not None and have and len(self._buf) >= max_bytes):
-        break
-      if not self._fill():
-        break
-    if not self._buf:
-      return b'', 0
-    if have == 0:  # end of file: the unterminated tail is the last line
-      block, self._buf = self._buf + b'\n', b''
-      return block, 1
-    want = min(have, max_lines)
-    if max_bytes is not None and want > 1 and len(self._buf) > max_bytes:
-      ends = newline_positions(self._buf[:max_bytes])
-      want = max(1, min(want, len(ends)))
-    if want == have:
-      end = self._buf.rindex(b'\n') + 1
-    else:
-      end = int(newline_positions(self._buf)[want - 1]) + 1
-    block, self._buf = self._buf[:end], self._buf[end:]
-    return block, want
-
+    while len(self._buf) < max_bytes and self._fill(max_bytes):
+      pass
+    end = self._buf.rfind(b'\n', 0, max_bytes) + 1
+    while not end:  # no line ends within max_bytes: one long line, or the tail
+      end = self._buf.find(b'\n') + 1
+      if not end and not self._fill():
+        return self._tail()
+    n = self._buf.count(b'\n', 0, end)
+    if n > max_lines:
+      end = nth_newline(self._buf, max_lines, end) + 1
+      n = max_lines
+    return self._cut(end, n)
 
   def take_exactly(self, n: int) -> tuple[bytes, int]:
     """Exactly ``n`` lines, or fewer only when the file ends first."""
-    parts, got = [], 0
-    while got < n:
-      block, m = self.take(n - got)
-      if m == 0:
-        break
-      parts.append(block)
-      got += m
-    return (parts[0] if len(parts) == 1 else b''.join(parts)), got
+    want = int(n * self._bytes_per_line * 1.25) + 256
+    while True:
+      while len(self._buf) < want and self._fill(want):
+        pass
+      positions = newline_positions(memoryview(self._buf)[:want])
+      if len(positions) >= n:
+        end = int(positions[n - 1]) + 1
+        self._bytes_per_line = 0.8 * self._bytes_per_line + 0.2 * (end / n)
+        return self._cut(end, n)
+      if self._eof and want >= len(self._buf):  # every line left, the unterminated tail too
+        block, self._buf = self._buf, b''
+        if block and not block.endswith(b'\n'):
+          return block + b'\n', len(positions) + 1
+        return block, len(positions)
+      want *= 2
 
 
-def newline_positions(block: bytes) -> np.ndarray:
+def nth_newline(buf: bytes, n: int, hint: int) -> int:
+  """The position of the n-th ``\\n`` (1-based) in ``buf``, scanning ``buf[:hint]`` first."""
+  for limit in (hint, len(buf)):
+    positions = newline_positions(memoryview(buf)[:limit])
+    if len(positions) >= n:
+      return int(positions[n - 1])
+  raise ValueError(f'fewer than {n} lines in the buffer')
+
+
+def newline_positions(block) -> np.ndarray:
   return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == NEWLINE)
 
 
