@@ -80,5 +80,5 @@ def test_avro_and_arrow_schemas_derive_from_one_schema():
   assert arrow.names == schema.names == [f['name'] for f in avro['fields']]
   assert schema.input_fields == ('input_tag', 'review_text', 'stars')
   scores = next(f for f in avro['fields'] if f['name'] == 'scores')
-  assert scores['type'][1]['items']['fields'][0]['name'] == 'label'
+  assert scores['type'][1]['items'][1]['fields'][0]['name'] == 'label'
   assert not arrow.field('row_number').nullable and arrow.field('best_answer').nullable

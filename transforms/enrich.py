@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import join as joining
 from transforms import layout as lay
+from transforms import sinks
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
 from transforms.storage import Storage, StorageConfig, StorageError, redact, write_text
 
@@ -134,11 +135,6 @@ class RecordsAsDicts(beam.PTransform):
     return batches | 'BatchToDicts' >> beam.FlatMap(lambda batch: batch.to_pylist())
 
 
-def _json_lines(batch: pa.RecordBatch):
-  for record in batch.to_pylist():
-    yield json.dumps(record, ensure_ascii=False, allow_nan=False)
-
-
 class WriteRecords(beam.PTransform):
   """Record batches -> files under ``<output>/records/``; returns the final file names."""
 
@@ -156,15 +152,9 @@ class WriteRecords(beam.PTransform):
               | 'WriteParquet' >> beam.io.WriteToParquetBatched(
                   self._prefix, schema=lay.arrow_schema(self._schema), codec='snappy',
                   file_name_suffix=suffix))
-    if self._fmt == 'avro':
-      return (batches
-              | 'ToDicts' >> RecordsAsDicts()
-              | 'WriteAvro' >> beam.io.WriteToAvro(
-                  self._prefix, schema=lay.avro_schema(self._schema), codec='deflate',
-                  file_name_suffix=suffix))
-    return (batches
-            | 'ToJsonLines' >> beam.FlatMap(_json_lines)
-            | 'WriteJsonLines' >> beam.io.WriteToText(self._prefix, file_name_suffix=suffix))
+    # Avro and JSON Lines: whole blocks encoded at once (transforms/sinks.py).
+    return batches | f'Write{self._fmt.capitalize()}' >> sinks.WriteBatches(
+        self._prefix, suffix, self._fmt, self._schema)
 
 
 class WriteDeadLetters(beam.PTransform):

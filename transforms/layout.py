@@ -176,14 +176,19 @@ def arrow_schema(schema: OutputSchema):
 
 
 def avro_schema(schema: OutputSchema, name: str = 'EnrichedPrediction') -> dict:
-  scores = {'type': 'array', 'items': {
-      'type': 'record', 'name': 'LabelScore',
-      'fields': [{'name': 'label', 'type': 'string'}, {'name': 'score', 'type': 'double'}]}}
-  fields = []
-  for field_name, kind, nullable in schema.fields:
-    avro_type = scores if kind == 'scores' else kind
-    if nullable:
-      fields.append({'name': field_name, 'type': ['null', avro_type], 'default': None})
-    else:
-      fields.append({'name': field_name, 'type': avro_type})
+  """The Avro schema of a record: every field optional (``["null", T]``), list items too.
+
+  Optional everywhere is what Arrow-native Avro encoders write (``transforms/sinks.py`` encodes
+  whole blocks with one), so records written block-wise are valid under this schema. Which fields
+  are never null is stated by the Arrow schema and the README.
+  """
+  def optional(avro_type):
+    return ['null', avro_type]
+
+  label_score = {'type': 'record', 'name': 'LabelScore', 'fields': [
+      {'name': 'label', 'type': optional('string'), 'default': None},
+      {'name': 'score', 'type': optional('double'), 'default': None}]}
+  scores = {'type': 'array', 'items': optional(label_score)}
+  fields = [{'name': field_name, 'type': optional(scores if kind == 'scores' else kind),
+             'default': None} for field_name, kind, _ in schema.fields]
   return {'type': 'record', 'name': name, 'namespace': 'predjoin', 'fields': fields}

@@ -1,0 +1,138 @@
+"""Block-wise record sinks: one Arrow RecordBatch per element, whole blocks encoded at once.
+
+Writing one Python dict per record costs tens of microseconds a row through Beam and fastavro;
+these sinks take a whole ``RecordBatch`` per element and encode it with an Arrow-native encoder:
+
+- Avro: polars encodes the block's datums (uncompressed); fastavro writes the container file
+  under predjoin's own schema and compresses each block (deflate, level 1). The encoder's schema
+  is checked, once per sink, to encode exactly like predjoin's; if it ever does not, records are
+  written one by one with fastavro instead (correct, slower) and a warning says so.
+- JSON Lines: polars' NDJSON writer.
+- Parquet: Beam's own ``WriteToParquetBatched``, which already takes whole tables.
+
+All are Beam ``FileBasedSink``s: written to a temporary location, then finalized, so a failed or
+re-run job never leaves partial files under ``records/``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import apache_beam as beam
+import fastavro
+import fastavro.write
+import pyarrow as pa
+from apache_beam.io import filebasedsink, iobase
+from apache_beam.io.filesystem import CompressionTypes
+
+from transforms import layout as lay
+
+_LOG = logging.getLogger(__name__)
+
+AVRO_DEFLATE_LEVEL = 1  # 4x faster than zlib's default 6, for files about 8% larger
+
+
+def _shape(avro_type):
+  """An Avro type with names and defaults removed: what determines its binary encoding."""
+  if isinstance(avro_type, list):
+    return [_shape(t) for t in avro_type]
+  if isinstance(avro_type, dict):
+    kind = avro_type['type']
+    if kind == 'record':
+      return ('record', tuple((f['name'], _shape(f['type'])) for f in avro_type['fields']))
+    if kind == 'array':
+      return ('array', _shape(avro_type['items']))
+    return _shape(kind)
+  return avro_type
+
+
+def _polars_avro(batch: pa.RecordBatch) -> bytes:
+  import polars as pl  # imported on workers only when Avro or JSON Lines is written
+  buf = io.BytesIO()
+  pl.from_arrow(batch).write_avro(buf, compression='uncompressed')
+  return buf.getvalue()
+
+
+def block_encoding_matches(arrow_schema: pa.Schema, avro_schema: dict) -> bool:
+  """Whether polars encodes blocks of ``arrow_schema`` exactly as ``avro_schema`` declares."""
+  empty = pa.RecordBatch.from_pylist([], schema=arrow_schema)
+  written = fastavro.reader(io.BytesIO(_polars_avro(empty))).writer_schema
+  return _shape(written) == _shape(avro_schema)
+
+
+class _AvroBlockWriter:
+  def __init__(self, f, avro_schema: dict, blockwise: bool):
+    self._f = f
+    self._blockwise = blockwise
+    self._writer = fastavro.write.Writer(f, fastavro.parse_schema(avro_schema), codec='deflate',
+                                         compression_level=AVRO_DEFLATE_LEVEL)
+
+  def write(self, batch: pa.RecordBatch) -> None:
+    if not self._blockwise:
+      for record in batch.to_pylist():
+        self._writer.write(record)
+      return
+    for block in fastavro.block_reader(io.BytesIO(_polars_avro(batch))):
+      self._writer.write_block(block)
+
+  def close(self) -> None:
+    self._writer.flush()
+    self._f.close()
+
+
+class _JsonLinesWriter:
+  def __init__(self, f):
+    self._f = f
+
+  def write(self, batch: pa.RecordBatch) -> None:
+    import polars as pl
+    buf = io.BytesIO()
+    pl.from_arrow(batch).write_ndjson(buf)
+    self._f.write(buf.getvalue())
+
+  def close(self) -> None:
+    self._f.close()
+
+
+class _BatchSink(filebasedsink.FileBasedSink):
+  """A FileBasedSink whose records are RecordBatches, written by a per-file block writer."""
+
+  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema):
+    super().__init__(file_path_prefix, coder=None, file_name_suffix=suffix,
+                     mime_type='application/octet-stream',
+                     compression_type=CompressionTypes.UNCOMPRESSED)
+    self._fmt = fmt
+    self._schema = schema
+    self._avro_schema = lay.avro_schema(schema) if fmt == 'avro' else None
+    self._blockwise = None
+
+  def open(self, temp_path):
+    f = super().open(temp_path)
+    if self._fmt == 'jsonl':
+      return _JsonLinesWriter(f)
+    if self._blockwise is None:
+      self._blockwise = block_encoding_matches(lay.arrow_schema(self._schema), self._avro_schema)
+      if not self._blockwise:
+        _LOG.warning('the Arrow-to-Avro encoder does not encode like predjoin\'s Avro schema; '
+                     'writing records one by one (slower)')
+    return _AvroBlockWriter(f, self._avro_schema, self._blockwise)
+
+  def write_record(self, file_handle, value):
+    file_handle.write(value)
+
+  def close(self, file_handle):
+    file_handle.close()
+
+
+class WriteBatches(beam.PTransform):
+  """RecordBatches -> Avro or JSON Lines files; returns the final file names."""
+
+  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema):
+    super().__init__()
+    if fmt not in ('avro', 'jsonl'):
+      raise ValueError(f'no block-wise sink for {fmt!r}')
+    self._sink = _BatchSink(file_path_prefix, suffix, fmt, schema)
+
+  def expand(self, batches):
+    return batches | 'Write' >> iobase.Write(self._sink)
