@@ -122,6 +122,7 @@ class EnrichPredictions(beam.PTransform):
         | 'SpreadShards' >> beam.Reshuffle()
         | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config)).with_outputs(
             JoinShardFn.DEAD_LETTER, JoinShardFn.REPORTS, main='records'))
+    joined.records.element_type = pa.RecordBatch  # coded by sinks.RecordBatchCoder
     reports = ((joined[JoinShardFn.REPORTS], shards[ReadManifestFn.PROBLEMS])
                | 'AllReports' >> beam.Flatten())
     return {'records': joined.records, 'dead_letter': joined[JoinShardFn.DEAD_LETTER],
@@ -145,16 +146,9 @@ class WriteRecords(beam.PTransform):
     self._schema = schema
 
   def expand(self, batches):
-    suffix = FORMAT_SUFFIX[self._fmt]
-    if self._fmt == 'parquet':
-      return (batches
-              | 'ToTables' >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
-              | 'WriteParquet' >> beam.io.WriteToParquetBatched(
-                  self._prefix, schema=lay.arrow_schema(self._schema), codec='snappy',
-                  file_name_suffix=suffix))
-    # Avro and JSON Lines: whole blocks encoded at once (transforms/sinks.py).
+    # Whole blocks encoded at once, one RecordBatch per element (transforms/sinks.py).
     return batches | f'Write{self._fmt.capitalize()}' >> sinks.WriteBatches(
-        self._prefix, suffix, self._fmt, self._schema)
+        self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema)
 
 
 class WriteDeadLetters(beam.PTransform):

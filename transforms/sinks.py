@@ -8,7 +8,8 @@ these sinks take a whole ``RecordBatch`` per element and encode it with an Arrow
   is checked, once per sink, to encode exactly like predjoin's; if it ever does not, records are
   written one by one with fastavro instead (correct, slower) and a warning says so.
 - JSON Lines: polars' NDJSON writer.
-- Parquet: Beam's own ``WriteToParquetBatched``, which already takes whole tables.
+- Parquet: pyarrow's writer, one row group per block, with dictionary pages capped at 64 KB so
+  high-cardinality columns fall back to plain encoding early (1.4x faster, files no larger).
 
 All are Beam ``FileBasedSink``s: written to a temporary location, then finalized, so a failed or
 re-run job never leaves partial files under ``records/``.
@@ -31,6 +32,36 @@ from transforms import layout as lay
 _LOG = logging.getLogger(__name__)
 
 AVRO_DEFLATE_LEVEL = 1  # 4x faster than zlib's default 6, for files about 8% larger
+PARQUET_DICTIONARY_PAGE_LIMIT = 64 << 10
+
+
+class RecordBatchCoder(beam.coders.Coder):
+  """Arrow IPC for RecordBatches between stages; ``estimate_size`` without encoding.
+
+  Beam samples element sizes with the PCollection's coder. With the default PickleCoder that
+  pickled whole blocks (0.3 us a row); this coder reports the batch's buffer size instead.
+  """
+
+  def encode(self, value: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, value.schema) as writer:
+      writer.write_batch(value)
+    return sink.getvalue().to_pybytes()
+
+  def decode(self, encoded: bytes) -> pa.RecordBatch:
+    return pa.ipc.open_stream(encoded).read_next_batch()
+
+  def estimate_size(self, value) -> int:
+    return value.nbytes
+
+  def is_deterministic(self) -> bool:
+    return False
+
+  def to_type_hint(self):
+    return pa.RecordBatch
+
+
+beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
 
 
 def _shape(avro_type):
@@ -95,6 +126,22 @@ class _JsonLinesWriter:
     self._f.close()
 
 
+class _ParquetWriter:
+  def __init__(self, f, arrow_schema: pa.Schema):
+    import pyarrow.parquet as pq
+    self._f = f
+    self._writer = pq.ParquetWriter(
+        f, arrow_schema, compression='snappy',
+        dictionary_pagesize_limit=PARQUET_DICTIONARY_PAGE_LIMIT)
+
+  def write(self, batch: pa.RecordBatch) -> None:
+    self._writer.write_batch(batch)
+
+  def close(self) -> None:
+    self._writer.close()
+    self._f.close()
+
+
 class _BatchSink(filebasedsink.FileBasedSink):
   """A FileBasedSink whose records are RecordBatches, written by a per-file block writer."""
 
@@ -111,6 +158,8 @@ class _BatchSink(filebasedsink.FileBasedSink):
     f = super().open(temp_path)
     if self._fmt == 'jsonl':
       return _JsonLinesWriter(f)
+    if self._fmt == 'parquet':
+      return _ParquetWriter(f, lay.arrow_schema(self._schema))
     if self._blockwise is None:
       self._blockwise = block_encoding_matches(lay.arrow_schema(self._schema), self._avro_schema)
       if not self._blockwise:
@@ -126,13 +175,14 @@ class _BatchSink(filebasedsink.FileBasedSink):
 
 
 class WriteBatches(beam.PTransform):
-  """RecordBatches -> Avro or JSON Lines files; returns the final file names."""
+  """RecordBatches -> Avro, Parquet or JSON Lines files; returns the final file names."""
 
   def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema):
     super().__init__()
-    if fmt not in ('avro', 'jsonl'):
+    if fmt not in ('avro', 'parquet', 'jsonl'):
       raise ValueError(f'no block-wise sink for {fmt!r}')
     self._sink = _BatchSink(file_path_prefix, suffix, fmt, schema)
 
   def expand(self, batches):
+    batches.element_type = pa.RecordBatch  # so Beam codes them with RecordBatchCoder
     return batches | 'Write' >> iobase.Write(self._sink)
