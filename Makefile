@@ -10,11 +10,11 @@ OUT    ?= out
 
 venv: $(STAMP)
 
-$(STAMP): setup.py deploy/requirements.txt
+$(STAMP): setup.py deploy/requirements.txt benchmarks/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	# The same pins as the Flex Template image, so tests run against what ships.
-	$(PY) -m pip install --quiet -r deploy/requirements.txt -e '.[test]'
+	$(PY) -m pip install --quiet -r deploy/requirements.txt -r benchmarks/requirements.txt -e '.[test]'
 	touch $(STAMP)
 
 # The main job on the bundled samples (one run per batch prediction), DirectRunner.
