@@ -98,6 +98,7 @@ class Tool:
   kind: str  # predjoin, careful, naive, floor
   fmt: str = 'parquet'
   workers: int = 0
+  mode: str = 'multi_processing'  # the DirectRunner's running mode for predjoin
 
   def command(self, manifest: str, out: str, predjoin: str, data_dir: str) -> list[str]:
     if self.kind == 'predjoin':
@@ -105,7 +106,7 @@ class Tool:
       # predjoin reads them only under a prefix it is told to trust.
       return [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
               '--allowed_prefix', data_dir.rstrip('/') + '/',
-              f'--direct_num_workers={self.workers}', '--direct_running_mode=multi_processing']
+              f'--direct_num_workers={self.workers}', f'--direct_running_mode={self.mode}']
     return [sys.executable, os.path.join(PEERS, self.name + '.py'), manifest, out]
 
 
@@ -114,6 +115,8 @@ TOOLS = (
     Tool('predjoin-avro', 'predjoin', 'avro', 2),
     Tool('predjoin-jsonl', 'predjoin', 'jsonl', 2),
     Tool('predjoin-parquet-1w', 'predjoin', 'parquet', 1),
+    # Not a target row: 2 threads in one process (pyarrow releases the GIL), no worker start-up.
+    Tool('predjoin-parquet-2threads', 'predjoin', 'parquet', 2, mode='multi_threading'),
     Tool('pandas_careful', 'careful'),
     Tool('duckdb_careful', 'careful'),
     Tool('pyarrow_careful', 'careful'),
