@@ -24,10 +24,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.options import OptionsError, PredjoinOptions, validate
-from transforms import enrich
+from transforms import access, enrich
 from transforms.manifest import manifest_uri, parse_rebase_rules
 from transforms.plan import PlanError, make_plan
-from transforms.storage import Storage, StorageConfig, read_text, redact
+from transforms.storage import Storage, StorageConfig, StorageError, read_text, redact
 
 _LOG = logging.getLogger('predjoin')
 _GLOB = set('*?[')
@@ -64,18 +64,23 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
 
   Raises:
     OptionsError, LaunchError, PlanError: before anything is added, with what to fix.
+    AccessError: a manifest names a URI outside the allowed prefixes (``--allowed_prefix``);
+      raised before any shard is read.
   """
   opts = validate(options)
   config = StorageConfig.from_options(options)
   storage = Storage(config)
-  uris = manifest_uris(opts, storage)
   rules = parse_rebase_rules(opts.rebase_uri)
+  policy = access.AccessPolicy.create(opts.allowed_prefix, rules)
+  for given in opts.manifest or [opts.output_location]:
+    access.check_given(given, '--manifest' if opts.manifest else '--output_location')
+  uris = manifest_uris(opts, storage)
   plan = make_plan(uris, storage, model_type=opts.model_type, input_header=opts.input_header,
                    cutoff=opts.cutoff, min_score=opts.min_score, block_rows=opts.block_rows,
-                   rebase_rules=rules)
+                   rebase_rules=rules, access_policy=policy)
   out = (p
          | 'ListManifests' >> beam.Create(uris)
-         | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules))
+         | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules, policy))
   record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
       opts.output, opts.format, plan.schema)
   dead_files = out['dead_letter'] | 'WriteDeadLetters' >> enrich.WriteDeadLetters(opts.output)
@@ -133,8 +138,8 @@ def run(argv: list[str] | None = None) -> int:
   p = beam.Pipeline(options=options)
   try:
     built = build_pipeline(p, options)
-  except (OptionsError, LaunchError, PlanError, ValueError) as e:
-    print(f'predjoin: error: {e}', file=sys.stderr)
+  except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:
+    print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
   result = p.run()
   if 'Dataflow' in runner:  # the launcher returns once the job is submitted

@@ -79,7 +79,14 @@ class PredjoinOptions(PipelineOptions):
     parser.add_argument(
         '--rebase_uri', action='append', default=None, type=_rebase,
         help='FROM=TO: read a URI the manifest names as FROM... from TO... instead, e.g. '
-        'after copying a batch prediction from S3 to GCS. Repeatable.')
+        'after copying a batch prediction from S3 to GCS. Repeatable. A TO prefix is trusted '
+        'like an --allowed_prefix.')
+    parser.add_argument(
+        '--allowed_prefix', action='append', default=None,
+        help='A prefix (s3://bucket/path/, gs://bucket/path/ or a local directory) the '
+        'manifests may name inputs and results under, besides the manifest\'s own bucket (or, '
+        'for a local manifest, its own directory). A manifest naming anything else is refused '
+        'before it is read. Repeatable.')
     parser.add_argument(
         '--block_rows', type=int, default=65536,
         help='Rows per block passed between transforms (memory per shard scales with it).')

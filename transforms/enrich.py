@@ -23,6 +23,7 @@ from apache_beam.metrics import Metrics
 from transforms import join as joining
 from transforms import layout as lay
 from transforms import sinks
+from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
 from transforms.storage import Storage, StorageConfig, StorageError, redact, write_text
 
@@ -39,9 +40,13 @@ class ReadManifestFn(beam.DoFn):
 
   PROBLEMS = 'manifest_problems'
 
-  def __init__(self, storage_config: StorageConfig, rebase_rules=()):
+  def __init__(self, storage_config: StorageConfig, rebase_rules=(),
+               access_policy: AccessPolicy | None = None):
     self._storage_config = storage_config
     self._rebase_rules = list(rebase_rules)
+    # Workers enforce the access limits too: a manifest may change after the launch checked it.
+    self._access_policy = access_policy if access_policy is not None else \
+        AccessPolicy.create((), self._rebase_rules)
 
   def setup(self):
     self._storage = Storage(self._storage_config)
@@ -51,12 +56,13 @@ class ReadManifestFn(beam.DoFn):
   def process(self, uri: str):
     try:
       shards = shards_of(self._storage.read_bytes(uri), uri, self._rebase_rules)
-    except (ManifestError, StorageError) as e:
+      self._access_policy.check_shards(uri, shards)
+    except (ManifestError, StorageError, AccessError) as e:
       self._bad_manifests.inc()
       report = joining.ShardReport(batch_prediction_id=batch_prediction_id(uri),
                                    manifest_uri=redact(uri),
                                    input_uri=None, result_uri=None, input_rows=0,
-                                   status=joining.ERROR, error=str(e))
+                                   status=joining.ERROR, error=redact(str(e)))
       yield pvalue.TaggedOutput(self.PROBLEMS, report.as_dict())
       return
     self._shards.inc(len(shards))
@@ -107,15 +113,18 @@ class JoinShardFn(beam.DoFn):
 class EnrichPredictions(beam.PTransform):
   """PCollection of manifest URIs -> ``{'records', 'dead_letter', 'reports'}``."""
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, rebase_rules=()):
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, rebase_rules=(),
+               access_policy: AccessPolicy | None = None):
     super().__init__()
     self._plan = plan
     self._storage_config = storage_config
     self._rebase_rules = rebase_rules
+    self._access_policy = access_policy
 
   def expand(self, manifests):
     shards = manifests | 'ReadManifests' >> beam.ParDo(
-        ReadManifestFn(self._storage_config, self._rebase_rules)).with_outputs(
+        ReadManifestFn(self._storage_config, self._rebase_rules,
+                       self._access_policy)).with_outputs(
             ReadManifestFn.PROBLEMS, main='shards')
     joined = (
         shards.shards

@@ -11,6 +11,7 @@ import csv
 
 from transforms import amlschema
 from transforms import layout as lay
+from transforms.access import AccessPolicy
 from transforms.join import JoinPlan
 from transforms.lines import LineReader
 from transforms.manifest import ManifestError, Shard, shards_of
@@ -63,19 +64,30 @@ class _Bytes:
 
 def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = 'auto',
               input_header: str = 'auto', cutoff: float = 0.5, min_score: float | None = None,
-              block_rows: int = 65536, rebase_rules=()) -> JoinPlan:
+              block_rows: int = 65536, rebase_rules=(),
+              access_policy: AccessPolicy | None = None) -> JoinPlan:
   """Builds the plan from the first shard whose result and input can be read.
+
+  Every manifest is read and checked against ``access_policy`` (default: the manifest's own
+  bucket or directory, and the rebase targets) before any shard is read.
 
   Raises:
     PlanError: nothing could be sampled; the message lists each manifest's or shard's problem.
+    AccessError: a manifest names a URI outside the allowed prefixes; nothing else was read.
   """
+  if access_policy is None:
+    access_policy = AccessPolicy.create((), rebase_rules)
   problems = []
+  manifests = []
   for uri in manifest_uris:
     try:
       shards = shards_of(storage.read_bytes(uri), uri, rebase_rules)
     except (ManifestError, StorageError) as e:
       problems.append(str(e))
       continue
+    access_policy.check_shards(uri, shards)
+    manifests.append(shards)
+  for shards in manifests:
     for shard in shards:
       try:
         with storage.open(shard.result_uri) as f:

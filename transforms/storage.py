@@ -1,28 +1,58 @@
 """The one storage layer: streaming reads of local, ``s3://`` and ``gs://`` objects.
 
-Reads go through smart_open (streaming, transparent gzip by extension). S3 endpoint, region and
-credentials come from Beam's own ``S3Options`` when given, else from boto3's standard chain, so a
-Dataflow worker is configured exactly like the launcher. Writes and globs use Beam's
-``FileSystems``.
+Reads go through smart_open (streaming, transparent gzip by extension). Writes, globs and the
+record sinks use Beam's ``FileSystems``, which reads the same pipeline options, so reads and
+writes, launcher and workers, all talk to the same endpoints with the same credentials:
+
+- S3: Beam's own ``S3Options`` (``--s3_endpoint_url``, ``--s3_region_name``,
+  ``--s3_access_key_id``/``--s3_secret_access_key``/``--s3_session_token``, ``--s3_verify``,
+  ``--s3_disable_ssl``) when given, else boto3's standard chain (``AWS_*`` environment,
+  ``~/.aws`` profile, instance role).
+- GCS: Google Application Default Credentials; ``STORAGE_EMULATOR_HOST`` is honoured by the
+  google-cloud-storage client for an emulator.
+
+Transient errors are retried by the client libraries: botocore in ``standard`` retry mode
+(``AWS_RETRY_MODE``/``AWS_MAX_ATTEMPTS`` override it) retries HTTP 500/503, throttling and
+connection errors with backoff; smart_open re-opens an S3 body cut short at the byte it reached;
+google-cloud-storage retries 429/5xx and connection errors. A missing object is not retried: it
+fails at once with a :class:`StorageError` that names it.
+
+Nothing here prints a credential: :func:`redact` takes user-info, secret query parameters
+(signed URLs) and AWS access key IDs out of any text before it reaches a log, a dead letter or
+the summary.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
+import zlib
 
 import smart_open
 
 _SECRET_QUERY = re.compile(
-    r'(?i)([?&](?:x-amz-[a-z-]*|signature|sig|token|access_?key[a-z_]*|secret[a-z_]*|'
-    r'credential|key|password)=)[^&\s]*')
-_USERINFO = re.compile(r'(^[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@')
+    r'(?i)([?&;](?:x-amz-[a-z0-9-]*|x-goog-[a-z0-9-]*|signature|sig|[a-z_]*token|'
+    r'[a-z_]*access_?key[a-z_]*|awsaccesskeyid|googleaccessid|[a-z_]*secret[a-z_]*|'
+    r'credentials?|key|api_?key|password|passwd|pwd|auth|authorization)=)[^&;\s"\'<>]*')
+# scheme://user:secret@host/... anywhere in a text; greedy up to the last '@' before the path,
+# so smart_open's s3://id:secret@host:port@bucket/key form loses all of its user-info.
+_USERINFO = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s"\'<>]*@')
+_AWS_KEY_ID = re.compile(r'\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{16}\b')
+
+DEFAULT_MAX_ATTEMPTS = 8
 
 
-def redact(uri: str) -> str:
-  """A URI fit for logs: user-info and secret query parameters replaced by ``***``."""
-  return _SECRET_QUERY.sub(r'\1***', _USERINFO.sub(r'\1***@', uri))
+def redact(text: str) -> str:
+  """``text`` (a URI, or a message naming URIs) fit for logs and outputs.
+
+  User-info, secret query parameters (signatures, tokens, keys) and AWS access key IDs are
+  replaced by ``***``.
+  """
+  text = _USERINFO.sub(r'\1***@', text)
+  text = _SECRET_QUERY.sub(r'\1***', text)
+  return _AWS_KEY_ID.sub('***', text)
 
 
 class StorageError(IOError):
@@ -39,17 +69,37 @@ class StorageConfig:
   s3_secret_access_key: str | None = None
   s3_session_token: str | None = None
   s3_verify: str | None = None
+  s3_disable_ssl: bool = False
+  s3_api_version: str | None = None
 
   @classmethod
   def from_options(cls, options) -> StorageConfig:
     from apache_beam.options.pipeline_options import S3Options
     s3 = options.view_as(S3Options)
     return cls(s3.s3_endpoint_url, s3.s3_region_name, s3.s3_access_key_id,
-               s3.s3_secret_access_key, s3.s3_session_token, s3.s3_verify)
+               s3.s3_secret_access_key, s3.s3_session_token, s3.s3_verify,
+               bool(s3.s3_disable_ssl), s3.s3_api_version)
 
   def __repr__(self):  # never print credentials
-    return f'StorageConfig(s3_endpoint_url={self.s3_endpoint_url!r}, ' \
+    return f'StorageConfig(s3_endpoint_url={redact(self.s3_endpoint_url or "")!r}, ' \
            f's3_region_name={self.s3_region_name!r})'
+
+
+def _verify(value: str | None):
+  """Beam's ``--s3_verify`` text as boto3 wants it: None, a bool, or a CA bundle path."""
+  if value is None:
+    return None
+  if value.strip().lower() in ('false', '0', 'no', 'off'):
+    return False
+  if value.strip().lower() in ('true', '1', 'yes', 'on'):
+    return True
+  return value
+
+
+def s3_retry_config() -> dict:
+  """botocore retries: standard mode, 8 attempts, unless AWS_RETRY_MODE/AWS_MAX_ATTEMPTS say."""
+  return {'mode': os.environ.get('AWS_RETRY_MODE') or 'standard',
+          'max_attempts': int(os.environ.get('AWS_MAX_ATTEMPTS') or DEFAULT_MAX_ATTEMPTS)}
 
 
 class Storage:
@@ -58,33 +108,46 @@ class Storage:
   def __init__(self, config: StorageConfig = StorageConfig()):
     self._config = config
     self._s3_client = None
+    self._gcs_client = None
 
-  def _transport_params(self, uri: str) -> dict:
-    if not uri.startswith('s3://'):
-      return {}
+  def s3_client(self):
+    """The boto3 S3 client of this storage (made on first use)."""
     if self._s3_client is None:
       import boto3
       from botocore.config import Config
       c = self._config
-      verify = None if c.s3_verify is None else c.s3_verify not in ('false', 'False', '0')
       self._s3_client = boto3.session.Session().client(
           's3', endpoint_url=c.s3_endpoint_url, region_name=c.s3_region_name,
+          api_version=c.s3_api_version, use_ssl=not c.s3_disable_ssl, verify=_verify(c.s3_verify),
           aws_access_key_id=c.s3_access_key_id, aws_secret_access_key=c.s3_secret_access_key,
-          aws_session_token=c.s3_session_token, verify=verify,
-          config=Config(retries={'mode': 'standard', 'max_attempts': 8}))
-    return {'client': self._s3_client}
+          aws_session_token=c.s3_session_token,
+          config=Config(retries=s3_retry_config(), connect_timeout=20, read_timeout=60))
+    return self._s3_client
+
+  def _transport_params(self, uri: str) -> dict:
+    scheme = uri.partition('://')[0].lower() if '://' in uri else ''
+    if scheme == 's3':
+      return {'client': self.s3_client()}
+    if scheme in ('gs', 'gcs'):
+      if self._gcs_client is None:
+        from google.cloud import storage as gcs  # ADC, or STORAGE_EMULATOR_HOST
+        self._gcs_client = gcs.Client()
+      return {'client': self._gcs_client}
+    return {}
 
   def open(self, uri: str, compression: str = smart_open.compression.INFER_FROM_EXTENSION):
     """A binary file object streaming ``uri``, gunzipped when its name ends in ``.gz``.
 
     Raises:
       StorageError: the object does not exist or cannot be opened; the message names it.
+        Errors while reading are OSError too: client-library errors become StorageError.
     """
     try:
-      return smart_open.open(uri, 'rb', compression=compression,
-                             transport_params=self._transport_params(uri))
+      f = smart_open.open(uri, 'rb', compression=compression,
+                          transport_params=self._transport_params(uri))
     except Exception as e:  # smart_open raises per-backend types; normalise them here
       raise StorageError(f'cannot open {redact(uri)}: {_describe(e)}') from e
+    return _Reader(f, uri)
 
   def read_bytes(self, uri: str, limit: int | None = None) -> bytes:
     with self.open(uri) as f:
@@ -99,6 +162,59 @@ class Storage:
       if _is_not_found(e.__cause__):
         return False
       raise
+
+
+# What a reader may raise as it is: the join handles these (a corrupt gzip stream, a local error).
+_PASS_THROUGH = (OSError, EOFError, zlib.error)
+
+
+class _Reader:
+  """A smart_open file whose read errors are OSError: client-library errors become StorageError.
+
+  botocore and google-api-core errors are not OSError; without this a body that still fails
+  after the client's retries would escape the join's error handling and fail the whole bundle.
+  """
+
+  def __init__(self, f, uri: str):
+    self._f = f
+    self._uri = uri
+
+  def _guard(self, method, *args):
+    try:
+      return method(*args)
+    except _PASS_THROUGH:
+      raise
+    except Exception as e:
+      raise StorageError(f'cannot read {redact(self._uri)}: {_describe(e)}') from e
+
+  def read(self, size: int = -1) -> bytes:
+    return self._guard(self._f.read, size)
+
+  def readline(self, size: int = -1) -> bytes:
+    return self._guard(self._f.readline, size)
+
+  def readinto(self, buffer) -> int:
+    return self._guard(self._f.readinto, buffer)
+
+  def close(self) -> None:
+    try:
+      self._f.close()
+    except Exception:  # noqa: S110  # closing a reader must not mask the error that ended it
+      pass
+
+  @property
+  def closed(self) -> bool:
+    return self._f.closed
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
 
 
 def _is_not_found(error: BaseException | None) -> bool:
