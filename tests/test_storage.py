@@ -1,0 +1,404 @@
+"""Object storage for real: the whole job against moto's S3 server (and a GCS emulator).
+
+The endpoints listen on 127.0.0.1 only (tests/s3_fixtures.py). The CLI runs as a subprocess, as a
+user would run it, with Beam's own S3 options (``--s3_endpoint_url``, ``--s3_region_name``) and
+fake credentials in its environment; outputs are read back from the object store and compared
+row by row with a local run of the same batch prediction. A fault proxy in front of moto injects
+HTTP 500/503, connection resets and bodies cut short; the output must not change.
+"""
+
+import gzip
+import json
+import os
+import time
+import uuid
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.enrich import build_pipeline, run
+from tests import s3_fixtures as fx
+from tests.builders import read_dead_letters, read_records, read_summary
+from transforms.storage import (
+  Storage,
+  StorageConfig,
+  StorageError,
+  describe,
+  redact,
+  s3_retry_config,
+)
+
+SAMPLES = os.path.join(fx.ROOT, 'samples')
+SAMPLE_BUCKET = 'predjoin-samples'  # the bucket the bundled manifests name
+MANIFEST_KEY = 'output/batch-prediction/{bp}.manifest'
+
+
+@pytest.fixture(scope='module')
+def s3():
+  server = fx.MotoS3()
+  server.make_bucket(SAMPLE_BUCKET)
+  server.upload_tree(SAMPLES, SAMPLE_BUCKET)
+  yield server
+  server.stop()
+
+
+@pytest.fixture
+def out_bucket(s3):
+  return s3.make_bucket(f'out-{uuid.uuid4().hex[:12]}')
+
+
+@pytest.fixture
+def aws(monkeypatch):
+  """The fake AWS environment for in-process runs."""
+  for name, value in fx.aws_env().items():
+    if name.startswith(('AWS_', 'NO_GCE')):
+      monkeypatch.setenv(name, value)
+
+
+_LOCAL = {}
+
+
+def local_reference(bp: str, fmt: str, tmp_path_factory) -> str:
+  """The local run of a bundled sample (rebased onto the checkout), once per module."""
+  if (bp, fmt) not in _LOCAL:
+    out = str(tmp_path_factory.mktemp(f'local-{bp}-{fmt}'))
+    manifest = os.path.join(SAMPLES, MANIFEST_KEY.format(bp=bp))
+    assert run(['--manifest', manifest, '--output', out, '--format', fmt,
+                '--rebase_uri', f's3://{SAMPLE_BUCKET}/={SAMPLES}/']) == 0
+    _LOCAL[bp, fmt] = out
+  return _LOCAL[bp, fmt]
+
+
+def _normalised(rows: list[dict]) -> list[dict]:
+  """Rows with the checkout path written as the sample bucket, so local and S3 runs compare."""
+  text = json.dumps(rows, sort_keys=True).replace(f'{SAMPLES}/', f's3://{SAMPLE_BUCKET}/')
+  return sorted(json.loads(text), key=lambda r: (r['input_uri'], r['row_number'] or 0))
+
+
+def assert_same_output(s3, bucket: str, prefix: str, local_out: str, tmp_path) -> dict:
+  """Downloads ``s3://bucket/prefix`` and compares it row by row with a local run."""
+  got = str(tmp_path / f'download-{uuid.uuid4().hex[:6]}')
+  s3.download_prefix(bucket, prefix, got)
+  records, expected = read_records(got), read_records(local_out)
+  assert records, 'no records were written to S3'
+  assert _normalised(records) == _normalised(expected)
+  assert _normalised(read_dead_letters(got)) == _normalised(read_dead_letters(local_out))
+  summary = read_summary(got)
+  assert summary['totals'] == read_summary(local_out)['totals']
+  assert summary['ok'] and summary['identity']['holds']
+  assert all(f.startswith(f's3://{bucket}/{prefix}records/') for f in
+             summary['outputs']['records'])
+  return summary
+
+
+def _no_temp_files(s3, bucket: str, prefix: str) -> None:
+  leftovers = [k for k in s3.keys(bucket, prefix) if 'beam-temp' in k]
+  assert not leftovers, leftovers
+
+
+# The storage layer on its own -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize('text, secret', [
+    ('s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI@bucket/key', 'wJalrXUtnFEMI'),
+    ('s3://id:sec@127.0.0.1:9000@bucket/key', 'sec'),
+    ('cannot open https://b.s3.amazonaws.com/k?X-Amz-Signature=abcd1234&X-Amz-Date=1', 'abcd1234'),
+    ('https://storage.googleapis.com/b/o?X-Goog-Signature=f00d&X-Goog-Credential=sa%40p',
+     'f00d'),
+    ('https://b.s3.amazonaws.com/o?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Signature=zz9',
+     'zz9'),
+    ('an error naming AKIAIOSFODNN7EXAMPLE in passing', 'AKIAIOSFODNN7EXAMPLE'),
+    ('http://user:pa55@proxy:8080/ and s3://b/k?token=t0k3n', 'pa55'),
+    ('http://user:pa55@proxy:8080/ and s3://b/k?token=t0k3n', 't0k3n'),
+])
+def test_redact_removes_secrets(text, secret):
+  assert secret not in redact(text)
+  assert '***' in redact(text)
+
+
+def test_redact_keeps_ordinary_uris():
+  for uri in ('s3://bucket/out/batch-prediction/bp-1.manifest', '/data/x@y.csv',
+              's3://bucket/key@at-sign/x.csv', 'gs://b/k?generation=12'):
+    assert redact(uri) == uri
+
+
+def test_storage_config_takes_beams_s3_options_and_hides_secrets():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  options = PipelineOptions([
+      '--s3_endpoint_url', 'http://127.0.0.1:9', '--s3_region_name', 'eu-west-1',
+      '--s3_access_key_id', fx.ACCESS_KEY_ID, '--s3_secret_access_key', fx.SECRET_ACCESS_KEY,
+      '--s3_session_token', 'tok', '--s3_verify', 'false', '--s3_disable_ssl',
+      '--s3_api_version', '2006-03-01'])
+  config = StorageConfig.from_options(options)
+  assert (config.s3_endpoint_url, config.s3_region_name, config.s3_access_key_id,
+          config.s3_verify, config.s3_disable_ssl, config.s3_api_version) == (
+              'http://127.0.0.1:9', 'eu-west-1', fx.ACCESS_KEY_ID, 'false', True, '2006-03-01')
+  assert fx.SECRET_ACCESS_KEY not in repr(config) and fx.ACCESS_KEY_ID not in repr(config)
+  client = Storage(config).s3_client()
+  assert client.meta.endpoint_url == 'http://127.0.0.1:9'
+  assert client.meta.region_name == 'eu-west-1'
+
+
+def test_retry_settings_default_to_standard_and_follow_the_aws_environment(monkeypatch):
+  monkeypatch.delenv('AWS_RETRY_MODE', raising=False)
+  monkeypatch.delenv('AWS_MAX_ATTEMPTS', raising=False)
+  assert s3_retry_config() == {'mode': 'standard', 'max_attempts': 8}
+  monkeypatch.setenv('AWS_RETRY_MODE', 'adaptive')
+  monkeypatch.setenv('AWS_MAX_ATTEMPTS', '3')
+  assert s3_retry_config() == {'mode': 'adaptive', 'max_attempts': 3}
+
+
+def test_reads_gunzips_and_reports_missing_objects(s3, aws):
+  s3.client.put_object(Bucket=SAMPLE_BUCKET, Key='unit/data.csv.gz',
+                       Body=gzip.compress(b'a,b\n1,2\n'))
+  storage = Storage(StorageConfig(s3_endpoint_url=s3.endpoint))
+  assert storage.read_bytes(f's3://{SAMPLE_BUCKET}/unit/data.csv.gz') == b'a,b\n1,2\n'
+  assert storage.exists(f's3://{SAMPLE_BUCKET}/unit/data.csv.gz')
+  assert not storage.exists(f's3://{SAMPLE_BUCKET}/unit/nothing.csv')
+  assert not storage.exists('s3://no-such-bucket-here/x.csv')
+  with pytest.raises(StorageError, match=f'cannot open s3://{SAMPLE_BUCKET}/unit/nothing.csv: '
+                     'no such object'):
+    storage.open(f's3://{SAMPLE_BUCKET}/unit/nothing.csv')
+
+
+def test_transient_faults_are_retried_to_the_same_bytes(s3, aws):
+  body = os.urandom(200_000)
+  s3.client.put_object(Bucket=SAMPLE_BUCKET, Key='unit/random.bin', Body=body)
+  proxy = fx.FaultProxy(s3.endpoint, share=0.6, seed='unit')
+  try:
+    storage = Storage(StorageConfig(s3_endpoint_url=proxy.endpoint))
+    for _ in range(6):
+      with storage.open(f's3://{SAMPLE_BUCKET}/unit/random.bin') as f:
+        assert f.read() == body
+    counts = proxy.counts()
+  finally:
+    proxy.stop()
+  assert counts[fx.TRUNCATE] and sum(counts.values()) >= 3, counts
+
+
+def test_a_body_that_keeps_failing_is_a_storage_error_naming_the_object(s3, aws, monkeypatch):
+  monkeypatch.setenv('AWS_MAX_ATTEMPTS', '2')
+  s3.client.put_object(Bucket=SAMPLE_BUCKET, Key='unit/broken.csv', Body=b'x\n')
+  proxy = fx.FaultProxy(s3.endpoint, always={'/unit/broken.csv': fx.SLOW_DOWN})
+  try:
+    storage = Storage(StorageConfig(s3_endpoint_url=proxy.endpoint))
+    with pytest.raises(StorageError) as e:
+      storage.read_bytes(f's3://{SAMPLE_BUCKET}/unit/broken.csv')
+  finally:
+    proxy.stop()
+  assert f's3://{SAMPLE_BUCKET}/unit/broken.csv' in describe(e.value)
+  assert 'SlowDown' in describe(e.value)
+
+
+# The whole job on S3 --------------------------------------------------------------------------
+
+
+def test_cli_s3_manifest_shards_and_output_match_the_local_run(s3, out_bucket, tmp_path,
+                                                               tmp_path_factory):
+  manifest = f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-multiclass')
+  result = fx.run_cli(['--manifest', manifest, '--output', f's3://{out_bucket}/enriched/',
+                       '--format', 'parquet', *fx.s3_args(s3.endpoint)], fx.aws_env())
+  assert result.returncode == 0, result.stderr
+  assert f'summary: s3://{out_bucket}/enriched/summary.json' in result.stdout
+  assert_same_output(s3, out_bucket, 'enriched/',
+                     local_reference('bp-sample-multiclass', 'parquet', tmp_path_factory),
+                     tmp_path)
+  _no_temp_files(s3, out_bucket, '')
+
+
+def test_cli_output_location_multi_process_workers(s3, out_bucket, tmp_path, tmp_path_factory):
+  # Workers in other processes must get the S3 options from the pipeline options alone. The
+  # doubled trailing slash still finds <location>/batch-prediction/<id>.manifest.
+  location = f's3://{SAMPLE_BUCKET}/output//'
+  result = fx.run_cli(['--output_location', location, '--batch_prediction_id',
+                       'bp-sample-binary', '--output', f's3://{out_bucket}/o', '--format', 'jsonl',
+                       '--direct_num_workers=2', '--direct_running_mode=multi_processing',
+                       *fx.s3_args(s3.endpoint)], fx.aws_env())
+  assert result.returncode == 0, result.stderr
+  summary = assert_same_output(s3, out_bucket, 'o/',
+                               local_reference('bp-sample-binary', 'jsonl', tmp_path_factory),
+                               tmp_path)
+  assert {s['manifest_uri'] for s in summary['shards']} == {
+      f's3://{SAMPLE_BUCKET}/output/batch-prediction/bp-sample-binary.manifest'}
+
+
+def test_missing_manifest_names_the_uri_it_looked_for(s3, out_bucket, aws, capsys):
+  # No trailing slash on the location: exactly one is put between the parts.
+  code = run(['--output_location', f's3://{SAMPLE_BUCKET}/output', '--batch_prediction_id',
+              'bp-nope', '--output', f's3://{out_bucket}/o/', *fx.s3_args(s3.endpoint)])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert f'no manifest at s3://{SAMPLE_BUCKET}/output/batch-prediction/bp-nope.manifest' in err
+  assert s3.keys(out_bucket) == []
+
+
+def test_faults_on_every_kind_of_request_do_not_change_the_output(s3, out_bucket, tmp_path,
+                                                                   tmp_path_factory):
+  proxy = fx.FaultProxy(s3.endpoint, share=0.3)
+  try:
+    start = time.monotonic()
+    result = fx.run_cli(
+        ['--manifest', f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary'),
+         '--output', f's3://{out_bucket}/f/', '--format', 'avro',
+         *fx.s3_args(proxy.endpoint)], fx.aws_env())
+    elapsed = time.monotonic() - start
+    counts = proxy.counts()
+  finally:
+    proxy.stop()
+  assert result.returncode == 0, result.stderr
+  assert all(counts.values()), f'every kind of fault should have been injected: {counts}'
+  assert elapsed < 120
+  assert_same_output(s3, out_bucket, 'f/',
+                     local_reference('bp-sample-binary', 'avro', tmp_path_factory), tmp_path)
+  _no_temp_files(s3, out_bucket, '')
+
+
+def test_missing_and_always_failing_objects_are_reported_others_complete(s3, out_bucket,
+                                                                          tmp_path):
+  # Shard 1 is whole; shard 2's result is missing; shard 3's input answers 503 to every
+  # request (the client gives up after AWS_MAX_ATTEMPTS). The manifest also names a result
+  # under a signed-looking key, which must never show in any output.
+  bucket = s3.make_bucket(f'bp-{uuid.uuid4().hex[:12]}')
+  s3.upload_tree(os.path.join(SAMPLES, 'input', 'binary'), bucket, 'input/')
+  s3.upload_tree(os.path.join(SAMPLES, 'output'), bucket, 'output/')
+  result_key = 'output/batch-prediction/result/bp-sample-binary-customers-{}.csv.gz'
+  s3.client.delete_object(Bucket=bucket, Key=result_key.format(2))
+  signed = '?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE&X-Amz-Signature=5ec2e7519a7'
+  manifest = {f's3://{bucket}/input/customers-{i}.csv':
+              f's3://{bucket}/' + result_key.format(i) + (signed if i == 2 else '')
+              for i in (1, 2, 3)}
+  s3.client.put_object(Bucket=bucket, Key='output/batch-prediction/bp-broken.manifest',
+                       Body=json.dumps(manifest).encode())
+  proxy = fx.FaultProxy(s3.endpoint, always={'/input/customers-3.csv': fx.SLOW_DOWN})
+  try:
+    start = time.monotonic()
+    # Credentials given as Beam options this time, not in the environment.
+    env = {k: v for k, v in fx.aws_env({'AWS_MAX_ATTEMPTS': '3'}).items()
+           if k not in ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY')}
+    result = fx.run_cli(['--output_location', f's3://{bucket}/output/', '--batch_prediction_id',
+                         'bp-broken', '--output', f's3://{out_bucket}/b/', '--format', 'jsonl',
+                         '--s3_access_key_id', fx.ACCESS_KEY_ID,
+                         '--s3_secret_access_key', fx.SECRET_ACCESS_KEY,
+                         *fx.s3_args(proxy.endpoint)], env, timeout=120)
+    elapsed = time.monotonic() - start
+  finally:
+    proxy.stop()
+  assert result.returncode == 1, result.stderr
+  assert elapsed < 100
+  got = str(tmp_path / 'got')
+  s3.download_prefix(out_bucket, 'b/', got)
+  summary = read_summary(got)
+  status = {os.path.basename(s['input_uri']): (s['status'], s['error'])
+            for s in summary['shards']}
+  assert status['customers-1.csv'] == ('ok', None)
+  assert status['customers-2.csv'][0] == 'error'
+  assert 'no such object' in status['customers-2.csv'][1]
+  assert status['customers-3.csv'][0] == 'error'
+  assert 'input unreadable' in status['customers-3.csv'][1]
+  assert 'customers-3.csv' in status['customers-3.csv'][1]
+  dead = read_dead_letters(got)
+  assert {d['reason'] for d in dead} == {'result_unreadable', 'input_unreadable'}
+  assert sum(d['reason'] == 'result_unreadable' for d in dead) == 10  # every row of shard 2
+  assert {r['input_uri'] for r in read_records(got)} == {f's3://{bucket}/input/customers-1.csv'}
+  everything = json.dumps([summary, dead]) + result.stdout + result.stderr
+  for secret in ('AKIAIOSFODNN7EXAMPLE', '5ec2e7519a7', fx.ACCESS_KEY_ID, fx.SECRET_ACCESS_KEY):
+    assert secret not in everything, secret
+
+
+# Refused manifests on S3: exit 2, nothing read but the manifest, nothing written ----------------
+
+REFUSED = {
+    'other_bucket': 's3://{other}/secret.csv',
+    'etc_passwd': 'file:///etc/passwd',
+    'dot_dot': 's3://{bucket}/output/../../{other}/secret.csv',
+    'http': 'http://169.254.169.254/latest/meta-data/',
+    'credentials_in_uri': 's3://AKIAIOSFODNN7EXAMPLE:s3cr3t@{other}/secret.csv',
+}
+
+
+@pytest.mark.parametrize('case', sorted(REFUSED))
+def test_refused_manifest_reads_nothing_and_writes_nothing(s3, out_bucket, aws, capsys, case):
+  bucket = s3.make_bucket(f'bp-{uuid.uuid4().hex[:12]}')
+  other = s3.make_bucket(f'other-{uuid.uuid4().hex[:12]}')
+  s3.client.put_object(Bucket=other, Key='secret.csv', Body=b'secret\n')
+  s3.upload_tree(os.path.join(SAMPLES, 'input', 'binary'), bucket, 'input/')
+  s3.upload_tree(os.path.join(SAMPLES, 'output'), bucket, 'output/')
+  good_result = f's3://{bucket}/output/batch-prediction/result/bp-sample-binary-customers-1.csv.gz'
+  manifest_key = 'output/batch-prediction/bp-evil.manifest'
+  s3.client.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps({
+      f's3://{bucket}/input/customers-1.csv': good_result,
+      REFUSED[case].format(bucket=bucket, other=other): good_result}).encode())
+  proxy = fx.FaultProxy(s3.endpoint)
+  try:
+    code = run(['--manifest', f's3://{bucket}/{manifest_key}', '--output',
+                f's3://{out_bucket}/o/', *fx.s3_args(proxy.endpoint)])
+    requests = proxy.log[:]
+  finally:
+    proxy.stop()
+  assert code == 2
+  err = capsys.readouterr().err
+  assert 'refused to read what the manifest names' in err and '--allowed_prefix' in err
+  assert 's3cr3t' not in err and 'AKIAIOSFODNN7EXAMPLE' not in err
+  assert {path for _, path, _ in requests} == {f'/{bucket}/{manifest_key}'}
+  assert s3.keys(out_bucket) == []
+
+
+def test_allowed_prefix_admits_another_bucket(s3, out_bucket, aws, capsys):
+  # Inputs in one bucket, results and manifest in another: the usual Amazon ML set-up.
+  results = s3.make_bucket(f'res-{uuid.uuid4().hex[:12]}')
+  s3.upload_tree(os.path.join(SAMPLES, 'output'), results, 'output/')
+  pairs = {f's3://{SAMPLE_BUCKET}/input/binary/customers-{i}.csv':
+           f's3://{results}/output/batch-prediction/result/bp-sample-binary-customers-{i}.csv.gz'
+           for i in (1, 2, 3)}
+  key = 'output/batch-prediction/bp-sample-binary.manifest'
+  s3.client.put_object(Bucket=results, Key=key, Body=json.dumps(pairs).encode())
+  args = ['--manifest', f's3://{results}/{key}', '--output', f's3://{out_bucket}/o/',
+          *fx.s3_args(s3.endpoint)]
+  assert run(args) == 2
+  assert f'Allowed prefixes: s3://{results}/' in capsys.readouterr().err
+  # Widened, the launch reads the inputs to plan the run (the whole job on S3 is run above).
+  options = PipelineOptions([*args, '--allowed_prefix', f's3://{SAMPLE_BUCKET}/input/'])
+  built = build_pipeline(beam.Pipeline(options=options), options)
+  assert built['plan'].schema.input_columns[:2] == ('customerId', 'age')
+  assert s3.keys(out_bucket) == []
+
+
+# GCS, through the emulator --------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def gcs(tmp_path_factory):
+  pytest.importorskip('gcp_storage_emulator')
+  emulator = fx.GcsEmulator(str(tmp_path_factory.mktemp('gcs')))
+  client = emulator.client()
+  bucket = client.create_bucket(SAMPLE_BUCKET)
+  for dirpath, _, files in os.walk(SAMPLES):
+    for name in files:
+      if not name.endswith('.py'):
+        path = os.path.join(dirpath, name)
+        bucket.blob(os.path.relpath(path, SAMPLES)).upload_from_filename(path)
+  client.create_bucket('gcs-out')
+  yield emulator
+  emulator.stop()
+
+
+def test_cli_gcs_manifest_shards_and_output_match_the_local_run(gcs, tmp_path,
+                                                                tmp_path_factory):
+  # The bundled manifest names s3:// URIs; a rebase onto the GCS copy is the documented way.
+  manifest = f'gs://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-regression')
+  result = fx.run_cli(['--manifest', manifest, '--rebase_uri',
+                       f's3://{SAMPLE_BUCKET}/=gs://{SAMPLE_BUCKET}/', '--output',
+                       'gs://gcs-out/r/', '--format', 'jsonl'], fx.aws_env(gcs.env()))
+  assert result.returncode == 0, result.stderr
+  got = tmp_path / 'got'
+  for blob in gcs.client().list_blobs('gcs-out', prefix='r/'):
+    path = got / blob.name[len('r/'):]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob.download_to_filename(str(path))
+  local = local_reference('bp-sample-regression', 'jsonl', tmp_path_factory)
+  normalise = lambda rows: _normalised(json.loads(json.dumps(rows).replace(  # noqa: E731
+      f'gs://{SAMPLE_BUCKET}/', f's3://{SAMPLE_BUCKET}/')))
+  assert normalise(read_records(str(got))) == _normalised(read_records(local))
+  assert read_summary(str(got))['totals'] == read_summary(local)['totals']
+  assert not [b.name for b in gcs.client().list_blobs('gcs-out') if 'beam-temp' in b.name]
