@@ -9,6 +9,7 @@ import pytest
 
 from tests.builders import oracle_rows, write_bp
 from transforms import join
+from transforms.access import AccessPolicy
 from transforms.manifest import shards_of
 from transforms.plan import PlanError, make_plan
 from transforms.storage import Storage
@@ -16,9 +17,16 @@ from transforms.storage import Storage
 INPUTS = [f'{i},name {i},"{i}, more"' for i in range(1, 11)]
 
 
+def _trust(manifest):
+  """Local inputs sit beside out/, outside the manifest's directory: trust the test's root."""
+  root = manifest.split('/out/batch-prediction/')[0]
+  return AccessPolicy.create([root + '/'], ())
+
+
 def _run(manifest, block_rows=3, **plan_args):
   storage = Storage()
-  plan = make_plan([manifest], storage, block_rows=block_rows, **plan_args)
+  plan = make_plan([manifest], storage, block_rows=block_rows, access_policy=_trust(manifest),
+                   **plan_args)
   joiner = join.ShardJoiner(plan, storage)
   records, dead, reports = [], [], []
   for shard in shards_of(open(manifest).read(), manifest):
@@ -27,7 +35,7 @@ def _run(manifest, block_rows=3, **plan_args):
         records.extend(value.to_pylist())
       elif kind == join.DEAD_LETTER:
         dead.append(value)
-      else:
+      elif kind == join.REPORT:
         reports.append(value)
   return records, dead, reports
 
@@ -150,7 +158,8 @@ def test_plan_error_lists_every_problem(tmp_path):
   manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)])
   os.remove(list(json.load(open(manifest)).values())[0])
   with pytest.raises(PlanError, match='no such file'):
-    make_plan([manifest, str(tmp_path / 'missing.manifest')], Storage())
+    make_plan([manifest, str(tmp_path / 'missing.manifest')], Storage(),
+              access_policy=_trust(manifest))
 
 
 def test_memory_is_bounded_by_the_block(tmp_path):
@@ -158,7 +167,7 @@ def test_memory_is_bounded_by_the_block(tmp_path):
   manifest = write_bp(tmp_path, 'bp-1', [([f'{i},n,{i}' for i in range(rows)],
                                           ['1,0.5'] * rows)])
   storage = Storage()
-  plan = make_plan([manifest], storage, block_rows=128)
+  plan = make_plan([manifest], storage, block_rows=128, access_policy=_trust(manifest))
   batches = [v for k, v in join.ShardJoiner(plan, storage).join(
       shards_of(open(manifest).read(), manifest)[0]) if k == join.RECORDS]
   assert max(b.num_rows for b in batches) == 128

@@ -23,6 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUTS = [f'{i},"name, {i}",{i * 10}' for i in range(1, 13)]
 
 
+def trusted(tmp_path):
+  """The inputs sit beside out/, outside the manifest's directory: trust the test's root."""
+  return ['--allowed_prefix', f'{tmp_path}/']
+
+
 def _results(blanks):
   return ['' if i in blanks else f'{i % 2},{(i + 1) / 14:.6E}' for i in range(12)]
 
@@ -63,7 +68,8 @@ def _report_counts(report):
 def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
   out = str(tmp_path / 'out')
   p = TestPipeline(options=PipelineOptions(['--manifest', mixed_bp, '--output', out,
-                                            '--format', 'parquet', '--block_rows', '5']))
+                                            '--format', 'parquet', '--block_rows', '5',
+                                            *trusted(tmp_path)]))
   built = build_pipeline(p, p.options)
   assert_that(built['reports'] | 'Counts' >> beam.Map(_report_counts),
               equal_to([('part-1.csv', 12, 11, 1, 0, 'ok'),
@@ -85,7 +91,8 @@ def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
 @pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])
 def test_cli_each_format_row_by_row(good_bp, tmp_path, fmt, capsys):
   out = str(tmp_path / 'out')
-  assert run(['--manifest', good_bp, '--output', out, '--format', fmt, '--block_rows', '4']) == 0
+  assert run(['--manifest', good_bp, '--output', out, '--format', fmt, '--block_rows', '4',
+              *trusted(tmp_path)]) == 0
   assert_matches_oracle(read_records(out), oracle_rows(good_bp))
   assert read_dead_letters(out) == []
   printed = capsys.readouterr().out
@@ -95,7 +102,8 @@ def test_cli_each_format_row_by_row(good_bp, tmp_path, fmt, capsys):
 
 def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):
   out = str(tmp_path / 'out')
-  assert run(['--manifest', mixed_bp, '--output', out, '--format', 'avro']) == 1
+  assert run(['--manifest', mixed_bp, '--output', out, '--format', 'avro',
+              *trusted(tmp_path)]) == 1
   assert 'row_count_mismatch' in capsys.readouterr().out
   expected = oracle_rows_skipping(mixed_bp, 'part-2.csv')
   assert_matches_oracle(read_records(out), expected)
@@ -107,7 +115,8 @@ def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):
   assert (shard['status'], shard['dead_letter_rows'], shard['result_rows']) == (
       'row_count_mismatch', 12, 11)
   out2 = str(tmp_path / 'out2')
-  assert run(['--manifest', mixed_bp, '--output', out2, '--max_bad_shards', '1']) == 0
+  assert run(['--manifest', mixed_bp, '--output', out2, '--max_bad_shards', '1',
+              *trusted(tmp_path)]) == 0
 
 
 def oracle_rows_skipping(manifest, skipped_name):
@@ -123,21 +132,22 @@ def test_malformed_manifest_others_complete(good_bp, tmp_path, capsys):
   bad = tmp_path / 'bp-bad.manifest'
   bad.write_text('{"/x/a.csv": "/x/a.gz",\n "/x/b.csv" "/x/b.gz"}')
   out = str(tmp_path / 'out')
-  assert run(['--manifest', good_bp, '--manifest', str(bad), '--output', out]) == 1
+  assert run(['--manifest', good_bp, '--manifest', str(bad), '--output', out,
+              *trusted(tmp_path)]) == 1
   assert_matches_oracle(read_records(out), oracle_rows(good_bp))
   summary = read_summary(out)
   problem = next(s for s in summary['shards'] if s['input_uri'] is None)
   assert str(bad) in problem['error'] and 'line 2' in problem['error']
   assert summary['totals']['bad_manifests'] == 1
   assert run(['--manifest', good_bp, '--manifest', str(bad), '--output', str(tmp_path / 'o2'),
-              '--max_bad_shards', '1']) == 0
+              '--max_bad_shards', '1', *trusted(tmp_path)]) == 0
 
 
 def test_locate_manifest_by_output_location(good_bp, tmp_path):
   location = os.path.dirname(os.path.dirname(good_bp)) + '//'
   out = str(tmp_path / 'out')
   assert run(['--output_location', location, '--batch_prediction_id', 'bp-good',
-              '--output', out]) == 0
+              '--output', out, *trusted(tmp_path)]) == 0
   assert read_records(out)[0]['batch_prediction_id'] == 'bp-good'
 
 
@@ -159,7 +169,8 @@ def test_cli_multi_processing_direct_runner(good_bp, tmp_path):
   out = str(tmp_path / 'out')
   command = [os.path.join(os.path.dirname(sys.executable), 'predjoin'), '--manifest', good_bp,
              '--output', out, '--format', 'parquet', '--block_rows', '5',
-             '--direct_num_workers=2', '--direct_running_mode=multi_processing']
+             '--direct_num_workers=2', '--direct_running_mode=multi_processing',
+             *trusted(tmp_path)]
   done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
   assert done.returncode == 0, done.stderr
   assert_matches_oracle(read_records(out), oracle_rows(good_bp))
