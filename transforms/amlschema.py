@@ -1,10 +1,19 @@
-"""Amazon ML ``.schema`` files (``FORMAT.md`` section 6): column names, order and header flag."""
+"""Amazon ML ``.schema`` files (``FORMAT.md`` section 6): column names, order, types, header flag.
+
+A schema is found beside an input shard (``<file>.schema``, or ``<prefix>/.schema``) or given
+with ``--schema URI``. The legacy key names (``fieldName``, ``fieldType``, ``targetFieldName``,
+``recordAnnotationFieldName``, ``excludedVariableNames``) are read like the current ones.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import posixpath
+
+BINARY, CATEGORICAL, NUMERIC, TEXT = 'BINARY', 'CATEGORICAL', 'NUMERIC', 'TEXT'
+SEQUENCES = ('WEIGHTED_INT_SEQUENCE', 'WEIGHTED_STRING_SEQUENCE')
+TYPES = (BINARY, CATEGORICAL, NUMERIC, TEXT, *SEQUENCES)
 
 
 class SchemaError(ValueError):
@@ -19,10 +28,27 @@ class AmlSchema:
   row_id: str | None = None
   target: str | None = None
   excluded: tuple[str, ...] = ()
+  text: str = ''  # the file as read, for the copy under resubmit/
 
   @property
   def names(self) -> tuple[str, ...]:
     return tuple(name for name, _ in self.attributes)
+
+  def type_of(self, name: str) -> str | None:
+    return dict(self.attributes).get(name)
+
+  def output_type(self, name: str) -> str:
+    """The attribute type that decides the output type of a column.
+
+    Excluded attributes keep their text: the service ignored them, so their declared type was
+    never enforced and a value that does not fit it is not an error.
+    """
+    if name in self.excluded:
+      return TEXT
+    return self.type_of(name) or TEXT
+
+  def same_columns(self, other: AmlSchema) -> bool:
+    return (self.attributes, self.excluded) == (other.attributes, other.excluded)
 
 
 def _first(obj: dict, *keys):
@@ -32,11 +58,30 @@ def _first(obj: dict, *keys):
   return None
 
 
+def _optional_name(obj: dict, uri: str, names: list[str], *keys) -> str | None:
+  value = _first(obj, *keys)
+  if value is None or value == '':
+    return None
+  if not isinstance(value, str) or value not in names:
+    raise SchemaError(f'{uri}: "{keys[0]}" {value!r} is not one of the attributes')
+  return value
+
+
 def parse_schema(text: str | bytes, uri: str) -> AmlSchema:
-  """Parses a schema, accepting the legacy key names (``fieldName``, ``targetFieldName``, ...)."""
+  """Parses a schema, accepting the legacy key names (``fieldName``, ``targetFieldName``, ...).
+
+  Raises:
+    SchemaError: not JSON, no attributes, an unknown attribute type, a repeated name, or a
+      rowId, target or excluded name that is not an attribute; the message names the file.
+  """
+  if isinstance(text, bytes):
+    try:
+      text = text.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+      raise SchemaError(f'{uri}: not UTF-8 ({e})') from None
   try:
     obj = json.loads(text)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+  except json.JSONDecodeError as e:
     raise SchemaError(f'{uri}: not valid JSON ({e})') from None
   if not isinstance(obj, dict):
     raise SchemaError(f'{uri}: expected a JSON object')
@@ -49,6 +94,9 @@ def parse_schema(text: str | bytes, uri: str) -> AmlSchema:
     kind = _first(attribute, 'attributeType', 'fieldType') if isinstance(attribute, dict) else None
     if not isinstance(name, str) or not name or not isinstance(kind, str):
       raise SchemaError(f'{uri}: attribute {i} has no attributeName/attributeType')
+    if kind.upper() not in TYPES:
+      raise SchemaError(f'{uri}: attribute {i} ({name}) has the unknown type {kind!r}; '
+                        f'expected one of {", ".join(TYPES)}')
     attributes.append((name, kind.upper()))
   names = [name for name, _ in attributes]
   if len(set(names)) != len(names):
@@ -57,11 +105,14 @@ def parse_schema(text: str | bytes, uri: str) -> AmlSchema:
   if not isinstance(header, bool):
     raise SchemaError(f'{uri}: "dataFileContainsHeader" must be true or false')
   excluded = _first(obj, 'excludedAttributeNames', 'excludedVariableNames') or []
+  if not isinstance(excluded, list) or any(name not in names for name in excluded):
+    raise SchemaError(f'{uri}: "excludedAttributeNames" must list attribute names, '
+                      f'got {excluded!r}')
   return AmlSchema(
       uri=uri, attributes=tuple(attributes), contains_header=header,
-      row_id=_first(obj, 'rowId', 'recordAnnotationFieldName'),
-      target=_first(obj, 'targetAttributeName', 'targetFieldName'),
-      excluded=tuple(excluded))
+      row_id=_optional_name(obj, uri, names, 'rowId', 'recordAnnotationFieldName'),
+      target=_optional_name(obj, uri, names, 'targetAttributeName', 'targetFieldName'),
+      excluded=tuple(excluded), text=text)
 
 
 def candidate_uris(input_uri: str) -> list[str]:
@@ -75,3 +126,21 @@ def find_schema(input_uri: str, storage) -> AmlSchema | None:
     if storage.exists(uri):
       return parse_schema(storage.read_bytes(uri), uri)
   return None
+
+
+def load_schema(uri: str, storage) -> AmlSchema:
+  """The schema at ``uri`` (``--schema``); a missing or unreadable file is a SchemaError."""
+  try:
+    data = storage.read_bytes(uri)
+  except OSError as e:
+    raise SchemaError(f'--schema: {e}') from None
+  return parse_schema(data, uri)
+
+
+def with_header_flag(schema: AmlSchema, contains_header: bool) -> str:
+  """The schema's text, with ``dataFileContainsHeader`` set as given (unchanged if it already is)."""
+  if schema.contains_header == contains_header:
+    return schema.text
+  obj = json.loads(schema.text)
+  obj['dataFileContainsHeader'] = contains_header
+  return json.dumps(obj, indent=2) + '\n'

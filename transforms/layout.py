@@ -136,37 +136,72 @@ def output_names(input_names: list[str] | tuple[str, ...], reserved: set[str]) -
   return result
 
 
+def audit_fields(layout: ResultLayout, top_k: int | None = None) -> list[tuple[str, str, bool]]:
+  """``(name, kind, nullable)`` of the audit fields, after the prediction fields.
+
+  Binary: ``answer_changed`` (the recomputed answer differs from the file's ``bestAnswer``).
+  Multiclass: ``margin`` (best minus second score), ``score_sum_off`` (the scores do not sum to
+  1 within 1e-3) and, with ``--top_k``, ``top_labels`` (the k best labels, best first).
+  """
+  if layout.model_type == BINARY:
+    return [('answer_changed', 'boolean', True)]
+  if layout.model_type == MULTICLASS:
+    fields = [('margin', 'double', True), ('score_sum_off', 'boolean', True)]
+    if top_k:
+      fields.append(('top_labels', 'strings', True))
+    return fields
+  return []
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputSchema:
-  """The one internal schema of an enriched record; Arrow and Avro schemas derive from it.
+  """The one internal schema of an enriched record; Arrow, Avro and BigQuery schemas derive from it.
 
   ``fields`` are ``(name, kind, nullable)`` with kind one of string, long, double, boolean,
-  scores (a list of ``{label, score}``).
+  scores (a list of ``{label, score}``), strings (a list of strings).
   """
 
   fields: tuple[tuple[str, str, bool], ...]
   input_columns: tuple[str, ...]  # the input's own names, in order
   input_fields: tuple[str, ...]   # their output names
+  input_types: tuple[str, ...] = ()  # their Amazon ML attribute types ('' without a schema)
 
   @property
   def names(self) -> list[str]:
     return [name for name, _, _ in self.fields]
 
+  @property
+  def input_kinds(self) -> list[str]:
+    kinds = dict((name, kind) for name, kind, _ in self.fields)
+    return [kinds[name] for name in self.input_fields]
 
-def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ...]) -> OutputSchema:
+
+def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ...],
+                  input_kinds: list[str] | tuple[str, ...] | None = None,
+                  input_types: list[str] | tuple[str, ...] | None = None,
+                  top_k: int | None = None) -> OutputSchema:
+  """The record schema: provenance, prediction, audit, then the input columns.
+
+  Args:
+    input_kinds: per input column, string, double or boolean (default: all string).
+    input_types: per input column, its Amazon ML attribute type, for messages.
+  """
   provenance = [('batch_prediction_id', 'string', False), ('input_uri', 'string', False),
                 ('row_number', 'long', False), ('status', 'string', False)]
-  prediction = prediction_fields(layout)
+  prediction = prediction_fields(layout) + audit_fields(layout, top_k)
   reserved = {name for name, _, _ in provenance + prediction}
   names = output_names(input_columns, reserved)
-  inputs = [(name, 'string', True) for name in names]
-  return OutputSchema(tuple(provenance + prediction + inputs), tuple(input_columns), tuple(names))
+  kinds = list(input_kinds) if input_kinds is not None else ['string'] * len(names)
+  inputs = [(name, kind, True) for name, kind in zip(names, kinds, strict=True)]
+  types = tuple(input_types) if input_types is not None else ('',) * len(names)
+  return OutputSchema(tuple(provenance + prediction + inputs), tuple(input_columns), tuple(names),
+                      types)
 
 
 def arrow_schema(schema: OutputSchema):
   import pyarrow as pa
   scalar = {'string': pa.string(), 'long': pa.int64(), 'double': pa.float64(),
-            'boolean': pa.bool_()}
+            'boolean': pa.bool_(), 'strings': pa.list_(pa.string())}
   scores = pa.list_(pa.struct([pa.field('label', pa.string(), nullable=False),
                                pa.field('score', pa.float64(), nullable=False)]))
   return pa.schema([
@@ -188,7 +223,33 @@ def avro_schema(schema: OutputSchema, name: str = 'EnrichedPrediction') -> dict:
   label_score = {'type': 'record', 'name': 'LabelScore', 'fields': [
       {'name': 'label', 'type': optional('string'), 'default': None},
       {'name': 'score', 'type': optional('double'), 'default': None}]}
-  scores = {'type': 'array', 'items': optional(label_score)}
-  fields = [{'name': field_name, 'type': optional(scores if kind == 'scores' else kind),
-             'default': None} for field_name, kind, _ in schema.fields]
+  lists = {'scores': {'type': 'array', 'items': optional(label_score)},
+           'strings': {'type': 'array', 'items': optional('string')}}
+  fields = [{'name': field_name, 'type': optional(lists.get(kind, kind)), 'default': None}
+            for field_name, kind, _ in schema.fields]
   return {'type': 'record', 'name': name, 'namespace': 'predjoin', 'fields': fields}
+
+
+_BIGQUERY_TYPES = {'string': 'STRING', 'long': 'INTEGER', 'double': 'FLOAT',
+                   'boolean': 'BOOLEAN'}
+
+
+def bigquery_schema(schema: OutputSchema) -> list[dict]:
+  """The BigQuery table schema of a record: ``{name, type, mode[, fields]}`` per column.
+
+  The form ``WriteToBigQuery(schema={'fields': ...})`` takes. A list becomes a REPEATED column
+  (``scores`` a REPEATED RECORD of ``label`` and ``score``); BigQuery has no null lists, so a
+  null list loads as an empty one.
+  """
+  out = []
+  for name, kind, nullable in schema.fields:
+    if kind == 'scores':
+      out.append({'name': name, 'type': 'RECORD', 'mode': 'REPEATED', 'fields': [
+          {'name': 'label', 'type': 'STRING', 'mode': 'REQUIRED'},
+          {'name': 'score', 'type': 'FLOAT', 'mode': 'REQUIRED'}]})
+    elif kind == 'strings':
+      out.append({'name': name, 'type': 'STRING', 'mode': 'REPEATED'})
+    else:
+      out.append({'name': name, 'type': _BIGQUERY_TYPES[kind],
+                  'mode': 'NULLABLE' if nullable else 'REQUIRED'})
+  return out
