@@ -24,10 +24,18 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.options import OptionsError, PredjoinOptions, validate
-from transforms import access, enrich
+from transforms import access, amlschema, enrich, report, resubmit, service
+from transforms import split as splitting
 from transforms.manifest import manifest_uri, parse_rebase_rules
 from transforms.plan import PlanError, make_plan
-from transforms.storage import Storage, StorageConfig, StorageError, read_text, redact
+from transforms.storage import (
+    Storage,
+    StorageConfig,
+    StorageError,
+    prepare_output,
+    read_text,
+    redact,
+)
 
 _LOG = logging.getLogger('predjoin')
 _GLOB = set('*?[')
@@ -75,9 +83,18 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
   for given in opts.manifest or [opts.output_location]:
     access.check_given(given, '--manifest' if opts.manifest else '--output_location')
   uris = manifest_uris(opts, storage)
+  records = service.parse_records(opts.service_record, read_text) if opts.service_record \
+      else None
   plan = make_plan(uris, storage, model_type=opts.model_type, input_header=opts.input_header,
                    cutoff=opts.cutoff, min_score=opts.min_score, block_rows=opts.block_rows,
-                   rebase_rules=rules, access_policy=policy)
+                   rebase_rules=rules, access_policy=policy, schema_uri=opts.schema,
+                   on_type_error=opts.on_type_error, top_k=opts.top_k,
+                   data_rearrangement=splitting.parse(opts.data_rearrangement)
+                   if opts.data_rearrangement else None)
+  if opts.top_k and plan.layout.model_type != 'multiclass':
+    raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
+                      f'{plan.layout.model_type} model')
+  prepare_output(opts.output)  # the launch checks passed: local output directories
   out = (p
          | 'ListManifests' >> beam.Create(uris)
          | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules, policy))
@@ -88,11 +105,20 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
       enrich._record_counts, 'records_to_sink')
   dead_counts = out['dead_letter'] | 'CountDeadLetters' >> enrich.CountPerShard(
       enrich._dead_letter_count, 'dead_letters_to_sink')
-  write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards)
-  summary = ((out['reports'], record_counts, dead_counts, record_files, dead_files)
+  schema_copy = None
+  if plan.aml_schema is not None:
+    schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
+  write_resubmit = resubmit.WriteResubmit(opts.output, plan.header_line, schema_copy)
+  resubmit_files = out['resubmit'] | 'WriteResubmit' >> write_resubmit
+  write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
+                                      report.run_facts(plan, records),
+                                      write_resubmit.schema_uri if schema_copy else None)
+  summary = ((out['reports'], record_counts, dead_counts, record_files, dead_files,
+              resubmit_files)
              | 'WriteSummary' >> write_summary)
   return {**out, 'record_files': record_files, 'dead_letter_files': dead_files,
-          'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
+          'resubmit_files': resubmit_files, 'summary': summary,
+          'summary_uri': write_summary.uri, 'plan': plan}
 
 
 def _counters(result) -> dict[str, int]:
@@ -107,9 +133,11 @@ def check_counters(summary: dict, counters: dict[str, int]) -> list[str]:
   """Differences between the Beam counters and the summary (none on a correct run)."""
   t = summary['totals']
   pairs = [('rows_in', t['input_rows']), ('rows_joined', t['joined_rows']),
-           ('rows_failed', t['failed_rows']), ('rows_dead_lettered', t['dead_letter_rows']),
-           ('records_to_sink', t['joined_rows'] + t['failed_rows']),
-           ('dead_letters_to_sink', t['dead_letter_rows'])]
+           ('rows_failed', t['failed_rows']), ('rows_not_predicted', t['not_predicted_rows']),
+           ('rows_dead_lettered', t['dead_letter_rows']),
+           ('records_to_sink', t['joined_rows'] + t['failed_rows'] + t['not_predicted_rows']),
+           ('dead_letters_to_sink', t['dead_letter_rows']),
+           ('shards_misaligned', t['misaligned_shards'])]
   return [f'counter {name} = {counters.get(name, 0)}, summary says {want}'
           for name, want in pairs if counters.get(name, 0) != want]
 
@@ -118,15 +146,20 @@ def format_summary(summary: dict, summary_uri: str) -> str:
   t = summary['totals']
   lines = [f'summary: {summary_uri}',
            f'rows in {t["input_rows"]}, joined {t["joined_rows"]}, failed {t["failed_rows"]}, '
+           + (f'not predicted {t["not_predicted_rows"]}, ' if t['not_predicted_rows'] else '') +
            f'dead-lettered {t["dead_letter_rows"]}; shards {t["shards"]} '
            f'({t["bad_shards"]} bad), bad manifests {t["bad_manifests"]}']
   for s in summary['shards']:
     if s['input_uri'] is None:
       lines.append(f'  manifest {s["manifest_uri"]}: {s["status"]}: {s["error"]}')
       continue
+    not_predicted = s.get('not_predicted_rows')
     lines.append(f'  {s["input_uri"]}: {s["status"]}, in {s["input_rows"]}, joined '
-                 f'{s["joined_rows"]}, failed {s["failed_rows"]}, dead-lettered '
-                 f'{s["dead_letter_rows"]}' + (f': {s["error"]}' if s['error'] else ''))
+                 f'{s["joined_rows"]}, failed {s["failed_rows"]}, '
+                 + (f'not predicted {not_predicted}, ' if not_predicted else '') +
+                 f'dead-lettered {s["dead_letter_rows"]}' + (f': {s["error"]}' if s['error']
+                                                             else ''))
+  lines.extend(f'warning: {w}' for w in summary.get('warnings', []))
   return '\n'.join(lines)
 
 

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 FORMATS = ('avro', 'parquet', 'jsonl')
 MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression')
 INPUT_HEADER = ('auto', 'true', 'false')
+ON_TYPE_ERROR = ('dead_letter', 'null')
 
 
 class OptionsError(ValueError):
@@ -30,6 +31,13 @@ def _non_negative_int(text: str) -> int:
   value = int(text)
   if value < 0:
     raise argparse.ArgumentTypeError(f'{text!r} is negative')
+  return value
+
+
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a positive whole number')
   return value
 
 
@@ -88,6 +96,30 @@ class PredjoinOptions(PipelineOptions):
         'for a local manifest, its own directory). A manifest naming anything else is refused '
         'before it is read. Repeatable.')
     parser.add_argument(
+        '--schema', default=None,
+        help='URI of the input\'s Amazon ML .schema file, for every shard; default: the '
+        '<input>.schema or <prefix>/.schema beside each input. It names the columns of an '
+        'input without a header, types them (NUMERIC -> double, BINARY -> boolean, others '
+        'string) and names the rowId and target attributes the alignment checks use.')
+    parser.add_argument(
+        '--on_type_error', default='dead_letter', choices=ON_TYPE_ERROR,
+        help='What to do with a value that does not fit its column\'s type: dead_letter '
+        'sends its row to the dead letter (reason type_error); null makes it null and counts '
+        'it (default dead_letter).')
+    parser.add_argument(
+        '--data_rearrangement', default=None,
+        help='The datasource\'s DataRearrangement, e.g. {"splitting":{"percentBegin":70,'
+        '"percentEnd":100}}: the result answers only that sequential slice of the inputs; the '
+        'other rows become records with status not_predicted. Random splitting is refused.')
+    parser.add_argument(
+        '--top_k', type=_positive_int, default=None,
+        help='Multiclass models: also write top_labels, the N best labels, best first.')
+    parser.add_argument(
+        '--service_record', action='append', default=None,
+        help='The GetBatchPrediction (and optionally GetMLModel) response saved as JSON, '
+        'inline or as a URI; the summary compares TotalRecordCount, InvalidRecordCount, the '
+        'model type and ScoreThreshold with what was read. Repeatable.')
+    parser.add_argument(
         '--block_rows', type=int, default=65536,
         help='Rows per block passed between transforms (memory per shard scales with it).')
 
@@ -109,4 +141,12 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
     raise OptionsError('--block_rows must be at least 1')
   if opts.min_score is not None and opts.model_type in ('binary', 'regression'):
     raise OptionsError(f'--min_score applies to multiclass models, not {opts.model_type}')
+  if opts.top_k is not None and opts.model_type in ('binary', 'regression'):
+    raise OptionsError(f'--top_k applies to multiclass models, not {opts.model_type}')
+  if opts.data_rearrangement is not None:
+    from transforms.split import SplitError, parse
+    try:
+      parse(opts.data_rearrangement)
+    except SplitError as e:
+      raise OptionsError(str(e)) from None
   return opts

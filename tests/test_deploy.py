@@ -132,6 +132,23 @@ REGEX_EXAMPLES = {
     ['s3://examplebucket/input/', 'gs://example-mirror/'],
     ['/data/samples/', 's3://', 'examplebucket/input/'],
   ),
+  'schema': (
+    ['s3://examplebucket/input/.schema', 'gs://example-mirror/input/data.csv.schema'],
+    ['input/.schema', 's3://examplebucket', 'https://example.com/x.schema'],
+  ),
+  'on_type_error': (['dead_letter', 'null'], ['NULL', 'drop', '']),
+  'data_rearrangement': (
+    ['{"splitting":{"percentBegin":70,"percentEnd":100}}',
+     '{"splitting": {"percentBegin": 0, "percentEnd": 30, "complement": true}}'],
+    ['percentBegin=70', '', '{"splitting":\n{}}'],
+  ),
+  'top_k': (['1', '3', '100'], ['0', '-1', 'x', '', '1000']),
+  'service_record': (
+    ['s3://examplebucket/records/bp-example.json',
+     '{"BatchPredictionId":"bp-example","TotalRecordCount":10,"InvalidRecordCount":0}',
+     '[{"BatchPredictionId":"bp-example"},{"MLModelId":"ml-1","MLModelType":"BINARY"}]'],
+    ['bp.json', '', 's3://examplebucket'],
+  ),
   'block_rows': (['1', '65536'], ['0', '-5', '1e5', '01', '']),
 }
 

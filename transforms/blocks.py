@@ -19,12 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from transforms import audit, coltypes
 from transforms import layout as lay
 from transforms.lines import line_lengths, split_lines
 
 OK, FAILED, BAD = 0, 1, 2
 
 _READ_BLOCK = 1 << 22
+_BOOLEANS = coltypes.csv_convert_options()
+NOT_PREDICTED = 'not_predicted'
 
 
 @dataclasses.dataclass
@@ -54,7 +57,7 @@ def _result_types(layout: lay.ResultLayout) -> list[pa.DataType]:
 
 
 def _read_csv(block: bytes, ncols: int, types: list[pa.DataType], skip_blank: bool = False,
-              threads: bool = False):
+              threads: bool = False, include: list[int] | None = None):
   invalid: list[tuple[int, str, int]] = []
 
   def on_invalid(row):
@@ -70,7 +73,9 @@ def _read_csv(block: bytes, ncols: int, types: list[pa.DataType], skip_blank: bo
                                         invalid_row_handler=on_invalid),
       convert_options=pa_csv.ConvertOptions(
           column_types=dict(zip(names, types, strict=True)), null_values=[''],
-          strings_can_be_null=False, quoted_strings_can_be_null=False))
+          strings_can_be_null=False, quoted_strings_can_be_null=False,
+          include_columns=None if include is None else [names[i] for i in include],
+          **_BOOLEANS))
   return table, invalid
 
 
@@ -91,15 +96,25 @@ def _fields_error(expected: int, got: int) -> str:
   return f'expected {expected} fields, got {got}'
 
 
-def parse_result(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed:
-  """Parses n result lines; blank lines are FAILED, unparseable ones BAD (with the reason)."""
+def parse_result(block: bytes, n: int, layout: lay.ResultLayout,
+                 only: list[str] | None = None) -> Parsed:
+  """Parses n result lines; blank lines are FAILED, unparseable ones BAD (with the reason).
+
+  Args:
+    only: convert and return just these columns (the alignment checks' ``tag``/``trueLabel``);
+      their values are not checked, so a line is BAD only for its number of fields.
+  """
   types = _result_types(layout)
+  include = None if only is None else [layout.header.index(name) for name in only]
   try:
-    table, invalid = _read_csv(block, len(types), types)
+    table, invalid = _read_csv(block, len(types), types, include=include)
   except (pa.ArrowInvalid, UnicodeDecodeError):
-    return _parse_result_slow(block, n, layout)
-  if table.num_rows + len(invalid) != n:
-    return _parse_result_slow(block, n, layout)
+    table, invalid = None, None
+  if table is None or table.num_rows + len(invalid) != n:
+    slow = _parse_result_slow(block, n, layout)
+    if include is not None:
+      slow.columns = [slow.columns[i] for i in include]
+    return slow
   kind = np.where(line_lengths(block) == 0, FAILED, OK).astype(np.int8)
   errors: dict[int, str] = {}
   for number, text, got in invalid:
@@ -109,7 +124,8 @@ def parse_result(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed:
     else:
       kind[number - 1] = FAILED
   columns = _scatter(table, n, [number - 1 for number, _, _ in invalid])
-  _check_values(layout, types, columns, kind, errors)
+  if include is None:
+    _check_values(layout, types, columns, kind, errors)
   return Parsed(n, kind, errors, columns)
 
 
@@ -176,12 +192,29 @@ def _convert(name: str, pa_type: pa.DataType, cell: str):
   return value
 
 
-def parse_input(block: bytes, n: int, ncols: int) -> Parsed:
-  """Parses n input lines into ncols string columns; a row with another field count is BAD.
+def parse_input(block: bytes, n: int, ncols: int, types: list[pa.DataType] | None = None,
+                include: list[int] | None = None) -> Parsed:
+  """Parses n input lines into ncols columns; a row with another field count is BAD.
 
   The first parse skips blank lines, so when it returns n rows the block has none and nothing
   scans for them; only a block with a blank or invalid line is parsed again, keeping them.
+
+  Args:
+    types: per column, the Arrow type the CSV reader converts it to (default: all strings).
+      A block it cannot convert is read again as strings: its columns are then strings, and
+      :func:`transforms.coltypes.convert` types them and finds the values that do not fit.
+    include: only these column positions are converted and returned (string columns).
   """
+  if include is not None:
+    return _parse_input_some(block, n, ncols, include)
+  if types is not None and any(t != pa.string() for t in types):
+    try:
+      table, invalid = _read_csv(block, ncols, list(types), skip_blank=True, threads=True)
+      if table.num_rows == n and not invalid:
+        return Parsed(n, np.zeros(n, dtype=np.int8), {},
+                      [table.column(i).combine_chunks() for i in range(ncols)])
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+      pass  # a value the reader does not convert, or a bad line: read as strings below
   types = [pa.string()] * ncols
   try:
     table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=True)
@@ -202,6 +235,32 @@ def parse_input(block: bytes, n: int, ncols: int) -> Parsed:
     kind[number - 1], errors[number - 1] = BAD, _fields_error(ncols, got)
   columns = _scatter(table, n, [number - 1 for number, _, _ in invalid])
   return Parsed(n, kind, errors, columns)
+
+
+def _parse_input_some(block: bytes, n: int, ncols: int, include: list[int]) -> Parsed:
+  """Like parse_input with strings, converting only the ``include`` columns (alignment checks)."""
+  types = [pa.string()] * ncols
+  try:
+    table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=True,
+                               include=include)
+    if table.num_rows == n and not invalid:  # no blank or invalid line: nothing to place
+      return Parsed(n, np.zeros(n, dtype=np.int8), {},
+                    [table.column(i).combine_chunks() for i in range(len(include))])
+    table, invalid = _read_csv(block, ncols, types, include=include)
+  except (pa.ArrowInvalid, UnicodeDecodeError):
+    table, invalid = None, None
+  if table is None or table.num_rows + len(invalid) != n or \
+      any(number is None for number, _, _ in invalid):
+    slow = _parse_input_slow(block, n, ncols)
+    return Parsed(n, slow.kind, slow.errors, [slow.columns[i] for i in include])
+  kind = np.zeros(n, dtype=np.int8)
+  errors: dict[int, str] = {}
+  if ncols > 1:
+    for i in np.flatnonzero(line_lengths(block) == 0):
+      kind[i], errors[int(i)] = BAD, f'blank line; {_fields_error(ncols, 0)}'
+  for number, _, got in invalid:
+    kind[number - 1], errors[number - 1] = BAD, _fields_error(ncols, got)
+  return Parsed(n, kind, errors, _scatter(table, n, [number - 1 for number, _, _ in invalid]))
 
 
 def _parse_input_slow(block: bytes, n: int, ncols: int) -> Parsed:
@@ -230,11 +289,12 @@ def _masked(array: pa.Array, valid: pa.Array) -> pa.Array:
 
 
 def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: float,
-              min_score: float | None) -> dict[str, pa.Array]:
-  """The prediction fields of a block, null where ``ok`` is False.
+              min_score: float | None, top_k: int | None = None) -> dict[str, pa.Array]:
+  """The prediction and audit fields of a block, null where ``ok`` is False.
 
-  Binary: ``best_answer = 1`` when ``score >= cutoff``. Multiclass: the class with the highest
-  score, the first column winning ties; below ``min_score`` the answer is null and ``unknown``.
+  Binary: ``best_answer = 1`` when ``score >= cutoff``; ``answer_changed`` when that differs
+  from the file's ``bestAnswer``. Multiclass: the class with the highest score, the first column
+  winning ties; below ``min_score`` the answer is null and ``unknown``; see ``_multiclass``.
   """
   valid = pa.array(ok)
   by_name = dict(zip(layout.header, result.columns, strict=True))
@@ -244,8 +304,9 @@ def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: 
     fields['best_answer'] = pc.cast(pc.greater_equal(score, cutoff), pa.int64())
     fields['score'] = score
     fields['service_best_answer'] = _masked(by_name[lay.BEST_ANSWER], valid)
+    fields['answer_changed'] = pc.not_equal(fields['best_answer'], fields['service_best_answer'])
   elif layout.model_type == lay.MULTICLASS:
-    fields.update(_multiclass(by_name, layout, ok, valid, min_score))
+    fields.update(_multiclass(by_name, layout, ok, valid, min_score, top_k))
   else:
     fields['score'] = _masked(by_name[lay.SCORE], valid)
   if layout.has_tag:
@@ -255,7 +316,17 @@ def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: 
   return fields
 
 
-def _multiclass(by_name, layout, ok, valid, min_score) -> dict[str, pa.Array]:
+def _label_lists(labels: pa.Array, index: np.ndarray, ok: np.ndarray) -> pa.ListArray:
+  """Rows of ``index`` (n x k class positions) as lists of labels, null where not ``ok``."""
+  n, k = index.shape
+  offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+  return pa.ListArray.from_arrays(offsets, labels.take(pa.array(index.ravel())),
+                                  mask=pa.array(~ok))
+
+
+def _multiclass(by_name, layout, ok, valid, min_score, top_k) -> dict[str, pa.Array]:
+  """Best answer, best score, unknown, scores; margin (best minus second score), score_sum_off
+  (the scores do not sum to 1 within audit.SUM_TOLERANCE) and, with top_k, top_labels."""
   n, k = len(ok), len(layout.classes)
   matrix = np.column_stack([
       by_name[label].to_numpy(zero_copy_only=False) for label in layout.classes
@@ -263,6 +334,7 @@ def _multiclass(by_name, layout, ok, valid, min_score) -> dict[str, pa.Array]:
   matrix[~ok] = 0.0  # rows that are not OK carry nulls (NaN); their fields are masked below
   best = np.argmax(matrix, axis=1)  # the first maximum: ties go to the first column
   best_score = matrix[np.arange(n), best]
+  second = np.partition(matrix, k - 2, axis=1)[:, k - 2]
   labels = pa.array(layout.classes, pa.string())
   unknown = ok & (best_score < min_score) if min_score is not None else np.zeros(n, dtype=bool)
   answer_valid = pa.array(ok & ~unknown)
@@ -276,7 +348,13 @@ def _multiclass(by_name, layout, ok, valid, min_score) -> dict[str, pa.Array]:
       'best_score': _masked(pa.array(best_score), valid),
       'unknown': _masked(pa.array(unknown), valid),
       'scores': pa.ListArray.from_arrays(offsets, struct, mask=pa.array(~ok)),
+      'margin': _masked(pa.array(best_score - second), valid),
+      'score_sum_off': _masked(
+          pa.array(np.abs(matrix.sum(axis=1) - 1.0) > audit.SUM_TOLERANCE), valid),
   }
+  if top_k:
+    order = np.argsort(-matrix, axis=1, kind='stable')[:, :min(top_k, k)]  # ties: first column
+    fields['top_labels'] = _label_lists(labels, order, ok)
   if layout.has_best_answer:
     fields['service_best_answer'] = _masked(by_name[lay.BEST_ANSWER], valid)
   return fields
@@ -284,46 +362,111 @@ def _multiclass(by_name, layout, ok, valid, min_score) -> dict[str, pa.Array]:
 
 @dataclasses.dataclass
 class BlockOutcome:
-  """A joined block: the record batch, and the rows that went to the dead letter instead."""
+  """A joined block: the record batch, and the rows that went to the dead letter instead.
+
+  ``failed_rows`` are the positions (in the block) of the records with status ``failed``;
+  ``type_errors`` counts, per output column, the values that did not fit their type (their rows
+  dead-lettered, or the values nulled, by ``on_type_error``); ``extra`` holds more keys for some
+  dead letters (``columns`` of a ``type_error``).
+  """
 
   batch: pa.RecordBatch
   joined: int
   failed: int
   dead: list[tuple[int, str, str]]  # (position in block, reason, detail)
+  not_predicted: int = 0
+  failed_rows: np.ndarray | None = None
+  type_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+  extra: dict[int, dict] = dataclasses.field(default_factory=dict)
+  audit: dict | None = None
+
+
+def _typed_columns(schema: lay.OutputSchema, inputs: Parsed):
+  """The input columns typed by the schema; and, per column with values that do not fit, a mask
+  of those values in rows that are otherwise OK."""
+  columns, bad = [], {}
+  input_ok = inputs.kind == OK
+  for j, (column, kind) in enumerate(zip(inputs.columns, schema.input_kinds, strict=True)):
+    converted = coltypes.convert(column, kind)
+    columns.append(converted.array)
+    if converted.bad is not None:
+      mask = converted.bad & input_ok
+      if mask.any():
+        bad[j] = mask
+  return columns, bad
+
+
+def _type_error(schema: lay.OutputSchema, inputs: Parsed, bad: dict, i: int):
+  where = [j for j, mask in bad.items() if mask[i]]
+  detail = '; '.join(coltypes.describe(schema.input_columns[j], schema.input_types[j] or '?',
+                                       inputs.columns[j][i].as_py()) for j in where)
+  return detail, {'columns': [schema.input_columns[j] for j in where]}
 
 
 def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.ResultLayout,
                bp_id: str, input_uri: str, first_row: int, input_block: bytes,
-               result_block: bytes, n: int, cutoff: float,
-               min_score: float | None) -> BlockOutcome:
+               result_block: bytes | None, n: int, cutoff: float, min_score: float | None, *,
+               on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None) -> BlockOutcome:
   """Joins n input lines with the n result lines answering them, by position.
 
   Args:
     first_row: the 1-based row number of the block's first observation in its shard.
+    result_block: None for rows the batch prediction did not cover (outside the datasource's
+      slice): their records have status ``not_predicted`` and null prediction fields.
+    on_type_error: ``dead_letter`` sends a row with a value that does not fit its column's type
+      to the dead letter (reason ``type_error``); ``null`` makes the value null.
   """
-  inputs = parse_input(input_block, n, len(schema.input_columns))
-  result = parse_result(result_block, n, layout)
-  dead = []
-  for i in sorted(set(inputs.errors) | set(result.errors)):
+  inputs = parse_input(input_block, n, len(schema.input_columns),
+                       [coltypes.ARROW_TYPES[kind] for kind in schema.input_kinds])
+  typed, bad = _typed_columns(schema, inputs)
+  type_dead = np.zeros(n, dtype=bool)
+  if bad and on_type_error == coltypes.DEAD_LETTER:
+    for mask in bad.values():
+      type_dead |= mask
+  predicted = result_block is not None
+  if predicted:
+    result = parse_result(result_block, n, layout)
+    result_errors, result_bad = result.errors, result.kind == BAD
+  else:
+    result_errors, result_bad = {}, np.zeros(n, dtype=bool)
+  dead, extra = [], {}
+  for i in sorted(set(inputs.errors) | set(np.flatnonzero(type_dead).tolist()) |
+                  set(result_errors)):
     if i in inputs.errors:
       dead.append((i, 'bad_input_row', inputs.errors[i]))
+    elif type_dead[i]:
+      detail, extra[i] = _type_error(schema, inputs, bad, i)
+      dead.append((i, 'type_error', detail))
     else:
-      dead.append((i, 'bad_result_line', result.errors[i]))
-  keep = (inputs.kind == OK) & (result.kind != BAD)
-  ok = keep & (result.kind == OK)
-  prediction = interpret(result, layout, ok, cutoff, min_score)
-  status = pc.if_else(pa.array(ok), 'ok', 'failed')
+      dead.append((i, 'bad_result_line', result_errors[i]))
+  keep = (inputs.kind == OK) & ~type_dead & ~result_bad
   n_keep = int(keep.sum())
+  type_errors = {
+      schema.input_fields[j]: int(mask.sum() if on_type_error == coltypes.DEAD_LETTER
+                                  else (mask & keep).sum())
+      for j, mask in bad.items()}
   columns = {
       'batch_prediction_id': pa.repeat(pa.scalar(bp_id, pa.string()), n),
       'input_uri': pa.repeat(pa.scalar(input_uri, pa.string()), n),
       'row_number': pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
-      'status': status,
-      **prediction,
-      **dict(zip(schema.input_fields, inputs.columns, strict=True)),
+      **dict(zip(schema.input_fields, typed, strict=True)),
   }
-  batch = pa.RecordBatch.from_arrays([columns[name] for name in arrow_schema.names],
-                                     schema=arrow_schema)
+  if predicted:
+    ok = keep & (result.kind == OK)
+    prediction = interpret(result, layout, ok, cutoff, min_score, top_k)
+    columns['status'] = pc.if_else(pa.array(ok), 'ok', 'failed')
+    columns.update(prediction)
+    stats = audit.block_stats(layout, prediction, ok, cutoff)
+    joined = int(ok.sum())
+    failed_rows = np.flatnonzero(keep & (result.kind == FAILED))
+  else:
+    columns['status'] = pa.repeat(pa.scalar(NOT_PREDICTED, pa.string()), n)
+    stats, joined, failed_rows = None, 0, np.zeros(0, dtype=np.int64)
+  batch = pa.RecordBatch.from_arrays(
+      [columns[field.name] if field.name in columns else pa.nulls(n, field.type)
+       for field in arrow_schema], schema=arrow_schema)
   if n_keep != n:
     batch = batch.filter(pa.array(keep))
-  return BlockOutcome(batch, int(ok.sum()), n_keep - int(ok.sum()), dead)
+  return BlockOutcome(batch, joined, n_keep - joined if predicted else 0, dead,
+                      not_predicted=0 if predicted else n_keep, failed_rows=failed_rows,
+                      type_errors=type_errors, extra=extra, audit=stats)

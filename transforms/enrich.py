@@ -2,8 +2,12 @@
 
     manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> record batches ──> sink
                      │                                      ├──> dead letters ─────────> sink
+                     │                                      ├──> failed input lines ───> resubmit/
                      └── manifest problems ──┐              └──> shard reports ──┐
                                              └──────────────────────────────────┴──> summary.json
+
+With ``--data_rearrangement``, ``CountInputRows`` first counts every shard's rows (in parallel)
+and ``JoinShards`` takes the counts as a side input, to place the datasource's slice.
 
 Elements between transforms are Arrow ``RecordBatch`` blocks of rows, not one dict per row;
 ``RecordsAsDicts`` gives the per-record view for users who want it.
@@ -22,10 +26,21 @@ from apache_beam.metrics import Metrics
 
 from transforms import join as joining
 from transforms import layout as lay
+from transforms import report as reporting
 from transforms import sinks
+from transforms import split as splitting
 from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
-from transforms.storage import Storage, StorageConfig, StorageError, redact, write_text
+from transforms.storage import (
+    SHARD_TEMPLATE,
+    Storage,
+    StorageConfig,
+    StorageError,
+    redact,
+    remove_output_leftovers,
+    sink_prefix,
+    write_text,
+)
 
 FORMAT_SUFFIX = {'avro': '.avro', 'parquet': '.parquet', 'jsonl': '.jsonl'}
 NAMESPACE = 'predjoin'
@@ -39,10 +54,12 @@ class ReadManifestFn(beam.DoFn):
   """Manifest URI -> its shards; a manifest that cannot be used -> a report on PROBLEMS."""
 
   PROBLEMS = 'manifest_problems'
+  INDEXED = 'indexed_shards'  # (position in the manifest, shard), when with_index
 
   def __init__(self, storage_config: StorageConfig, rebase_rules=(),
-               access_policy: AccessPolicy | None = None):
+               access_policy: AccessPolicy | None = None, with_index: bool = False):
     self._storage_config = storage_config
+    self._with_index = with_index
     self._rebase_rules = list(rebase_rules)
     # Workers enforce the access limits too: a manifest may change after the launch checked it.
     self._access_policy = access_policy if access_policy is not None else \
@@ -67,6 +84,28 @@ class ReadManifestFn(beam.DoFn):
       return
     self._shards.inc(len(shards))
     yield from shards
+    if self._with_index:
+      for index, shard in enumerate(shards):
+        yield pvalue.TaggedOutput(self.INDEXED, (index, shard))
+
+
+class CountInputRowsFn(beam.DoFn):
+  """(index, shard) -> ``split.ShardSize``: a shard's rows, to place a datasource slice."""
+
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig):
+    self._plan = plan
+    self._storage_config = storage_config
+
+  def setup(self):
+    self._joiner = joining.ShardJoiner(self._plan, Storage(self._storage_config))
+
+  def process(self, indexed):
+    index, shard = indexed
+    try:
+      rows, error = self._joiner.count_rows(shard), None
+    except (joining.ShardProblem, *joining._READ_ERRORS) as e:
+      rows, error = None, redact(str(e))
+    yield splitting.ShardSize(shard.manifest_uri, index, shard.input_uri, rows, error)
 
 
 class JoinShardFn(beam.DoFn):
@@ -74,6 +113,7 @@ class JoinShardFn(beam.DoFn):
 
   DEAD_LETTER = 'dead_letter'
   REPORTS = 'reports'
+  RESUBMIT = 'resubmit'
 
   def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig):
     self._plan = plan
@@ -85,22 +125,35 @@ class JoinShardFn(beam.DoFn):
     self._joined = _counter('rows_joined')
     self._failed = _counter('rows_failed')
     self._dead = _counter('rows_dead_lettered')
+    self._not_predicted = _counter('rows_not_predicted')
+    self._misaligned = _counter('shards_misaligned')
     self._shards_ok = _counter('shards_ok')
     self._shards_bad = _counter('shards_bad')
     self._batch_rows = Metrics.distribution(NAMESPACE, 'batch_rows')
 
-  def process(self, shard):
-    for kind, value in self._joiner.join(shard):
+  def process(self, shard, sizes=None):
+    shard_slice = slice_error = None
+    if self._plan.split is not None:
+      try:
+        shard_slice = splitting.shard_slice(self._plan.split, sizes or [], shard.manifest_uri,
+                                            shard.input_uri)
+      except splitting.SplitError as e:
+        slice_error = redact(str(e))
+    for kind, value in self._joiner.join(shard, shard_slice, slice_error):
       if kind == joining.RECORDS:
         self._batch_rows.update(value.num_rows)
         yield value
       elif kind == joining.DEAD_LETTER:
         yield pvalue.TaggedOutput(self.DEAD_LETTER, value)
+      elif kind == joining.RESUBMIT:
+        yield pvalue.TaggedOutput(self.RESUBMIT, value)
       else:
         self._rows_in.inc(value.input_rows or 0)
         self._joined.inc(value.joined_rows)
         self._failed.inc(value.failed_rows)
+        self._not_predicted.inc(value.not_predicted_rows)
         self._dead.inc(value.dead_letter_rows)
+        self._misaligned.inc(value.status == joining.MISALIGNED)
         bad = value.status in joining.BAD_STATUSES
         (self._shards_bad if bad else self._shards_ok).inc()
         report = value.as_dict()
@@ -111,7 +164,7 @@ class JoinShardFn(beam.DoFn):
 
 
 class EnrichPredictions(beam.PTransform):
-  """PCollection of manifest URIs -> ``{'records', 'dead_letter', 'reports'}``."""
+  """PCollection of manifest URIs -> ``{'records', 'dead_letter', 'reports', 'resubmit'}``."""
 
   def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, rebase_rules=(),
                access_policy: AccessPolicy | None = None):
@@ -122,20 +175,28 @@ class EnrichPredictions(beam.PTransform):
     self._access_policy = access_policy
 
   def expand(self, manifests):
+    sliced = self._plan.split is not None
     shards = manifests | 'ReadManifests' >> beam.ParDo(
         ReadManifestFn(self._storage_config, self._rebase_rules,
-                       self._access_policy)).with_outputs(
-            ReadManifestFn.PROBLEMS, main='shards')
+                       self._access_policy, with_index=sliced)).with_outputs(
+            ReadManifestFn.PROBLEMS, ReadManifestFn.INDEXED, main='shards')
+    side = {}
+    if sliced:
+      side['sizes'] = pvalue.AsList(
+          shards[ReadManifestFn.INDEXED]
+          | 'SpreadCounts' >> beam.Reshuffle()
+          | 'CountInputRows' >> beam.ParDo(CountInputRowsFn(self._plan, self._storage_config)))
     joined = (
         shards.shards
         | 'SpreadShards' >> beam.Reshuffle()
-        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config)).with_outputs(
-            JoinShardFn.DEAD_LETTER, JoinShardFn.REPORTS, main='records'))
+        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config),
+                                     **side).with_outputs(
+            JoinShardFn.DEAD_LETTER, JoinShardFn.REPORTS, JoinShardFn.RESUBMIT, main='records'))
     joined.records.element_type = pa.RecordBatch  # coded by sinks.RecordBatchCoder
     reports = ((joined[JoinShardFn.REPORTS], shards[ReadManifestFn.PROBLEMS])
                | 'AllReports' >> beam.Flatten())
     return {'records': joined.records, 'dead_letter': joined[JoinShardFn.DEAD_LETTER],
-            'reports': reports}
+            'reports': reports, 'resubmit': joined[JoinShardFn.RESUBMIT]}
 
 
 class RecordsAsDicts(beam.PTransform):
@@ -150,14 +211,14 @@ class WriteRecords(beam.PTransform):
 
   def __init__(self, output: str, fmt: str, schema: lay.OutputSchema):
     super().__init__()
-    self._prefix = FileSystems.join(output, 'records', 'part')
+    self._prefix = sink_prefix(output, 'records')  # temporary files beside records/
     self._fmt = fmt
     self._schema = schema
 
   def expand(self, batches):
     # Whole blocks encoded at once, one RecordBatch per element (transforms/sinks.py).
     return batches | f'Write{self._fmt.capitalize()}' >> sinks.WriteBatches(
-        self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema)
+        self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema, SHARD_TEMPLATE)
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -165,43 +226,51 @@ class WriteDeadLetters(beam.PTransform):
 
   def __init__(self, output: str):
     super().__init__()
-    self._prefix = FileSystems.join(output, 'dead_letter', 'part')
+    self._prefix = sink_prefix(output, 'dead_letter')
 
   def expand(self, dead):
     return (dead
             | 'ToJson' >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
             | 'WriteJsonLines' >> beam.io.WriteToText(
-                self._prefix, file_name_suffix='.jsonl', skip_if_empty=True))
+                self._prefix, file_name_suffix='.jsonl', skip_if_empty=True,
+                shard_name_template=SHARD_TEMPLATE))
 
 
 class _SumPairs(beam.CombineFn):
+  """Sums tuples of counts element by element."""
+
   def create_accumulator(self):
-    return (0, 0)
+    return ()
 
   def add_input(self, acc, value):
-    return (acc[0] + value[0], acc[1] + value[1])
+    return tuple(a + b for a, b in zip(acc or (0,) * len(value), value, strict=True))
 
   def merge_accumulators(self, accs):
-    accs = list(accs)
-    return (sum(a[0] for a in accs), sum(a[1] for a in accs))
+    out = ()
+    for acc in accs:
+      out = self.add_input(out, acc) if acc else out
+    return out
 
   def extract_output(self, acc):
     return acc
 
 
 def _record_counts(batch: pa.RecordBatch):
-  ok = pc.sum(pc.equal(batch.column('status'), 'ok')).as_py() or 0
+  """(ok, failed, not_predicted) records of a batch, keyed by shard."""
+  status = batch.column('status')
+  ok = pc.sum(pc.equal(status, 'ok')).as_py() or 0
+  failed = pc.sum(pc.equal(status, 'failed')).as_py() or 0
   key = (batch.column('batch_prediction_id')[0].as_py(), batch.column('input_uri')[0].as_py())
-  return key, (ok, batch.num_rows - ok)
+  return key, (ok, failed, batch.num_rows - ok - failed)
 
 
 def _dead_letter_count(dead: dict):
   rows = 1 if dead.get('row_number') is not None else 0
-  return (dead['batch_prediction_id'], dead['input_uri']), (rows, 0)
+  return (dead['batch_prediction_id'], dead['input_uri']), (rows, 0, 0)
 
 
 class CountPerShard(beam.PTransform):
-  """Counts, per ``(batch_prediction_id, input_uri)``, what reached a sink (two numbers)."""
+  """Counts, per ``(batch_prediction_id, input_uri)``, what reached a sink (three numbers)."""
 
   def __init__(self, key_and_counts, counter: str):
     super().__init__()
@@ -224,56 +293,72 @@ class IdentityError(RuntimeError):
 
 
 def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, record_files: list,
-              dead_files: list, max_bad_shards: int) -> dict:
-  """The run summary, with the identity checked per shard against what reached the sinks."""
+              dead_files: list, max_bad_shards: int, run: dict | None = None,
+              resubmit_files: list = (), resubmit_schema: str | None = None) -> dict:
+  """The run summary, with the identity checked per shard against what reached the sinks.
+
+  With ``run`` (``report.run_facts``), the verification sections are added (typing, alignment,
+  audit, data_rearrangement, reconciliation, resubmit, warnings).
+  """
   shards = sorted(reports, key=lambda r: (r['batch_prediction_id'] or '', r['manifest_uri'],
                                           r['input_uri'] or ''))
   problems = []
-  totals = dict(input_rows=0, joined_rows=0, failed_rows=0, dead_letter_rows=0, shards=0,
-                bad_shards=0, bad_manifests=0)
+  totals = dict(input_rows=0, joined_rows=0, failed_rows=0, not_predicted_rows=0,
+                dead_letter_rows=0, shards=0, bad_shards=0, misaligned_shards=0, bad_manifests=0)
   for r in shards:
     if r['input_uri'] is None:
       totals['bad_manifests'] += 1
       continue
+    r.setdefault('not_predicted_rows', 0)
     totals['shards'] += 1
     totals['bad_shards'] += r['status'] in joining.BAD_STATUSES
-    for name in ('joined_rows', 'failed_rows', 'dead_letter_rows'):
+    totals['misaligned_shards'] += r['status'] == joining.MISALIGNED
+    for name in ('joined_rows', 'failed_rows', 'not_predicted_rows', 'dead_letter_rows'):
       totals[name] += r[name]
     totals['input_rows'] += r['input_rows'] or 0
     key = (r['batch_prediction_id'], r['input_uri'])
-    written_ok, written_failed = record_counts.get(key, (0, 0))
-    written_dead = dead_counts.get(key, (0, 0))[0]
+    written_ok, written_failed, written_np = record_counts.get(key, (0, 0, 0))
+    written_dead = dead_counts.get(key, (0, 0, 0))[0]
     where = r['input_uri']
-    if r['input_rows'] is not None and \
-        r['input_rows'] != r['joined_rows'] + r['failed_rows'] + r['dead_letter_rows']:
-      problems.append(f'{where}: input_rows {r["input_rows"]} != joined + failed + dead letter')
-    if (written_ok, written_failed, written_dead) != (r['joined_rows'], r['failed_rows'],
-                                                      r['dead_letter_rows']):
-      problems.append(f'{where}: the sinks received {written_ok} joined, {written_failed} failed '
-                      f'and {written_dead} dead-letter rows; the join reported '
-                      f'{r["joined_rows"]}, {r["failed_rows"]}, {r["dead_letter_rows"]}')
+    reported = (r['joined_rows'], r['failed_rows'], r['not_predicted_rows'],
+                r['dead_letter_rows'])
+    if r['input_rows'] is not None and r['input_rows'] != sum(reported):
+      problems.append(f'{where}: input_rows {r["input_rows"]} != joined + failed + '
+                      'not predicted + dead letter')
+    if (written_ok, written_failed, written_np, written_dead) != reported:
+      problems.append(f'{where}: the sinks received {written_ok} joined, {written_failed} failed, '
+                      f'{written_np} not predicted and {written_dead} dead-letter rows; the join '
+                      f'reported {", ".join(str(n) for n in reported)}')
   extra = (set(record_counts) | {k for k, v in dead_counts.items() if v[0]}) - {
       (r['batch_prediction_id'], r['input_uri']) for r in shards}
   problems.extend(f'{key[1]}: rows reached a sink with no shard report' for key in sorted(extra))
   bad = totals['bad_shards'] + totals['bad_manifests']
-  return {
+  summary = {
       'ok': bad <= max_bad_shards and not problems,
       'batch_prediction_ids': sorted({r['batch_prediction_id'] for r in shards
                                       if r['batch_prediction_id']}),
       'totals': totals,
       'max_bad_shards': max_bad_shards,
       'identity': {'holds': not problems, 'problems': problems,
-                   'rule': 'input_rows = joined_rows + failed_rows + dead_letter_rows, per shard, '
-                           'checked against the rows each sink received'},
+                   'rule': 'input_rows = joined_rows + failed_rows + not_predicted_rows + '
+                           'dead_letter_rows, per shard, checked against the rows each sink '
+                           'received'},
       'shards': shards,
-      'outputs': {'records': sorted(record_files), 'dead_letter': sorted(dead_files)},
+      'outputs': {'records': sorted(record_files), 'dead_letter': sorted(dead_files),
+                  'resubmit': sorted(resubmit_files)},
   }
+  if run is not None:
+    summary.update(reporting.sections(shards, run, list(resubmit_files), resubmit_schema))
+  return summary
 
 
 def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_files,
-                   max_bad_shards):
+                   max_bad_shards, run=None, resubmit_files=(), resubmit_schema=None):
   summary = summarize(reports, record_counts, dead_counts, record_files, dead_files,
-                      max_bad_shards)
+                      max_bad_shards, run, resubmit_files, resubmit_schema)
+  # Files of earlier runs into the same output (another shard count, a failed run's temporary
+  # files) go before the summary that lists this run's files is written.
+  remove_output_leftovers(FileSystems.split(uri)[0], [*record_files, *dead_files, *resubmit_files])
   write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
   if not summary['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +
@@ -284,16 +369,21 @@ def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_
 class WriteSummary(beam.PTransform):
   """Shard reports + sink counts + written files -> ``<output>/summary.json`` (after the sinks)."""
 
-  def __init__(self, output: str, max_bad_shards: int):
+  def __init__(self, output: str, max_bad_shards: int, run: dict | None = None,
+               resubmit_schema: str | None = None):
     super().__init__()
     self.uri = FileSystems.join(output, 'summary.json')
     self._max_bad_shards = max_bad_shards
+    self._run = run
+    self._resubmit_schema = resubmit_schema
 
   def expand(self, inputs):
-    reports, record_counts, dead_counts, record_files, dead_files = inputs
+    reports, record_counts, dead_counts, record_files, dead_files, *more = inputs
+    resubmit = pvalue.AsSingleton(more[0]) if more else ()
     return (reports
             | 'CollectReports' >> beam.combiners.ToList()
             | 'WriteSummaryJson' >> beam.Map(
                 _write_summary, self.uri, pvalue.AsDict(record_counts),
                 pvalue.AsDict(dead_counts), pvalue.AsList(record_files),
-                pvalue.AsList(dead_files), self._max_bad_shards))
+                pvalue.AsList(dead_files), self._max_bad_shards, self._run, resubmit,
+                self._resubmit_schema))

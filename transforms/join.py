@@ -3,34 +3,41 @@
 Pure Python over a storage object; the Beam DoFn in ``transforms/enrich.py`` is a thin wrapper.
 
 A shard is read twice. Pass 1 reads the result header and counts the lines of both files, which
-also proves the gzip stream intact (its CRC is checked at the end). Only when both counts agree
-does pass 2 stream the files in lockstep, a block of rows at a time, and emit records. So a shard
-whose files disagree, or whose result is missing or corrupt, never emits a partial join: each of
-its input rows goes to the dead letter with the reason instead.
+also proves the gzip stream intact (its CRC is checked at the end). When the result repeats input
+values (``tag``, ``trueLabel``; see ``transforms/align.py``), pass 1 then streams both files in
+lockstep and compares them, parsing only those columns. Only when both counts agree and every
+row is aligned does pass 2 stream the files in lockstep, a block of rows at a time, and emit
+records. So a shard whose files disagree, or whose result is missing, corrupt or misaligned,
+never emits a partial join: each of its input rows goes to the dead letter with the reason
+instead.
+
+With a datasource slice (``transforms/split.py``) the result answers only some rows of a
+shard: those are joined, and the others become records with status ``not_predicted``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import itertools
 import zlib
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 
-from transforms import amlschema, blocks
+from transforms import align, amlschema, audit, blocks, coltypes
 from transforms import layout as lay
-from transforms.lines import LineReader, count_lines, split_lines
+from transforms import split as splitting
+from transforms.lines import LineReader, count_lines, newline_positions, split_lines
 from transforms.manifest import Shard
 from transforms.storage import Storage, StorageError, describe, redact
 
-RECORDS, DEAD_LETTER, REPORT = 'records', 'dead_letter', 'report'
+RECORDS, DEAD_LETTER, REPORT, RESUBMIT = 'records', 'dead_letter', 'report', 'resubmit'
 
 # Statuses of a shard in the summary.
-OK, WITH_DEAD_LETTERS, ROW_COUNT_MISMATCH, ERROR = 'ok', 'ok_with_dead_letters', \
-    'row_count_mismatch', 'error'
-BAD_STATUSES = (ROW_COUNT_MISMATCH, ERROR)
+OK, WITH_DEAD_LETTERS, ROW_COUNT_MISMATCH, MISALIGNED, ERROR = 'ok', 'ok_with_dead_letters', \
+    'row_count_mismatch', 'misaligned', 'error'
+BAD_STATUSES = (ROW_COUNT_MISMATCH, MISALIGNED, ERROR)
 
 _READ_ERRORS = (StorageError, OSError, EOFError, zlib.error, gzip.BadGzipFile)
 
@@ -48,6 +55,13 @@ class JoinPlan:
   min_score: float | None = None
   block_rows: int = 65536
   block_bytes: int = 4 << 20  # input bytes per block: ~50k rows of a 12-column input
+  aml_schema: amlschema.AmlSchema | None = None  # --schema, or the first shard's
+  schema_given: bool = False         # --schema: it applies to every shard
+  on_type_error: str = coltypes.DEAD_LETTER
+  top_k: int | None = None
+  split: splitting.Split | None = None
+  checks: tuple[align.Check, ...] = ()
+  header_line: str | None = None     # the first shard's header line, for resubmit/
 
   @property
   def arrow_schema(self) -> pa.Schema:
@@ -70,6 +84,13 @@ class ShardReport:
   status: str = OK
   error: str | None = None
   input_header: bool | None = None
+  not_predicted_rows: int = 0
+  type_error_rows: int = 0  # dead-lettered as type_error
+  type_errors: dict = dataclasses.field(default_factory=dict)  # output column -> values
+  checks: list = dataclasses.field(default_factory=list)  # alignment checks that ran
+  misaligned: dict | None = None  # the first misaligned row
+  data_slice: dict | None = None  # with --data_rearrangement
+  audit: dict | None = None  # transforms/audit.py figures
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -95,6 +116,17 @@ def _lines(reader: LineReader, block_rows: int) -> Iterator[bytes]:
     yield from split_lines(block)
 
 
+def _line_texts(block: bytes, positions: np.ndarray) -> list[str]:
+  """The lines at ``positions`` of a block, without terminators, as text."""
+  ends = newline_positions(block)
+  out = []
+  for i in positions.tolist():
+    start = int(ends[i - 1]) + 1 if i else 0
+    line = block[start:int(ends[i])]
+    out.append(_text(line[:-1] if line.endswith(b'\r') else line))
+  return out
+
+
 class ShardJoiner:
   """Joins shards under one plan. Create once per worker; ``join`` is called per shard."""
 
@@ -103,10 +135,19 @@ class ShardJoiner:
     self.storage = storage
     self._arrow_schema = plan.arrow_schema
 
-  def join(self, shard: Shard) -> Iterator[tuple[str, object]]:
-    """Yields ``(RECORDS, RecordBatch)`` and ``(DEAD_LETTER, dict)``, then ``(REPORT, ShardReport)``."""
+  def join(self, shard: Shard, shard_slice: splitting.ShardSlice | None = None,
+           slice_error: str | None = None) -> Iterator[tuple[str, object]]:
+    """Yields ``(RECORDS, RecordBatch)``, ``(DEAD_LETTER, dict)`` and ``(RESUBMIT, str)``, then
+    ``(REPORT, ShardReport)``.
+
+    Args:
+      shard_slice: with ``--data_rearrangement``, the rows of this shard the result answers.
+      slice_error: with ``--data_rearrangement``, why the slice could not be placed; every row
+        of the shard then goes to the dead letter (``slice_unknown``).
+    """
     report = ShardReport(shard.batch_prediction_id, shard.manifest_uri, shard.input_uri,
                          shard.result_uri)
+    sliced = self.plan.split is not None
     try:
       input_lines = self._count_input(shard)
     except _READ_ERRORS as e:
@@ -115,8 +156,10 @@ class ShardJoiner:
       yield REPORT, report
       return
     try:
+      if slice_error is not None:
+        raise ShardProblem('slice_unknown', slice_error)
       result_rows = self._check_result(shard)
-      has_header = self._input_has_header(shard, input_lines, result_rows)
+      has_header = self._input_has_header(shard, input_lines, result_rows, sliced)
     except (ShardProblem, *_READ_ERRORS) as e:
       reason = e.reason if isinstance(e, ShardProblem) else 'result_unreadable'
       message = str(e) if isinstance(e, ShardProblem) else describe(e)
@@ -127,16 +170,57 @@ class ShardJoiner:
     report.input_header = has_header
     report.input_rows = input_lines - has_header
     report.result_rows = result_rows
-    if report.input_rows != result_rows:
+    ranges = ((0, report.input_rows),)
+    expected = report.input_rows
+    if shard_slice is not None:
+      report.data_slice = shard_slice.as_dict()
+      ranges, expected = shard_slice.ranges, shard_slice.predicted_rows
+      if shard_slice.shard_rows != report.input_rows:
+        report.status = ERROR
+        report.error = (f'{redact(shard.input_uri)} has {report.input_rows} rows now but '
+                        f'{shard_slice.shard_rows} when the slice was placed: it changed')
+        yield from self._reject(shard, report, 'slice_unknown', report.error, with_result=False)
+        return
+    if expected != result_rows:
       report.status = ROW_COUNT_MISMATCH
-      report.error = (f'{redact(shard.input_uri)} has {report.input_rows} rows but '
+      answered = (f'{expected} rows of the slice ({report.data_slice["predicted_ranges"]})'
+                  if shard_slice is not None else f'{report.input_rows} rows')
+      report.error = (f'{redact(shard.input_uri)} has {answered} but '
                       f'{redact(shard.result_uri)} has {result_rows} result lines')
-      yield from self._reject(shard, report, ROW_COUNT_MISMATCH, report.error, with_result=True)
+      yield from self._reject(shard, report, ROW_COUNT_MISMATCH, report.error, with_result=True,
+                              ranges=ranges)
       return
-    yield from self._join_blocks(shard, report, has_header)
+    segments = splitting.segments(report.input_rows, ranges)
+    if self.plan.checks:
+      report.checks = [check.name for check in self.plan.checks]
+      mismatch, boundary = self._verify(shard, has_header, segments)
+      if report.data_slice is not None:
+        report.data_slice['boundary'] = boundary
+      if mismatch is not None:
+        report.status, report.misaligned = MISALIGNED, mismatch
+        report.error = mismatch.pop('error')
+        yield from self._reject(shard, report, MISALIGNED, report.error, with_result=True,
+                                ranges=ranges, extra={
+                                    'misaligned_row': mismatch['row_number'],
+                                    'check': mismatch['check'],
+                                    'result_value': mismatch['result_value'],
+                                    'input_value': mismatch['input_value']})
+        return
+    elif report.data_slice is not None:
+      report.data_slice['boundary'] = 'unchecked'
+    yield from self._join_blocks(shard, report, has_header, segments)
     if report.dead_letter_rows:
       report.status = WITH_DEAD_LETTERS
     yield REPORT, report
+
+  def count_rows(self, shard: Shard) -> int:
+    """The rows of a shard's input (header excluded), for placing a datasource slice.
+
+    Raises:
+      ShardProblem, OSError: the schema or the input cannot be read.
+    """
+    lines = self._count_input(shard)
+    return lines - self._header_without_counts(shard) if lines else 0
 
   # Pass 1 ------------------------------------------------------------------------------------
 
@@ -165,26 +249,46 @@ class ShardJoiner:
           return rows
         rows += n
 
-  def _fallback_header(self, shard: Shard) -> bool:
-    if self.plan.input_header != 'auto':
-      return self.plan.input_header == 'true'
+  def _schema(self, shard: Shard) -> amlschema.AmlSchema | None:
+    """The schema that rules a shard: ``--schema``, else the one beside it (or None).
+
+    Raises:
+      ShardProblem: the schema cannot be read, or its columns differ from the run's schema.
+    """
+    if self.plan.schema_given:
+      return self.plan.aml_schema
     try:
       schema = amlschema.find_schema(shard.input_uri, self.storage)
-    except (amlschema.SchemaError, *_READ_ERRORS):
-      schema = None
+    except amlschema.SchemaError as e:
+      raise ShardProblem('schema_unreadable', str(e)) from None
+    known = self.plan.aml_schema
+    if schema is not None and known is not None and not schema.same_columns(known):
+      raise ShardProblem(
+          'schema_mismatch', f'{redact(schema.uri)}: its attributes differ from those of '
+          f'{redact(known.uri)}, the schema of this run\'s first shard')
+    return schema
+
+  def _header_without_counts(self, shard: Shard) -> bool:
+    if self.plan.input_header != 'auto':
+      return self.plan.input_header == 'true'
+    schema = self._schema(shard)
     return schema.contains_header if schema else self.plan.default_header
 
-  def _input_has_header(self, shard: Shard, input_lines: int, result_rows: int) -> bool:
+  def _fallback_header(self, shard: Shard) -> bool:
+    try:
+      return self._header_without_counts(shard)
+    except (ShardProblem, *_READ_ERRORS):
+      return self.plan.default_header
+
+  def _input_has_header(self, shard: Shard, input_lines: int, result_rows: int,
+                        sliced: bool = False) -> bool:
     if self.plan.input_header != 'auto':
       has_header = self.plan.input_header == 'true'
     else:
-      try:
-        schema = amlschema.find_schema(shard.input_uri, self.storage)
-      except amlschema.SchemaError as e:
-        raise ShardProblem('schema_unreadable', str(e)) from None
+      schema = self._schema(shard)
       if schema is not None:
         has_header = schema.contains_header
-      elif input_lines - result_rows in (0, 1):
+      elif not sliced and input_lines - result_rows in (0, 1):
         has_header = input_lines - result_rows == 1
       else:
         has_header = self.plan.default_header
@@ -203,44 +307,120 @@ class ShardJoiner:
           f'{redact(shard.input_uri)} line 1: header {",".join(names)!r} differs from the '
           f'columns of this run, {",".join(expected)!r}')
 
+  def _blocks(self, inputs: LineReader, results: LineReader, segments):
+    """Yields ``(row, input_block, n, result_block or None)``, walking the segments.
+
+    ``row`` is 0-based; a block never crosses a segment's edge.
+    """
+    plan = self.plan
+    for start, end, predicted in segments:
+      row = start
+      while row < end:
+        input_block, n = inputs.take(min(plan.block_rows, end - row), plan.block_bytes)
+        if not n:
+          return
+        result_block = None
+        if predicted:
+          result_block, got = results.take_exactly(n)
+          if got != n:
+            raise RuntimeError(f'a result file changed while it was read: it ended {n - got} '
+                               f'lines early')
+        yield row, input_block, n, result_block
+        row += n
+
+  def _verify(self, shard: Shard, has_header: bool, segments) -> tuple[dict | None, str]:
+    """Pass 1, second part: the first misaligned row (or None), and the slice boundary.
+
+    Streams both files in lockstep, parsing only the checked columns. The boundary is
+    ``confirmed`` when the checked values agree as joined and would not agree one row off,
+    else ``unconfirmed`` (the values cannot tell, e.g. a constant label).
+    """
+    plan = self.plan
+    include = sorted({check.input_index for check in plan.checks})
+    only = [check.result_column for check in plan.checks]
+    ncols = len(plan.schema.input_columns)
+    off_earlier = off_later = False
+    result_line = 1  # the header
+    with self.storage.open(shard.input_uri) as fin, self.storage.open(shard.result_uri) as fres:
+      inputs, results = LineReader(fin), LineReader(fres)
+      if has_header:
+        inputs.readline()
+      results.readline()
+      for row, input_block, n, result_block in self._blocks(inputs, results, segments):
+        if result_block is None:
+          continue
+        parsed_input = blocks.parse_input(input_block, n, ncols, include=include)
+        parsed_result = blocks.parse_result(result_block, n, plan.layout, only=only)
+        valid = (parsed_input.kind == blocks.OK) & (parsed_result.kind == blocks.OK)
+        first = None
+        for check in plan.checks:
+          theirs = parsed_result.columns[only.index(check.result_column)]
+          mine = parsed_input.columns[include.index(check.input_index)]
+          mask = align.mismatches(check, theirs, mine, valid)
+          if mask.any() and (first is None or int(np.argmax(mask)) < first[0]):
+            first = (int(np.argmax(mask)), check, theirs, mine)
+          elif plan.split is not None and not (off_earlier and off_later):
+            earlier, later = align.shifted_differ(check, theirs, mine, valid)
+            off_earlier, off_later = off_earlier or earlier, off_later or later
+        if first is not None:
+          i, check, theirs, mine = first
+          row_number = row + i + 1
+          values = {'check': check.name, 'row_number': row_number,
+                    'result_value': theirs[i].as_py(), 'input_value': mine[i].as_py()}
+          values['error'] = (
+              f'{redact(shard.input_uri)} row {row_number} (line {row_number + has_header}): '
+              f'{check.input_name} is {values["input_value"]!r}, but {check.result_column} on '
+              f'line {result_line + i + 1} of {redact(shard.result_uri)} is '
+              f'{values["result_value"]!r}: the result is not aligned with the input, so no '
+              'row of this shard is joined')
+          return values, 'misaligned'
+        result_line += n
+    return None, 'confirmed' if off_earlier and off_later else 'unconfirmed'
+
   # Pass 2 ------------------------------------------------------------------------------------
 
-  def _join_blocks(self, shard: Shard, report: ShardReport, has_header: bool):
+  def _join_blocks(self, shard: Shard, report: ShardReport, has_header: bool, segments):
     plan = self.plan
     with self.storage.open(shard.input_uri) as fin, self.storage.open(shard.result_uri) as fres:
       inputs, results = LineReader(fin), LineReader(fres)
       if has_header:
         inputs.readline()
       results.readline()
-      first_row = 1
-      while True:
-        input_block, n = inputs.take(plan.block_rows, plan.block_bytes)
-        if not n:
-          break
-        result_block, got = results.take_exactly(n)
-        if got != n:
-          raise RuntimeError(f'{redact(shard.result_uri)} changed while it was read: it ended '
-                             f'at row {first_row + got - 1}, pass 1 counted {report.input_rows}')
+      result_line = 1
+      last_row = 0
+      for row, input_block, n, result_block in self._blocks(inputs, results, segments):
+        first_row = row + 1
         outcome = blocks.join_block(
             plan.schema, self._arrow_schema, plan.layout, shard.batch_prediction_id,
             redact(shard.input_uri), first_row, input_block, result_block, n, plan.cutoff,
-            plan.min_score)
+            plan.min_score, on_type_error=plan.on_type_error, top_k=plan.top_k)
         if outcome.batch.num_rows:
           yield RECORDS, outcome.batch
         if outcome.dead:
-          in_lines, res_lines = split_lines(input_block), split_lines(result_block)
+          in_lines = split_lines(input_block)
+          res_lines = split_lines(result_block) if result_block is not None else [None] * n
           for i, reason, detail in outcome.dead:
-            line = 'line' if reason == 'bad_input_row' else 'result line'
-            where = shard.input_uri if reason == 'bad_input_row' else shard.result_uri
-            number = first_row + i + (has_header if reason == 'bad_input_row' else 1)
+            on_input = reason != 'bad_result_line'
+            line = 'line' if on_input else 'result line'
+            where = shard.input_uri if on_input else shard.result_uri
+            number = first_row + i + has_header if on_input else result_line + i + 1
             yield DEAD_LETTER, self._dead(
                 shard, first_row + i, reason, f'{redact(where)} {line} {number}: {detail}',
-                in_lines[i], res_lines[i])
+                in_lines[i], res_lines[i], **outcome.extra.get(i, {}))
+        if outcome.failed_rows is not None and len(outcome.failed_rows):
+          yield RESUBMIT, '\n'.join(_line_texts(input_block, outcome.failed_rows))
         report.joined_rows += outcome.joined
         report.failed_rows += outcome.failed
+        report.not_predicted_rows += outcome.not_predicted
         report.dead_letter_rows += len(outcome.dead)
-        first_row += n
-      if results.take(1)[1] or first_row - 1 != report.input_rows:
+        report.type_error_rows += sum(reason == 'type_error' for _, reason, _ in outcome.dead)
+        for name, count in outcome.type_errors.items():
+          report.type_errors[name] = report.type_errors.get(name, 0) + count
+        report.audit = audit.merge(report.audit, outcome.audit)
+        if result_block is not None:
+          result_line += n
+        last_row = row + n
+      if results.take(1)[1] or last_row != report.input_rows:
         raise RuntimeError(f'{redact(shard.input_uri)} or {redact(shard.result_uri)} changed '
                            'while it was read: the line counts differ from pass 1')
 
@@ -261,12 +441,19 @@ class ShardJoiner:
     }
 
   def _reject(self, shard: Shard, report: ShardReport, reason: str, message: str,
-              with_result: bool):
-    """Sends every input row of a shard to the dead letter, streaming, then the report."""
-    counts = {}
+              with_result: bool, ranges=None, extra: dict | None = None):
+    """Sends every input row of a shard to the dead letter, streaming, then the report.
+
+    With ``with_result``, each row carries the result line answering it: the next one for a
+    row inside ``ranges`` (default: every row), none for the others.
+    """
+    counts = dict(extra or {})
     if reason == ROW_COUNT_MISMATCH:
       counts = {'input_rows': report.input_rows, 'result_rows': report.result_rows}
     report.joined_rows = report.failed_rows = report.dead_letter_rows = 0
+    report.not_predicted_rows = report.type_error_rows = 0
+    report.type_errors, report.audit = {}, None
+    ranges = list(ranges) if ranges is not None else None
     try:
       with self.storage.open(shard.input_uri) as fin:
         inputs = LineReader(fin)
@@ -280,10 +467,16 @@ class ShardJoiner:
             results = LineReader(fres)
             results.readline()
             result_lines = _lines(results, self.plan.block_rows)
-          pairs = itertools.zip_longest(_lines(inputs, self.plan.block_rows), result_lines)
-          for row_number, (input_line, result_line) in enumerate(pairs, start=1):
-            if input_line is None:
-              break  # result lines beyond the input belong to no input row
+          at = 0  # the range the rows have reached
+          for row_number, input_line in enumerate(_lines(inputs, self.plan.block_rows), start=1):
+            row = row_number - 1
+            if ranges is None:
+              answered = True
+            else:
+              while at < len(ranges) and ranges[at][1] <= row:
+                at += 1
+              answered = at < len(ranges) and ranges[at][0] <= row
+            result_line = next(result_lines, None) if answered else None
             report.dead_letter_rows += 1
             yield DEAD_LETTER, self._dead(shard, row_number, reason, message, input_line,
                                           result_line, **counts)
