@@ -148,25 +148,34 @@ class ShardJoiner:
     report = ShardReport(shard.batch_prediction_id, shard.manifest_uri, shard.input_uri,
                          shard.result_uri)
     sliced = self.plan.split is not None
-    try:
-      input_lines = self._count_input(shard)
-    except _READ_ERRORS as e:
-      report.status, report.error = ERROR, f'input unreadable: {describe(e)}'
-      yield DEAD_LETTER, self._dead(shard, None, 'input_unreadable', report.error)
-      yield REPORT, report
-      return
-    try:
-      if slice_error is not None:
-        raise ShardProblem('slice_unknown', slice_error)
-      result_rows = self._check_result(shard)
-      has_header = self._input_has_header(shard, input_lines, result_rows, sliced)
-    except (ShardProblem, *_READ_ERRORS) as e:
-      reason = e.reason if isinstance(e, ShardProblem) else 'result_unreadable'
-      message = str(e) if isinstance(e, ShardProblem) else describe(e)
-      report.input_rows = input_lines - self._fallback_header(shard)
-      report.status, report.error = ERROR, message
-      yield from self._reject(shard, report, reason, message, with_result=False)
-      return
+    checked = None
+    if self.plan.checks and not sliced:
+      try:
+        checked = self._count_and_check(shard)
+      except (ShardProblem, *_READ_ERRORS):
+        checked = None  # the separate reads below find the problem again and report it
+    if checked is not None:
+      input_lines, result_rows, has_header, first_mismatch = checked
+    else:
+      try:
+        input_lines = self._count_input(shard)
+      except _READ_ERRORS as e:
+        report.status, report.error = ERROR, f'input unreadable: {describe(e)}'
+        yield DEAD_LETTER, self._dead(shard, None, 'input_unreadable', report.error)
+        yield REPORT, report
+        return
+      try:
+        if slice_error is not None:
+          raise ShardProblem('slice_unknown', slice_error)
+        result_rows = self._check_result(shard)
+        has_header = self._input_has_header(shard, input_lines, result_rows, sliced)
+      except (ShardProblem, *_READ_ERRORS) as e:
+        reason = e.reason if isinstance(e, ShardProblem) else 'result_unreadable'
+        message = str(e) if isinstance(e, ShardProblem) else describe(e)
+        report.input_rows = input_lines - self._fallback_header(shard)
+        report.status, report.error = ERROR, message
+        yield from self._reject(shard, report, reason, message, with_result=False)
+        return
     report.input_header = has_header
     report.input_rows = input_lines - has_header
     report.result_rows = result_rows
@@ -193,7 +202,10 @@ class ShardJoiner:
     segments = splitting.segments(report.input_rows, ranges)
     if self.plan.checks:
       report.checks = [check.name for check in self.plan.checks]
-      mismatch, boundary = self._verify(shard, has_header, segments)
+      if checked is not None:
+        mismatch, boundary = first_mismatch, None
+      else:
+        mismatch, boundary = self._verify(shard, has_header, segments)
       if report.data_slice is not None:
         report.data_slice['boundary'] = boundary
       if mismatch is not None:
@@ -328,18 +340,107 @@ class ShardJoiner:
         yield row, input_block, n, result_block
         row += n
 
-  def _verify(self, shard: Shard, has_header: bool, segments) -> tuple[dict | None, str]:
-    """Pass 1, second part: the first misaligned row (or None), and the slice boundary.
+  def _compare_block(self, shard: Shard, has_header: bool, row: int, result_line: int,
+                     input_block: bytes, result_block: bytes, n: int, shifts: list | None):
+    """The first misaligned row of a block as a dict (or None), parsing only checked columns.
 
-    Streams both files in lockstep, parsing only the checked columns. The boundary is
-    ``confirmed`` when the checked values agree as joined and would not agree one row off,
-    else ``unconfirmed`` (the values cannot tell, e.g. a constant label).
+    ``row`` is the block's first row (0-based), ``result_line`` the result line before it.
+    With ``shifts`` (``[earlier, later]``), records whether the values would disagree one row
+    off.
     """
     plan = self.plan
     include = sorted({check.input_index for check in plan.checks})
     only = [check.result_column for check in plan.checks]
-    ncols = len(plan.schema.input_columns)
-    off_earlier = off_later = False
+    parsed_input = blocks.parse_input(input_block, n, len(plan.schema.input_columns),
+                                      include=include)
+    parsed_result = blocks.parse_result(result_block, n, plan.layout, only=only)
+    valid = (parsed_input.kind == blocks.OK) & (parsed_result.kind == blocks.OK)
+    first = None
+    for check in plan.checks:
+      theirs = parsed_result.columns[only.index(check.result_column)]
+      mine = parsed_input.columns[include.index(check.input_index)]
+      mask = align.mismatches(check, theirs, mine, valid)
+      if mask.any() and (first is None or int(np.argmax(mask)) < first[0]):
+        first = (int(np.argmax(mask)), check, theirs, mine)
+      elif shifts is not None and not all(shifts):
+        earlier, later = align.shifted_differ(check, theirs, mine, valid)
+        shifts[0], shifts[1] = shifts[0] or earlier, shifts[1] or later
+    if first is None:
+      return None
+    i, check, theirs, mine = first
+    row_number = row + i + 1
+    values = {'check': check.name, 'row_number': row_number,
+              'result_value': theirs[i].as_py(), 'input_value': mine[i].as_py()}
+    values['error'] = (
+        f'{redact(shard.input_uri)} row {row_number} (line {row_number + has_header}): '
+        f'{check.input_name} is {values["input_value"]!r}, but {check.result_column} on '
+        f'line {result_line + i + 1} of {redact(shard.result_uri)} is '
+        f'{values["result_value"]!r}: the result is not aligned with the input, so no '
+        'row of this shard is joined')
+    return values
+
+  def _count_and_check(self, shard: Shard) -> tuple[int, int, bool, dict | None]:
+    """Pass 1 when alignment checks apply: one lockstep read of both files.
+
+    Counts the lines of both (to their ends, so the gzip CRC is checked) and compares the
+    checked columns until the first misaligned row; the header comes from the schema or the
+    option, not from the counts.
+
+    Returns:
+      ``(input_lines, result_rows, has_header, first misaligned row or None)``.
+
+    Raises:
+      ShardProblem, OSError, ...: anything unusual; the caller then reads the files the usual
+        way, which finds the problem again and reports it with its reason.
+    """
+    plan = self.plan
+    if plan.input_header == 'auto' and self._schema(shard) is None:
+      # The header would be sniffed from the line counts: read them first, the usual way.
+      raise ShardProblem('header_needs_counts', 'the input header is decided by the counts')
+    has_header = self._header_without_counts(shard)
+    with self.storage.open(shard.input_uri) as fin, self.storage.open(shard.result_uri) as fres:
+      inputs, results = LineReader(fin), LineReader(fres)
+      header = results.readline()
+      if header is None or lay.split_header(header) != plan.layout.header:
+        raise ShardProblem('result_header_mismatch', 'the result header differs')
+      input_lines = 0
+      if has_header:
+        line = inputs.readline()
+        names = lay.split_header(line or b'')
+        expected = plan.schema.input_columns
+        if line is None or len(names) != len(expected) or (plan.header_names and
+                                                            names != expected):
+          raise ShardProblem('input_header_mismatch', 'the input header differs')
+        input_lines = 1
+      rows = result_rows = 0
+      mismatch, ended = None, False
+      while True:
+        input_block, n = inputs.take(plan.block_rows, plan.block_bytes)
+        if not n:
+          break
+        if not ended:
+          result_block, got = results.take_exactly(n)
+          ended = got < n
+          if mismatch is None and not ended:
+            mismatch = self._compare_block(shard, has_header, rows, result_rows + 1,
+                                           input_block, result_block, n, None)
+          result_rows += got
+        rows += n
+      while not ended:
+        _, got = results.take(plan.block_rows * 4)
+        ended = not got
+        result_rows += got
+    return input_lines + rows, result_rows, has_header, mismatch
+
+  def _verify(self, shard: Shard, has_header: bool, segments) -> tuple[dict | None, str]:
+    """Pass 1, second part, with a datasource slice: the first misaligned row (or None), and
+    the slice boundary.
+
+    Streams both files in lockstep over the slice's segments, parsing only the checked columns.
+    The boundary is ``confirmed`` when the checked values agree as joined and would not agree
+    one row off, else ``unconfirmed`` (the values cannot tell, e.g. a constant label).
+    """
+    shifts = [False, False]
     result_line = 1  # the header
     with self.storage.open(shard.input_uri) as fin, self.storage.open(shard.result_uri) as fres:
       inputs, results = LineReader(fin), LineReader(fres)
@@ -349,33 +450,12 @@ class ShardJoiner:
       for row, input_block, n, result_block in self._blocks(inputs, results, segments):
         if result_block is None:
           continue
-        parsed_input = blocks.parse_input(input_block, n, ncols, include=include)
-        parsed_result = blocks.parse_result(result_block, n, plan.layout, only=only)
-        valid = (parsed_input.kind == blocks.OK) & (parsed_result.kind == blocks.OK)
-        first = None
-        for check in plan.checks:
-          theirs = parsed_result.columns[only.index(check.result_column)]
-          mine = parsed_input.columns[include.index(check.input_index)]
-          mask = align.mismatches(check, theirs, mine, valid)
-          if mask.any() and (first is None or int(np.argmax(mask)) < first[0]):
-            first = (int(np.argmax(mask)), check, theirs, mine)
-          elif plan.split is not None and not (off_earlier and off_later):
-            earlier, later = align.shifted_differ(check, theirs, mine, valid)
-            off_earlier, off_later = off_earlier or earlier, off_later or later
-        if first is not None:
-          i, check, theirs, mine = first
-          row_number = row + i + 1
-          values = {'check': check.name, 'row_number': row_number,
-                    'result_value': theirs[i].as_py(), 'input_value': mine[i].as_py()}
-          values['error'] = (
-              f'{redact(shard.input_uri)} row {row_number} (line {row_number + has_header}): '
-              f'{check.input_name} is {values["input_value"]!r}, but {check.result_column} on '
-              f'line {result_line + i + 1} of {redact(shard.result_uri)} is '
-              f'{values["result_value"]!r}: the result is not aligned with the input, so no '
-              'row of this shard is joined')
+        values = self._compare_block(shard, has_header, row, result_line, input_block,
+                                     result_block, n, shifts)
+        if values is not None:
           return values, 'misaligned'
         result_line += n
-    return None, 'confirmed' if off_earlier and off_later else 'unconfirmed'
+    return None, 'confirmed' if all(shifts) else 'unconfirmed'
 
   # Pass 2 ------------------------------------------------------------------------------------
 
