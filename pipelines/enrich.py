@@ -28,7 +28,14 @@ from transforms import access, amlschema, enrich, report, resubmit, service
 from transforms import split as splitting
 from transforms.manifest import manifest_uri, parse_rebase_rules
 from transforms.plan import PlanError, make_plan
-from transforms.storage import Storage, StorageConfig, StorageError, read_text, redact
+from transforms.storage import (
+    Storage,
+    StorageConfig,
+    StorageError,
+    prepare_output,
+    read_text,
+    redact,
+)
 
 _LOG = logging.getLogger('predjoin')
 _GLOB = set('*?[')
@@ -87,6 +94,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
   if opts.top_k and plan.layout.model_type != 'multiclass':
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
+  prepare_output(opts.output)  # the launch checks passed: local output directories
   out = (p
          | 'ListManifests' >> beam.Create(uris)
          | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules, policy))

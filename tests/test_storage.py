@@ -25,7 +25,9 @@ from transforms.storage import (
   StorageConfig,
   StorageError,
   describe,
+  output_leftovers,
   redact,
+  remove_output_leftovers,
   s3_retry_config,
 )
 
@@ -240,7 +242,7 @@ def test_faults_on_every_kind_of_request_do_not_change_the_output(s3, out_bucket
     start = time.monotonic()
     result = fx.run_cli(
         ['--manifest', f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary'),
-         '--output', f's3://{out_bucket}/f/', '--format', 'avro',
+         '--output', f's3://{out_bucket}/f/', '--format', 'jsonl',
          *fx.s3_args(proxy.endpoint)], fx.aws_env())
     elapsed = time.monotonic() - start
     counts = proxy.counts()
@@ -250,7 +252,7 @@ def test_faults_on_every_kind_of_request_do_not_change_the_output(s3, out_bucket
   assert all(counts.values()), f'every kind of fault should have been injected: {counts}'
   assert elapsed < 120
   assert_same_output(s3, out_bucket, 'f/',
-                     local_reference('bp-sample-binary', 'avro', tmp_path_factory), tmp_path)
+                     local_reference('bp-sample-binary', 'jsonl', tmp_path_factory), tmp_path)
   _no_temp_files(s3, out_bucket, '')
 
 
@@ -304,6 +306,55 @@ def test_missing_and_always_failing_objects_are_reported_others_complete(s3, out
   everything = json.dumps([summary, dead]) + result.stdout + result.stderr
   for secret in ('AKIAIOSFODNN7EXAMPLE', '5ec2e7519a7', fx.ACCESS_KEY_ID, fx.SECRET_ACCESS_KEY):
     assert secret not in everything, secret
+
+
+# Outputs: temporary files beside records/, leftovers of earlier runs removed --------------------
+
+
+def test_output_leftovers_are_other_runs_part_files_and_temp_dirs(tmp_path):
+  out = tmp_path / 'out'
+  files = ['records/part-00000-of-00001.avro', 'records/part-00000-of-00002.avro',
+           'records/part-00001-of-00002.avro', 'records/beam-temp-part-1a2b/u.part.avro',
+           'records/README.txt', 'dead_letter/part-00000-of-00003.jsonl',
+           'beam-temp-records-9f/x.records.avro', 'resubmit/.schema', 'summary.json']
+  for name in files:
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text('x')
+  keep = [str(out / 'records' / 'part-00000-of-00001.avro')]
+  stale = {os.path.relpath(p, out) for p in output_leftovers(str(out), keep)}
+  assert stale == {'records/part-00000-of-00002.avro', 'records/part-00001-of-00002.avro',
+                   'records/beam-temp-part-1a2b/u.part.avro',
+                   'dead_letter/part-00000-of-00003.jsonl', 'beam-temp-records-9f/x.records.avro'}
+  remove_output_leftovers(str(out), keep)
+  left = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+  assert left == ['records/README.txt', 'records/part-00000-of-00001.avro', 'resubmit/.schema',
+                  'summary.json']
+  assert not [d for d in os.listdir(out) if d.startswith('beam-temp')]
+  assert sorted(os.listdir(out / 'records')) == ['README.txt', 'part-00000-of-00001.avro']
+
+
+def test_a_failed_run_leaves_nothing_under_records_and_a_rerun_cleans_up(
+    s3, out_bucket, aws, monkeypatch, tmp_path, tmp_path_factory):
+  # Every request for a final record file fails: the run dies while renaming its temporary
+  # files into records/. Nothing may show under records/; the temporary files sit beside it.
+  monkeypatch.setenv('AWS_MAX_ATTEMPTS', '2')
+  manifest = f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary')
+  args = ['--manifest', manifest, '--output', f's3://{out_bucket}/o/', '--format', 'jsonl']
+  proxy = fx.FaultProxy(s3.endpoint, always={f'/{out_bucket}/o/records/part-': fx.SLOW_DOWN})
+  try:
+    with pytest.raises(Exception):  # noqa: B017  # whatever the runner raises: the run failed
+      run([*args, *fx.s3_args(proxy.endpoint)])
+  finally:
+    proxy.stop()
+  keys = s3.keys(out_bucket)
+  assert not [k for k in keys if k.startswith('o/records/')], keys
+  assert [k for k in keys if k.startswith('o/beam-temp-records-')], keys
+  assert 'o/summary.json' not in keys
+  monkeypatch.delenv('AWS_MAX_ATTEMPTS')
+  assert run([*args, *fx.s3_args(s3.endpoint)]) == 0
+  _no_temp_files(s3, out_bucket, '')
+  assert_same_output(s3, out_bucket, 'o/',
+                     local_reference('bp-sample-binary', 'jsonl', tmp_path_factory), tmp_path)
 
 
 # Refused manifests on S3: exit 2, nothing read but the manifest, nothing written ----------------

@@ -31,7 +31,16 @@ from transforms import sinks
 from transforms import split as splitting
 from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
-from transforms.storage import Storage, StorageConfig, StorageError, redact, write_text
+from transforms.storage import (
+    SHARD_TEMPLATE,
+    Storage,
+    StorageConfig,
+    StorageError,
+    redact,
+    remove_output_leftovers,
+    sink_prefix,
+    write_text,
+)
 
 FORMAT_SUFFIX = {'avro': '.avro', 'parquet': '.parquet', 'jsonl': '.jsonl'}
 NAMESPACE = 'predjoin'
@@ -202,14 +211,14 @@ class WriteRecords(beam.PTransform):
 
   def __init__(self, output: str, fmt: str, schema: lay.OutputSchema):
     super().__init__()
-    self._prefix = FileSystems.join(output, 'records', 'part')
+    self._prefix = sink_prefix(output, 'records')  # temporary files beside records/
     self._fmt = fmt
     self._schema = schema
 
   def expand(self, batches):
     # Whole blocks encoded at once, one RecordBatch per element (transforms/sinks.py).
     return batches | f'Write{self._fmt.capitalize()}' >> sinks.WriteBatches(
-        self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema)
+        self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema, SHARD_TEMPLATE)
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -217,13 +226,14 @@ class WriteDeadLetters(beam.PTransform):
 
   def __init__(self, output: str):
     super().__init__()
-    self._prefix = FileSystems.join(output, 'dead_letter', 'part')
+    self._prefix = sink_prefix(output, 'dead_letter')
 
   def expand(self, dead):
     return (dead
             | 'ToJson' >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
             | 'WriteJsonLines' >> beam.io.WriteToText(
-                self._prefix, file_name_suffix='.jsonl', skip_if_empty=True))
+                self._prefix, file_name_suffix='.jsonl', skip_if_empty=True,
+                shard_name_template=SHARD_TEMPLATE))
 
 
 class _SumPairs(beam.CombineFn):
@@ -346,6 +356,9 @@ def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_
                    max_bad_shards, run=None, resubmit_files=(), resubmit_schema=None):
   summary = summarize(reports, record_counts, dead_counts, record_files, dead_files,
                       max_bad_shards, run, resubmit_files, resubmit_schema)
+  # Files of earlier runs into the same output (another shard count, a failed run's temporary
+  # files) go before the summary that lists this run's files is written.
+  remove_output_leftovers(FileSystems.split(uri)[0], [*record_files, *dead_files, *resubmit_files])
   write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
   if not summary['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +

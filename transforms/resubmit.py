@@ -13,7 +13,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.storage import write_text
+from transforms.storage import SHARD_TEMPLATE, sink_prefix, write_text
 
 
 def _write_schema(files: list[str], uri: str, text: str | None) -> list[str]:
@@ -30,7 +30,7 @@ class WriteResubmit(beam.PTransform):
 
   def __init__(self, output: str, header_line: str | None, schema_text: str | None):
     super().__init__()
-    self._prefix = FileSystems.join(output, 'resubmit', 'part')
+    self._prefix = sink_prefix(output, 'resubmit')  # temporary files beside resubmit/
     self.schema_uri = FileSystems.join(output, 'resubmit', '.schema')
     self._header = header_line
     self._schema_text = schema_text
@@ -38,6 +38,7 @@ class WriteResubmit(beam.PTransform):
   def expand(self, chunks):
     return (chunks
             | 'WriteLines' >> beam.io.WriteToText(self._prefix, file_name_suffix='.csv',
-                                                  header=self._header, skip_if_empty=True)
+                                                  header=self._header, skip_if_empty=True,
+                                                  shard_name_template=SHARD_TEMPLATE)
             | 'ListFiles' >> beam.combiners.ToList()
             | 'CopySchema' >> beam.Map(_write_schema, self.schema_uri, self._schema_text))

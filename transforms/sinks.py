@@ -145,8 +145,10 @@ class _ParquetWriter:
 class _BatchSink(filebasedsink.FileBasedSink):
   """A FileBasedSink whose records are RecordBatches, written by a per-file block writer."""
 
-  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema):
+  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema,
+               shard_name_template: str | None = None):
     super().__init__(file_path_prefix, coder=None, file_name_suffix=suffix,
+                     shard_name_template=shard_name_template,
                      mime_type='application/octet-stream',
                      compression_type=CompressionTypes.UNCOMPRESSED)
     self._fmt = fmt
@@ -177,11 +179,12 @@ class _BatchSink(filebasedsink.FileBasedSink):
 class WriteBatches(beam.PTransform):
   """RecordBatches -> Avro, Parquet or JSON Lines files; returns the final file names."""
 
-  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema):
+  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema,
+               shard_name_template: str | None = None):
     super().__init__()
     if fmt not in ('avro', 'parquet', 'jsonl'):
       raise ValueError(f'no block-wise sink for {fmt!r}')
-    self._sink = _BatchSink(file_path_prefix, suffix, fmt, schema)
+    self._sink = _BatchSink(file_path_prefix, suffix, fmt, schema, shard_name_template)
 
   def expand(self, batches):
     batches.element_type = pa.RecordBatch  # so Beam codes them with RecordBatchCoder

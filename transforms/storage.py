@@ -250,3 +250,81 @@ def read_text(uri: str) -> str:
   from apache_beam.io.filesystems import FileSystems
   with FileSystems.open(uri, compression_type='uncompressed') as f:
     return io.TextIOWrapper(f, encoding='utf-8').read()
+
+
+# Output layout ---------------------------------------------------------------------------------
+#
+# Beam's file sinks write to a temporary directory beside the final files' prefix, then rename
+# them into place. The prefix of every sink is ``<output>/<dir>`` with the shard template below,
+# so the final files are ``<output>/<dir>/part-00000-of-00002<suffix>`` and the temporary files
+# live in ``<output>/beam-temp-<dir>-<uuid>/``: never under ``records/``, even after a failed run.
+
+OUTPUT_DIRS = ('records', 'dead_letter', 'resubmit')
+SHARD_TEMPLATE = '/part-SSSSS-of-NNNNN'
+
+
+def sink_prefix(output: str, name: str) -> str:
+  """The ``file_path_prefix`` of the sink writing ``<output>/<name>/`` (use SHARD_TEMPLATE)."""
+  from apache_beam.io.filesystems import FileSystems
+  return FileSystems.join(output, name)
+
+
+def prepare_output(output: str, names=OUTPUT_DIRS) -> None:
+  """Makes the output directories of a local output (object stores have none to make)."""
+  if '://' in output and not output.startswith('file://'):
+    return
+  root = output[len('file://'):] if output.startswith('file://') else output
+  for name in names:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+
+
+def _match(pattern: str) -> list[str]:
+  from apache_beam.io.filesystem import BeamIOError
+  from apache_beam.io.filesystems import FileSystems
+  try:
+    return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+  except BeamIOError:  # S3 answers "nonexistent path" for an empty prefix
+    return []
+
+
+def _same_path(path: str) -> str:
+  return path if '://' in path else os.path.abspath(path)
+
+
+def output_leftovers(output: str, keep, names=OUTPUT_DIRS) -> list[str]:
+  """Files of earlier runs under ``<output>/<name>/`` that this run did not write.
+
+  That is every ``part-*`` file not in ``keep`` (an earlier run with another number of shards
+  leaves ``part-00001-of-00003`` beside this run's ``part-00000-of-00002``) and everything in
+  leftover ``beam-temp-*`` directories of failed runs. Other files are never touched.
+  """
+  from apache_beam.io.filesystems import FileSystems
+  keep = {_same_path(k) for k in keep}
+  stale = []
+  for name in names:
+    directory = FileSystems.join(output, name)
+    for path in _match(FileSystems.join(directory, '**')):
+      relative = _same_path(path)[len(_same_path(directory)) + 1:]
+      top = relative.split('/', 1)[0]
+      if top.startswith('beam-temp-') or (
+          top.startswith('part-') and '/' not in relative and _same_path(path) not in keep):
+        stale.append(path)
+    stale.extend(_match(FileSystems.join(output, f'beam-temp-{name}-*') + '/**'))
+  return sorted(set(stale))
+
+
+def remove_output_leftovers(output: str, keep, names=OUTPUT_DIRS) -> list[str]:
+  """Deletes :func:`output_leftovers`; returns what was deleted. Run after the sinks finish."""
+  from apache_beam.io.filesystems import FileSystems
+  stale = output_leftovers(output, keep, names)
+  if stale:
+    FileSystems.delete(stale)
+  if '://' not in output or output.startswith('file://'):  # local: the emptied temp directories
+    import glob
+    import shutil
+    root = output[len('file://'):] if output.startswith('file://') else output
+    for name in names:
+      for directory in glob.glob(os.path.join(glob.escape(root), f'beam-temp-{name}-*')) + \
+          glob.glob(os.path.join(glob.escape(root), name, 'beam-temp-*')):
+        shutil.rmtree(directory, ignore_errors=True)
+  return stale
