@@ -21,20 +21,21 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipelines.options import OptionsError, PredjoinOptions, validate
-from transforms import access, amlschema, enrich, report, resubmit, service
+from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
 from transforms import split as splitting
 from transforms.manifest import manifest_uri, parse_rebase_rules
 from transforms.plan import PlanError, make_plan
 from transforms.storage import (
-    Storage,
-    StorageConfig,
-    StorageError,
-    prepare_output,
-    read_text,
-    redact,
+  OUTPUT_DIRS,
+  Storage,
+  StorageConfig,
+  StorageError,
+  prepare_output,
+  read_text,
+  redact,
 )
 
 _LOG = logging.getLogger('predjoin')
@@ -67,13 +68,36 @@ def manifest_uris(opts: PredjoinOptions, storage: Storage) -> list[str]:
   return list(dict.fromkeys(uris))
 
 
-def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
+def _dry_run(options: PipelineOptions) -> bool:
+  return str(options.view_as(TestOptions).dry_run).lower() not in ('false', '0', 'none', '')
+
+
+def check_table(opts: PredjoinOptions, schema, client=None) -> None:
+  """Before an append: the existing table must take the records. Raises LaunchError."""
+  table = bigquery.parse_table(opts.bigquery_table)
+  try:
+    differences = bigquery.check_existing_table(table, layout.bigquery_schema(schema), client)
+  except Exception as e:  # noqa: BLE001  # credentials, permissions, network: say which table
+    raise LaunchError(f'cannot read the schema of BigQuery table {table}: {redact(str(e))}') \
+        from None
+  if differences:
+    raise LaunchError(
+        f'BigQuery table {table} cannot take these records (--write_disposition append): '
+        + '; '.join(differences) + '. Load into another table, or use --write_disposition '
+        'truncate to replace the table and its schema.')
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=None) -> dict:
   """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
 
   Raises:
     OptionsError, LaunchError, PlanError: before anything is added, with what to fix.
     AccessError: a manifest names a URI outside the allowed prefixes (``--allowed_prefix``);
       raised before any shard is read.
+
+  ``bigquery_client`` (a ``google.cloud.bigquery.Client``) reads an existing table's schema
+  before an append; by default one is made from the environment's credentials. A dry run
+  skips that check.
   """
   opts = validate(options)
   config = StorageConfig.from_options(options)
@@ -94,12 +118,20 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
   if opts.top_k and plan.layout.model_type != 'multiclass':
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
-  prepare_output(opts.output)  # the launch checks passed: local output directories
+  to_table = opts.format == 'bigquery'
+  if to_table and opts.write_disposition == 'append' and not _dry_run(options):
+    check_table(opts, plan.schema, bigquery_client)
+  output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
+  prepare_output(opts.output, output_dirs)  # the launch checks passed: local output directories
   out = (p
          | 'ListManifests' >> beam.Create(uris)
          | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules, policy))
-  record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
-      opts.output, opts.format, plan.schema)
+  if to_table:  # records_files: the tables' load jobs
+    record_files = out['records'] | 'LoadRecords' >> bigquery.WriteToTable(
+        opts.bigquery_table, layout.bigquery_schema(plan.schema), opts.write_disposition)
+  else:
+    record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
+        opts.output, opts.format, plan.schema)
   dead_files = out['dead_letter'] | 'WriteDeadLetters' >> enrich.WriteDeadLetters(opts.output)
   record_counts = out['records'] | 'CountRecords' >> enrich.CountPerShard(
       enrich._record_counts, 'records_to_sink')
@@ -112,7 +144,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict:
   resubmit_files = out['resubmit'] | 'WriteResubmit' >> write_resubmit
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
-                                      write_resubmit.schema_uri if schema_copy else None)
+                                      write_resubmit.schema_uri if schema_copy else None,
+                                      output_dirs)
   summary = ((out['reports'], record_counts, dead_counts, record_files, dead_files,
               resubmit_files)
              | 'WriteSummary' >> write_summary)
@@ -179,7 +212,11 @@ def run(argv: list[str] | None = None) -> int:
     return 0
   result.wait_until_finish()
   summary = json.loads(read_text(built['summary_uri']))
-  print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
+  if opts.format == 'bigquery':
+    print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '
+          f'({opts.write_disposition})')
+  else:
+    print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
   print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
   print(format_summary(summary, built['summary_uri']))
   differences = check_counters(summary, _counters(result))

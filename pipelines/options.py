@@ -10,7 +10,8 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-FORMATS = ('avro', 'parquet', 'jsonl')
+FORMATS = ('avro', 'parquet', 'jsonl', 'bigquery')
+WRITE_DISPOSITIONS = ('append', 'truncate')
 MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression')
 INPUT_HEADER = ('auto', 'true', 'false')
 ON_TYPE_ERROR = ('dead_letter', 'null')
@@ -67,7 +68,17 @@ class PredjoinOptions(PipelineOptions):
         help='Output prefix: records/, dead_letter/ and summary.json are written under it.')
     parser.add_argument(
         '--format', default='avro', choices=FORMATS,
-        help='Format of the enriched records (default avro).')
+        help='Format of the enriched records (default avro); bigquery loads them into '
+        '--bigquery_table instead of writing files under records/.')
+    parser.add_argument(
+        '--bigquery_table', default=None,
+        help='With --format bigquery: the table to load, PROJECT:DATASET.TABLE (or '
+        'PROJECT.DATASET.TABLE). Created when missing, partitioned by load date (daily). Dead '
+        'letters and the summary still go to --output.')
+    parser.add_argument(
+        '--write_disposition', default='append', choices=WRITE_DISPOSITIONS,
+        help='With --format bigquery: append to the table (its schema must take the records; '
+        'checked at launch) or truncate it (replace its rows and schema). Default append.')
     parser.add_argument(
         '--model_type', default='auto', choices=MODEL_TYPES,
         help='Model type; auto reads it from the result header.')
@@ -137,6 +148,16 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
                          '--batch_prediction_id')
   if not opts.output:
     raise OptionsError('--output PREFIX is required')
+  if opts.format == 'bigquery':
+    from transforms.bigquery import TableError, parse_table
+    if not opts.bigquery_table:
+      raise OptionsError('--format bigquery needs --bigquery_table PROJECT:DATASET.TABLE')
+    try:
+      parse_table(opts.bigquery_table)
+    except TableError as e:
+      raise OptionsError(str(e)) from None
+  elif opts.bigquery_table:
+    raise OptionsError('--bigquery_table applies to --format bigquery')
   if opts.block_rows < 1:
     raise OptionsError('--block_rows must be at least 1')
   if opts.min_score is not None and opts.model_type in ('binary', 'regression'):

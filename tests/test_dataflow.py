@@ -4,10 +4,13 @@ import os
 
 import apache_beam as beam
 import pytest
+from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.runner import PipelineState
 
 from pipelines.enrich import build_pipeline
+from transforms import layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, 'samples')
@@ -42,3 +45,28 @@ def test_translates_to_a_dataflow_job(fmt):
   join = next(t for t in proto.components.transforms.values()
               if t.unique_name == 'Enrich/JoinShards/ParDo(JoinShardFn)')
   assert join.spec.payload
+
+
+def test_bigquery_format_translates_to_a_dataflow_job_with_avro_file_loads():
+  result, proto = _translate(dataflow_args(
+      'bigquery', '--bigquery_table', 'demo-project:warehouse.predictions',
+      '--write_disposition', 'truncate'))
+  assert result.state == PipelineState.DONE
+  labels = {t.unique_name for t in proto.components.transforms.values()}
+  assert any(name.startswith('LoadRecords/LoadIntoBigQuery/') for name in labels), labels
+  assert not any(name.startswith('WriteRecords') for name in labels)
+  # Dead letters and the summary still go to --output.
+  for label in ('WriteDeadLetters/WriteJsonLines', 'WriteSummary/WriteSummaryJson'):
+    assert any(name.startswith(label) for name in labels), label
+  # The load's settings reach the job: unpickle the load DoFn that the job would run.
+  load = next(t for t in proto.components.transforms.values() if t.unique_name.endswith(
+      'TriggerLoadJobsWithoutTempTables/ParDo(TriggerLoadJobs)'))
+  fn = pickler.loads(beam_runner_api_pb2.ParDoPayload.FromString(load.spec.payload)
+                     .do_fn.payload)[0]
+  assert (fn.source_format, fn.write_disposition) == ('AVRO', 'WRITE_TRUNCATE')
+  assert fn.additional_bq_parameters == {'timePartitioning': {'type': 'DAY'}}
+  plan = build_pipeline(beam.Pipeline(options=PipelineOptions(dataflow_args('avro'))),
+                        PipelineOptions(dataflow_args('avro')))['plan']
+  assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)}
+  scores = next(f for f in fn.schema['fields'] if f['name'] == 'scores')
+  assert (scores['type'], scores['mode']) == ('RECORD', 'REPEATED')

@@ -115,7 +115,12 @@ REGEX_EXAMPLES = {
     ['gs://example-bucket/predjoin/20250101/', 's3://examplebucket/enriched'],
     ['out/', '/tmp/out', 'gs://example-bucket/a\rb'],
   ),
-  'format': (['avro', 'parquet', 'jsonl'], ['csv', 'Avro', 'avro ', '']),
+  'format': (['avro', 'parquet', 'jsonl', 'bigquery'], ['csv', 'Avro', 'avro ', '', 'bq']),
+  'bigquery_table': (
+    ['my-project:warehouse.predictions', 'my-project.warehouse.predictions_2025'],
+    ['warehouse.predictions', 'my-project:warehouse', 'My-Project:ds.t', 'p:ds.t;drop', ''],
+  ),
+  'write_disposition': (['append', 'truncate'], ['APPEND', 'replace', '']),
   'model_type': (['auto', 'binary', 'multiclass', 'regression'], ['BINARY', 'multi', '']),
   'cutoff': (['0', '0.5', '.5', '1', '1.0', '0.75'], ['1.5', '-0.1', '0,5', 'half', '2', '']),
   'min_score': (['0.4', '0', '1'], ['1.01', '-1', 'none']),

@@ -32,6 +32,7 @@ from transforms import split as splitting
 from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
 from transforms.storage import (
+    OUTPUT_DIRS,
     SHARD_TEMPLATE,
     Storage,
     StorageConfig,
@@ -353,12 +354,14 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
 
 
 def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_files,
-                   max_bad_shards, run=None, resubmit_files=(), resubmit_schema=None):
+                   max_bad_shards, run=None, resubmit_files=(), resubmit_schema=None,
+                   output_dirs=OUTPUT_DIRS):
   summary = summarize(reports, record_counts, dead_counts, record_files, dead_files,
                       max_bad_shards, run, resubmit_files, resubmit_schema)
   # Files of earlier runs into the same output (another shard count, a failed run's temporary
   # files) go before the summary that lists this run's files is written.
-  remove_output_leftovers(FileSystems.split(uri)[0], [*record_files, *dead_files, *resubmit_files])
+  remove_output_leftovers(FileSystems.split(uri)[0], [*record_files, *dead_files, *resubmit_files],
+                         output_dirs)
   write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
   if not summary['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +
@@ -370,12 +373,13 @@ class WriteSummary(beam.PTransform):
   """Shard reports + sink counts + written files -> ``<output>/summary.json`` (after the sinks)."""
 
   def __init__(self, output: str, max_bad_shards: int, run: dict | None = None,
-               resubmit_schema: str | None = None):
+               resubmit_schema: str | None = None, output_dirs=OUTPUT_DIRS):
     super().__init__()
     self.uri = FileSystems.join(output, 'summary.json')
     self._max_bad_shards = max_bad_shards
     self._run = run
     self._resubmit_schema = resubmit_schema
+    self._output_dirs = tuple(output_dirs)  # the directories whose leftovers go
 
   def expand(self, inputs):
     reports, record_counts, dead_counts, record_files, dead_files, *more = inputs
@@ -386,4 +390,4 @@ class WriteSummary(beam.PTransform):
                 _write_summary, self.uri, pvalue.AsDict(record_counts),
                 pvalue.AsDict(dead_counts), pvalue.AsList(record_files),
                 pvalue.AsList(dead_files), self._max_bad_shards, self._run, resubmit,
-                self._resubmit_schema))
+                self._resubmit_schema, self._output_dirs))
