@@ -209,6 +209,9 @@ def run(argv: list[str] | None = None) -> int:
     return 2
   result = p.run()
   if 'Dataflow' in runner:  # the launcher returns once the job is submitted
+    job = getattr(result, 'job_id', lambda: None)()
+    print(f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
+          f'{built["summary_uri"]} when it is done')
     return 0
   result.wait_until_finish()
   summary = json.loads(read_text(built['summary_uri']))

@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.runner import PipelineState
 
-from pipelines.enrich import build_pipeline
+from pipelines.enrich import build_pipeline, run
 from transforms import layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,3 +70,11 @@ def test_bigquery_format_translates_to_a_dataflow_job_with_avro_file_loads():
   assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)}
   scores = next(f for f in fn.schema['fields'] if f['name'] == 'scores')
   assert (scores['type'], scores['mode']) == ('RECORD', 'REPEATED')
+
+
+def test_the_launcher_returns_once_the_job_is_submitted(capsys):
+  # Waiting, or reading gs://demo-bucket/enriched/summary.json, would fail here: no credentials.
+  assert run(dataflow_args('parquet')) == 0
+  out = capsys.readouterr().out
+  assert 'submitted to Dataflow' in out and 'gs://demo-bucket/enriched/summary.json' in out
+  assert 'rows in' not in out
