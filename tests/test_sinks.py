@@ -1,0 +1,78 @@
+"""The block-wise writers over real files: blocks larger than one encoding slice read back whole."""
+
+import io
+import json
+
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transforms import layout as lay
+from transforms import sinks
+
+
+def _batch(rows: int) -> tuple[pa.RecordBatch, lay.OutputSchema]:
+  schema = lay.output_schema(lay.detect_layout(('tag', '1_star', '2_stars', '3_stars')),
+                             ['customer id', 'comment'])
+  arrow = lay.arrow_schema(schema)
+  records = []
+  for i in range(rows):
+    failed = i % 7 == 3
+    scores = [(i % 10) / 20, 0.25, 0.75 - (i % 10) / 20]
+    best = max(range(3), key=scores.__getitem__)
+    record = {name: None for name in arrow.names}
+    record.update(batch_prediction_id='bp-1', input_uri='s3://b/in/data-1.csv', row_number=i + 1,
+                  status='failed' if failed else 'ok', tag=f't{i}',
+                  customer_id=str(1000 + i), comment=f'"quoted, {i}"\nnext line é')
+    if not failed:
+      record.update(best_answer=f'{best + 1}_star', best_score=scores[best], unknown=False,
+                    scores=[{'label': f'{k + 1}_star', 'score': s} for k, s in enumerate(scores)],
+                    margin=sorted(scores)[-1] - sorted(scores)[-2], score_sum_off=False)
+    records.append(record)
+  return pa.RecordBatch.from_pylist(records, schema=arrow), schema
+
+
+class _File(io.BytesIO):
+  def close(self):  # the writers close their file; keep the bytes readable
+    self.value = self.getvalue()
+    super().close()
+
+
+@pytest.mark.parametrize('blockwise', [True, False])
+def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
+  batch, schema = _batch(sinks.ENCODE_ROWS * 2 + 123)
+  f = _File()
+  writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), blockwise)
+  writer.write(batch)
+  writer.write(batch.slice(0, 5))
+  writer.close()
+  reader = fastavro.block_reader(io.BytesIO(f.value))
+  blocks = list(reader)
+  assert reader.metadata['avro.codec'] == 'deflate'
+  assert [r for block in blocks for r in block] == batch.to_pylist() + batch.slice(0, 5).to_pylist()
+  if blockwise:  # one Avro block per encoding slice
+    assert [b.num_records for b in blocks] == [sinks.ENCODE_ROWS, sinks.ENCODE_ROWS, 123, 5]
+
+
+def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
+  batch, _ = _batch(sinks.ENCODE_ROWS + 7)
+  f = _File()
+  writer = sinks._JsonLinesWriter(f)
+  writer.write(batch)
+  writer.close()
+  lines = f.value.decode('utf-8').split('\n')
+  assert lines[-1] == '' and len(lines) == batch.num_rows + 1
+  assert [json.loads(line) for line in lines[:-1]] == batch.to_pylist()
+
+
+def test_parquet_one_row_group_per_block():
+  batch, schema = _batch(1000)
+  f = _File()
+  writer = sinks._ParquetWriter(f, lay.arrow_schema(schema))
+  writer.write(batch)
+  writer.write(batch.slice(10, 20))
+  writer.close()
+  table = pq.read_table(io.BytesIO(f.value))
+  assert pq.ParquetFile(io.BytesIO(f.value)).num_row_groups == 2
+  assert table.to_pylist() == batch.to_pylist() + batch.slice(10, 20).to_pylist()
