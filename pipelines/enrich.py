@@ -196,12 +196,33 @@ def format_summary(summary: dict, summary_uri: str) -> str:
   return '\n'.join(lines)
 
 
+def local_runner(options: PipelineOptions):
+  """The runner for ``--runner DirectRunner`` (the default): Beam's FnApiRunner, never Prism.
+
+  Since Beam 2.68 the DirectRunner first tries the Prism runner, which downloads a Go binary
+  from GitHub at run time; offline that costs a failed lookup and about a second, online it
+  runs the job on a runner predjoin is not tested on. This builds what the DirectRunner falls
+  back to, with the pipeline options handed to the workers the same way, so
+  ``--direct_num_workers`` and ``--direct_running_mode`` work as documented. Returns None for
+  any other runner (``--runner PrismRunner`` still picks Prism).
+  """
+  name = options.view_as(StandardOptions).runner
+  if name not in (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner'):
+    return None
+  from apache_beam.portability.api import beam_provision_api_pb2
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  from apache_beam.runners.portability.portable_runner import JobServiceHandle
+  encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
 def run(argv: list[str] | None = None) -> int:
   """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
   options = PipelineOptions(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
-  p = beam.Pipeline(options=options)
+  p = beam.Pipeline(runner=local_runner(options), options=options)
   try:
     built = build_pipeline(p, options)
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:

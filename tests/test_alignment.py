@@ -193,17 +193,18 @@ def test_complement_slice_and_counters_under_test_pipeline(tmp_path):
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.testing.test_pipeline import TestPipeline
 
-  from pipelines.enrich import build_pipeline
+  from pipelines.enrich import build_pipeline, local_runner
   # 20 rows; the complement of 25-75 is rows 0..4 and 15..19.
   inputs = vd.customers(20)
   results = vd.binary_results(5, start=0) + vd.binary_results(5, start=15)
   manifest = vd.write(tmp_path, 'bp-c', [(inputs, results)], input_header=vd.CUSTOMER_HEADER,
                       result_header=vd.binary_header(), schema=SCHEMA)
   out = str(tmp_path / 'out')
-  p = TestPipeline(options=PipelineOptions([
+  options = PipelineOptions([
       '--manifest', manifest, '--output', out, '--allowed_prefix', str(tmp_path),
       '--block_rows', '3', '--data_rearrangement',
-      '{"splitting":{"percentBegin":25,"percentEnd":75,"complement":true}}']))
+      '{"splitting":{"percentBegin":25,"percentEnd":75,"complement":true}}'])
+  p = TestPipeline(runner=local_runner(options), options=options)
   build_pipeline(p, p.options)
   result = p.run()
   result.wait_until_finish()

@@ -5,6 +5,7 @@ reads the inputs with the standard library only.
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.enrich import build_pipeline, run
+from pipelines.enrich import build_pipeline, local_runner, run
 from tests.builders import oracle_rows, read_dead_letters, read_records, read_summary, write_bp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,9 +69,9 @@ def _report_counts(report):
 
 def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
   out = str(tmp_path / 'out')
-  p = TestPipeline(options=PipelineOptions(['--manifest', mixed_bp, '--output', out,
-                                            '--format', 'parquet', '--block_rows', '5',
-                                            *trusted(tmp_path)]))
+  options = PipelineOptions(['--manifest', mixed_bp, '--output', out, '--format', 'parquet',
+                             '--block_rows', '5', *trusted(tmp_path)])
+  p = TestPipeline(runner=local_runner(options), options=options)
   built = build_pipeline(p, p.options)
   assert_that(built['reports'] | 'Counts' >> beam.Map(_report_counts),
               equal_to([('part-1.csv', 12, 11, 1, 0, 'ok'),
@@ -186,3 +188,15 @@ def test_bundled_samples_run_like_make_run(tmp_path):
                 '--rebase_uri', f's3://predjoin-samples/={samples}/', '--output', out]) == 0
     records = read_records(out)
     assert len(records) == rows == read_summary(out)['totals']['input_rows']
+
+
+def test_the_direct_runner_runs_the_fn_api_runner_never_prism(good_bp, tmp_path, caplog):
+  # Beam's DirectRunner would first try Prism, which downloads a binary from GitHub.
+  assert isinstance(local_runner(PipelineOptions([])), FnApiRunner)
+  assert isinstance(local_runner(PipelineOptions(['--runner', 'DirectRunner'])), FnApiRunner)
+  assert local_runner(PipelineOptions(['--runner', 'PrismRunner'])) is None
+  caplog.set_level(logging.INFO)
+  assert run(['--manifest', good_bp, '--output', str(tmp_path / 'out'),
+              *trusted(tmp_path)]) == 0
+  logged = '\n'.join(record.getMessage() for record in caplog.records)
+  assert 'prism' not in logged.lower(), logged
