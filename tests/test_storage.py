@@ -420,7 +420,6 @@ def test_allowed_prefix_admits_another_bucket(s3, out_bucket, aws, capsys):
 
 @pytest.fixture(scope='module')
 def gcs(tmp_path_factory):
-  pytest.importorskip('gcp_storage_emulator')
   emulator = fx.GcsEmulator(str(tmp_path_factory.mktemp('gcs')))
   client = emulator.client()
   bucket = client.create_bucket(SAMPLE_BUCKET)
