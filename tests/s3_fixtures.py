@@ -231,6 +231,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     length = int(self.headers.get('Content-Length') or 0)
     return self.rfile.read(length) if length else b''
 
+  def _send_error(self, status: int, code: str, message: str) -> None:
+    """An S3 XML error response (no body for HEAD, as S3 does)."""
+    payload = _ERROR_BODY.format(code=code, message=message).encode()
+    self.send_response(status)
+    self.send_header('Content-Type', 'application/xml')
+    self.send_header('Content-Length', str(len(payload)))
+    self.end_headers()
+    if self.command != 'HEAD':
+      self.wfile.write(payload)
+
   def _handle(self):
     body = self._body()
     owner = self.owner
@@ -245,23 +255,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     if fault in (INTERNAL_ERROR, SLOW_DOWN):
       owner.record(self.command, self.path, fault)
       status, code = (500, 'InternalError') if fault == INTERNAL_ERROR else (503, 'SlowDown')
-      payload = _ERROR_BODY.format(code=code, message='injected by the test proxy').encode()
-      self.send_response(status)
-      self.send_header('Content-Type', 'application/xml')
-      self.send_header('Content-Length', str(len(payload)))
-      self.end_headers()
-      if self.command != 'HEAD':
-        self.wfile.write(payload)
+      self._send_error(status, code, 'injected by the test proxy')
       return
     if fault == 'missing':
       owner.record(self.command, self.path, fault)
-      payload = _ERROR_BODY.format(code='NoSuchKey', message='no such key').encode()
-      self.send_response(404)
-      self.send_header('Content-Type', 'application/xml')
-      self.send_header('Content-Length', str(len(payload)))
-      self.end_headers()
-      if self.command != 'HEAD':
-        self.wfile.write(payload)
+      self._send_error(404, 'NoSuchKey', 'no such key')
       return
     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
     conn = http.client.HTTPConnection(owner.upstream, timeout=30)

@@ -235,15 +235,7 @@ def parse_input(block: bytes, n: int, ncols: int, types: list[pa.DataType] | Non
     return _parse_input_slow(block, n, ncols)
   if table.num_rows + len(invalid) != n or any(number is None for number, _, _ in invalid):
     return _parse_input_slow(block, n, ncols)
-  kind = np.zeros(n, dtype=np.int8)
-  errors: dict[int, str] = {}
-  if ncols > 1:
-    for i in np.flatnonzero(line_lengths(block) == 0):
-      kind[i], errors[int(i)] = BAD, f'blank line; {_fields_error(ncols, 0)}'
-  for number, _, got in invalid:
-    kind[number - 1], errors[number - 1] = BAD, _fields_error(ncols, got)
-  columns = _scatter(table, n, [number - 1 for number, _, _ in invalid])
-  return Parsed(n, kind, errors, columns)
+  return _placed(block, n, ncols, table, invalid)
 
 
 def _parse_input_some(block: bytes, n: int, ncols: int, include: list[int]) -> Parsed:
@@ -262,6 +254,11 @@ def _parse_input_some(block: bytes, n: int, ncols: int, include: list[int]) -> P
       any(number is None for number, _, _ in invalid):
     slow = _parse_input_slow(block, n, ncols)
     return Parsed(n, slow.kind, slow.errors, [slow.columns[i] for i in include])
+  return _placed(block, n, ncols, table, invalid)
+
+
+def _placed(block: bytes, n: int, ncols: int, table: pa.Table, invalid: list) -> Parsed:
+  """A block read with blank and invalid lines left out, put back in place as BAD rows."""
   kind = np.zeros(n, dtype=np.int8)
   errors: dict[int, str] = {}
   if ncols > 1:

@@ -308,12 +308,18 @@ class ShardJoiner:
       self._check_input_header(shard)
     return has_header
 
+  def _input_header_differs(self, line: bytes | None) -> bool:
+    """Whether an input's first line is not a header of this run's columns."""
+    names = lay.split_header(line or b'')
+    expected = self.plan.schema.input_columns
+    return len(names) != len(expected) or (self.plan.header_names and names != expected)
+
   def _check_input_header(self, shard: Shard) -> None:
     with self.storage.open(shard.input_uri) as f:
       line = LineReader(f).readline()
-    names = lay.split_header(line or b'')
-    expected = self.plan.schema.input_columns
-    if len(names) != len(expected) or (self.plan.header_names and names != expected):
+    if self._input_header_differs(line):
+      names = lay.split_header(line or b'')
+      expected = self.plan.schema.input_columns
       raise ShardProblem(
           'input_header_mismatch',
           f'{redact(shard.input_uri)} line 1: header {",".join(names)!r} differs from the '
@@ -405,11 +411,7 @@ class ShardJoiner:
         raise ShardProblem('result_header_mismatch', 'the result header differs')
       input_lines = 0
       if has_header:
-        line = inputs.readline()
-        names = lay.split_header(line or b'')
-        expected = plan.schema.input_columns
-        if line is None or len(names) != len(expected) or (plan.header_names and
-                                                            names != expected):
+        if self._input_header_differs(inputs.readline()):
           raise ShardProblem('input_header_mismatch', 'the input header differs')
         input_lines = 1
       rows = result_rows = 0
