@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from pipelines import local
 from pipelines.options import OptionsError, PredjoinOptions, validate
 from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
 from transforms import split as splitting
@@ -203,8 +204,9 @@ def local_runner(options: PipelineOptions):
   from GitHub at run time; offline that costs a failed lookup and about a second, online it
   runs the job on a runner predjoin is not tested on. This builds what the DirectRunner falls
   back to, with the pipeline options handed to the workers the same way, so
-  ``--direct_num_workers`` and ``--direct_running_mode`` work as documented. Returns None for
-  any other runner (``--runner PrismRunner`` still picks Prism).
+  ``--direct_num_workers`` and ``--direct_running_mode`` work as documented; its
+  multi-processing workers exit as soon as their work is done (``pipelines/local.py``).
+  Returns None for any other runner (``--runner PrismRunner`` still picks Prism).
   """
   name = options.view_as(StandardOptions).runner
   if name not in (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner'):
@@ -212,8 +214,9 @@ def local_runner(options: PipelineOptions):
   from apache_beam.portability.api import beam_provision_api_pb2
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
   encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+  return local.LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
@@ -256,7 +259,10 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
   logging.basicConfig(level=logging.WARNING)
-  sys.exit(run(sys.argv[1:]))
+  code = run(sys.argv[1:])
+  # Everything is written, read back and printed by now; the local runner's gRPC servers and
+  # thread pools would take another 1-1.5 s of interpreter teardown.
+  local.exit_now(code)
 
 
 if __name__ == '__main__':

@@ -178,6 +178,41 @@ def test_cli_multi_processing_direct_runner(good_bp, tmp_path):
   assert_matches_oracle(read_records(out), oracle_rows(good_bp))
   summary = read_summary(out)
   assert summary['identity']['holds'] and summary['totals']['failed_rows'] == 4
+  # The launcher ends without interpreter teardown: what it printed still arrives, in full.
+  assert f'summary: {out}/summary.json' in done.stdout
+  assert [line.split(': ')[1] for line in done.stdout.splitlines()
+          if line.startswith('  ')] == ['ok, in 12, joined 11, failed 1, dead-lettered 0',
+                                        'ok, in 12, joined 10, failed 2, dead-lettered 0',
+                                        'ok, in 12, joined 11, failed 1, dead-lettered 0']
+
+
+class _WorkerIdentity(beam.DoFn):
+  def process(self, element):
+    main = sys.modules['__main__']
+    yield element, getattr(getattr(main, '__spec__', None), 'name', None), os.getpid()
+
+
+def test_multi_processing_workers_are_predjoins_quick_exit_workers():
+  # The SDK workers run Beam's harness through pipelines.local, which exits right after it.
+  options = PipelineOptions(['--direct_num_workers=2', '--direct_running_mode=multi_processing'])
+  with TestPipeline(runner=local_runner(options), options=options) as p:
+    seen = p | beam.Create(list(range(6))) | beam.ParDo(_WorkerIdentity())
+    assert_that(seen | beam.Map(lambda t: t[1]) | beam.Distinct(), equal_to(['pipelines.local']))
+    assert_that(seen | 'NotTheLauncher' >> beam.Filter(lambda t, me: t[2] == me, os.getpid()),
+                equal_to([]), label='not in the launcher')
+
+
+def test_cli_exit_codes_survive_the_quick_exit(mixed_bp, tmp_path):
+  out = str(tmp_path / 'out')
+  predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')
+  usage = subprocess.run([predjoin, '--manifest', str(tmp_path / 'none.manifest'), '--output',
+                          out], capture_output=True, text=True, timeout=120)
+  assert usage.returncode == 2 and 'none.manifest' in usage.stderr
+  bad = subprocess.run([predjoin, '--manifest', mixed_bp, '--output', out, *trusted(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 1, bad.stderr
+  assert 'predjoin: 1 bad shard(s) or manifest(s)' in bad.stderr
+  assert 'row_count_mismatch' in bad.stdout
 
 
 def test_bundled_samples_run_like_make_run(tmp_path):
