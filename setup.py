@@ -29,5 +29,5 @@ setuptools.setup(
     packages=['pipelines', 'transforms'],
     install_requires=REQUIRED,
     extras_require={'test': TEST},
-    entry_points={'console_scripts': ['predjoin=pipelines.enrich:main']},
+    entry_points={'console_scripts': ['predjoin=pipelines.cli:main']},
 )

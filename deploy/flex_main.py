@@ -1,7 +1,7 @@
 """Flex Template entry file: the launcher runs ``python flex_main.py --name=value ...``.
 
 The Dockerfile points ``FLEX_TEMPLATE_PYTHON_PY_FILE`` here. It only hands over to the installed
-``pipelines.enrich.main`` (the same function as the ``predjoin`` console script), so the launcher
+``pipelines.enrich.main`` (what the ``predjoin`` console script runs), so the launcher
 and the workers import one copy of the code: the package installed in the image. Running
 ``pipelines/enrich.py`` as a script instead would load a second copy of it as ``__main__``.
 

@@ -258,11 +258,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-  logging.basicConfig(level=logging.WARNING)
-  code = run(sys.argv[1:])
-  # Everything is written, read back and printed by now; the local runner's gRPC servers and
-  # thread pools would take another 1-1.5 s of interpreter teardown.
-  local.exit_now(code)
+  """The ``predjoin`` command (``pipelines/cli.py``): exits with ``run``'s code."""
+  from pipelines import cli
+  cli.main()
 
 
 if __name__ == '__main__':

@@ -186,22 +186,6 @@ def test_cli_multi_processing_direct_runner(good_bp, tmp_path):
                                         'ok, in 12, joined 11, failed 1, dead-lettered 0']
 
 
-class _WorkerIdentity(beam.DoFn):
-  def process(self, element):
-    main = sys.modules['__main__']
-    yield element, getattr(getattr(main, '__spec__', None), 'name', None), os.getpid()
-
-
-def test_multi_processing_workers_are_predjoins_quick_exit_workers():
-  # The SDK workers run Beam's harness through pipelines.local, which exits right after it.
-  options = PipelineOptions(['--direct_num_workers=2', '--direct_running_mode=multi_processing'])
-  with TestPipeline(runner=local_runner(options), options=options) as p:
-    seen = p | beam.Create(list(range(6))) | beam.ParDo(_WorkerIdentity())
-    assert_that(seen | beam.Map(lambda t: t[1]) | beam.Distinct(), equal_to(['pipelines.local']))
-    assert_that(seen | 'NotTheLauncher' >> beam.Filter(lambda t, me: t[2] == me, os.getpid()),
-                equal_to([]), label='not in the launcher')
-
-
 def test_cli_exit_codes_survive_the_quick_exit(mixed_bp, tmp_path):
   out = str(tmp_path / 'out')
   predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')

@@ -1,0 +1,213 @@
+"""SDK worker processes for local multi-processing runs, started early and ended promptly.
+
+Beam's FnApiRunner starts each multi-processing SDK worker only when the first stage runs, as
+``python -m apache_beam.runners.worker.sdk_worker_main``; the new process then spends 2.5-3 s
+importing Beam before it does any work, after the launcher has already spent as long importing
+Beam and building the pipeline. And at the end of the job the runner waits for each worker in
+turn while it tears down its interpreter (another 1-1.5 s each).
+
+This module, standard library only so it loads in milliseconds:
+
+- ``prewarm(argv)``: for a local ``--direct_running_mode multi_processing`` run, starts the
+  workers' processes (``python -m pipelines.workers --warm SOCKET``) before the launcher imports
+  Beam. Each imports Beam's SDK harness and predjoin's transforms, then waits on a Unix socket.
+- The worker command the runner starts (``python -m pipelines.workers``, set by
+  ``pipelines/local.py``) hands its environment (the runner's control and logging endpoints,
+  pipeline options, worker id) to a warm process and relays that process's exit code. With
+  no warm process (a test pipeline, ``python -m pipelines.enrich``, a warm process that
+  died), it runs the harness itself, as Beam's command would.
+- Every worker exits as soon as its harness returns: its work is done and Beam's log handler
+  has flushed by then.
+
+Warm processes that are never claimed are stopped by ``WarmPool.close`` and stop by themselves
+when the launcher is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+WARM_DIR_ENV = 'PREDJOIN_WARM_WORKERS'  # where warm workers' sockets appear (set by prewarm)
+WARM_MARK_ENV = 'PREDJOIN_WARM_WORKER'  # set in a warm worker, for tests and diagnostics
+WAIT_FOR_WARM_S = 120.0  # a claimed-for worker waits this long for a warm one that is starting
+_POLL_S = 0.02
+
+
+def exit_now(code: int) -> None:
+  """Ends the process now, after flushing logs and standard streams (no interpreter teardown)."""
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+def local_workers(argv: list[str]) -> int:
+  """How many multi-processing SDK workers a local run of ``argv`` starts (0: none)."""
+  parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  parser.add_argument('--runner')
+  parser.add_argument('--direct_running_mode')
+  parser.add_argument('--direct_num_workers', type=int, default=1)
+  try:
+    known, _ = parser.parse_known_args(argv)
+  except SystemExit:  # a malformed value: Beam's own parser reports it
+    return 0
+  if known.runner not in (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner'):
+    return 0
+  if known.direct_running_mode != 'multi_processing':
+    return 0
+  return known.direct_num_workers if known.direct_num_workers > 0 else os.cpu_count() or 1
+
+
+class WarmPool:
+  """Warm worker processes waiting in a private directory; ``close`` stops the unclaimed ones."""
+
+  def __init__(self, count: int):
+    self.dir = tempfile.mkdtemp(prefix='predjoin-workers-')
+    self.processes = []
+    for i in range(count):
+      process = subprocess.Popen(
+          [sys.executable, '-m', 'pipelines.workers', '--warm', os.path.join(self.dir, f'{i}.sock'),
+           str(os.getpid())],
+          stdin=subprocess.DEVNULL)
+      with open(os.path.join(self.dir, f'{i}.pending'), 'w') as f:
+        f.write(str(process.pid))
+      self.processes.append(process)
+    os.environ[WARM_DIR_ENV] = self.dir  # the runner's worker commands inherit it
+
+  def close(self) -> None:
+    if os.environ.get(WARM_DIR_ENV) == self.dir:
+      del os.environ[WARM_DIR_ENV]
+    for process in self.processes:
+      if process.poll() is None and not _claimed(self.dir, process.pid):
+        process.terminate()
+    for process in self.processes:
+      try:
+        process.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        process.kill()
+    shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _claimed(directory: str, pid: int) -> bool:
+  return os.path.exists(os.path.join(directory, f'{pid}.claimed'))
+
+
+def prewarm(argv: list[str]) -> WarmPool | None:
+  """Starts the SDK workers a local multi-processing run of ``argv`` will use; None otherwise."""
+  count = local_workers(argv)
+  return WarmPool(count) if count else None
+
+
+def run_harness() -> int:
+  """Runs Beam's SDK harness, configured by the runner through the environment; its exit code."""
+  from apache_beam.runners.worker import sdk_worker_main
+  try:
+    sdk_worker_main.main(sys.argv)
+  except SystemExit as e:
+    return e.code if isinstance(e.code, int) else 1
+  except BaseException:  # noqa: BLE001  # the harness logged it; say it on stderr too
+    traceback.print_exc()
+    return 1
+  return 0
+
+
+def serve_warm(socket_path: str, launcher: int) -> int:
+  """A warm worker: imports the harness, waits for one claim, runs the harness with its env.
+
+  ``launcher`` is the pid of the process that started it; once that is gone, nobody can claim
+  this worker and it exits.
+  """
+  pending = os.path.splitext(socket_path)[0] + '.pending'
+  try:
+    import apache_beam.runners.worker.sdk_worker_main  # noqa: F401  # the 2-3 s this saves
+
+    import transforms.enrich  # noqa: F401  # what the pipeline's DoFns unpickle into
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path + '.tmp')
+    server.listen(1)
+    os.rename(socket_path + '.tmp', socket_path)  # ready: claimable from now on
+  finally:
+    if os.path.exists(pending):
+      os.remove(pending)
+  server.settimeout(1.0)
+  while True:
+    try:
+      conn, _ = server.accept()
+      break
+    except TimeoutError:
+      if os.getppid() != launcher:
+        return 0  # the launcher is gone: nobody will claim this worker
+  server.close()
+  with open(os.path.join(os.path.dirname(socket_path), f'{os.getpid()}.claimed'), 'w'):
+    pass
+  with conn:
+    env = json.loads(conn.makefile('rb').readline())
+    os.environ.clear()
+    os.environ.update(env)
+    os.environ[WARM_MARK_ENV] = '1'
+    code = run_harness()
+    conn.sendall(f'{code}\n'.encode())
+  return code
+
+
+def _pending_alive(directory: str) -> bool:
+  for path in glob.glob(os.path.join(directory, '*.pending')):
+    try:
+      with open(path) as f:
+        os.kill(int(f.read()), 0)
+      return True
+    except (OSError, ValueError):
+      continue
+  return False
+
+
+def hand_over(directory: str) -> int | None:
+  """Gives this worker's environment to a warm worker; its exit code, or None if none is left."""
+  deadline = time.monotonic() + WAIT_FOR_WARM_S
+  while True:
+    for path in sorted(glob.glob(os.path.join(directory, '*.sock'))):
+      taken = f'{path}.{os.getpid()}'
+      try:
+        os.rename(path, taken)  # atomic: exactly one worker command claims each warm worker
+      except FileNotFoundError:
+        continue
+      client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+      try:
+        client.connect(taken)
+        client.sendall(json.dumps(dict(os.environ)).encode() + b'\n')
+        reply = client.makefile('rb').readline()
+      except OSError:
+        continue  # it died before it could work: try another, or run here
+      finally:
+        client.close()
+      return int(reply) if reply.strip() else 1
+    if not _pending_alive(directory) or time.monotonic() > deadline:
+      return None
+    time.sleep(_POLL_S)
+
+
+def worker_command() -> int:
+  """What the runner starts for each SDK worker: a warm worker if there is one, else Beam's."""
+  directory = os.environ.pop(WARM_DIR_ENV, None)
+  if directory and os.path.isdir(directory):
+    code = hand_over(directory)
+    if code is not None:
+      return code
+  return run_harness()
+
+
+if __name__ == '__main__':
+  if len(sys.argv) == 4 and sys.argv[1] == '--warm':
+    exit_now(serve_warm(sys.argv[2], int(sys.argv[3])))
+  exit_now(worker_command())

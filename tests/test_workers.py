@@ -1,0 +1,127 @@
+"""Local multi-processing SDK workers: started before Beam is imported, ended promptly.
+
+Real FnApiRunner jobs in multi-processing mode; the workers are real processes, checked with
+their pids and exit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from pipelines import workers
+from pipelines.enrich import local_runner
+
+MP2 = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
+
+
+class _WorkerIdentity(beam.DoFn):
+  def process(self, element):
+    spec = getattr(sys.modules['__main__'], '__spec__', None)
+    yield (element, getattr(spec, 'name', None), os.getpid(),
+           os.environ.get(workers.WARM_MARK_ENV))
+
+
+def _identities(tmp_path, argv=MP2):
+  """Runs a 2-worker job; returns [(element, worker main module, worker pid, warm mark)]."""
+  out = tmp_path / 'seen.jsonl'
+  options = PipelineOptions(argv)
+  with TestPipeline(runner=local_runner(options), options=options) as p:
+    _ = (p | beam.Create(list(range(8))) | beam.Reshuffle() | beam.ParDo(_WorkerIdentity())
+         | beam.Map(json.dumps) | beam.io.WriteToText(str(out), shard_name_template=''))
+  return [tuple(json.loads(line)) for line in out.read_text().splitlines()]
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  try:  # a zombie (exited, not yet reaped) counts as gone
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().split(')')[-1].split()[0] != 'Z'
+  except FileNotFoundError:
+    return False
+
+
+def _wait_gone(pids, seconds=30):
+  deadline = time.monotonic() + seconds
+  while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    time.sleep(0.1)
+  return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.parametrize('argv, count', [
+    (MP2, 2),
+    (['--direct_running_mode', 'multi_processing'], 1),  # Beam's default: one worker
+    (['--direct_running_mode=multi_processing', '--direct_num_workers=0'], os.cpu_count()),
+    (['--direct_running_mode=multi_threading', '--direct_num_workers=2'], 0),
+    (['--direct_num_workers=2'], 0),  # in-memory
+    (['--runner', 'DataflowRunner', *MP2], 0),
+    (['--runner=DirectRunner', *MP2, '--manifest', 'x'], 2),
+    (['--direct_running_mode=multi_processing', '--direct_num_workers=two'], 0),
+])
+def test_which_runs_get_warm_workers(argv, count):
+  assert workers.local_workers(argv) == count
+
+
+def test_runner_uses_the_warm_workers_then_they_exit(tmp_path):
+  pool = workers.prewarm(MP2)
+  try:
+    seen = _identities(tmp_path)
+  finally:
+    pool.close()
+  warm_pids = {p.pid for p in pool.processes}
+  assert sorted(e for e, *_ in seen) == list(range(8))
+  assert {module for _, module, _, _ in seen} == {'pipelines.workers'}
+  assert {mark for *_, mark in seen} == {'1'}
+  assert {pid for _, _, pid, _ in seen} <= warm_pids
+  assert all(p.returncode == 0 for p in pool.processes)
+  assert not os.path.exists(pool.dir) and workers.WARM_DIR_ENV not in os.environ
+
+
+def test_without_warm_workers_the_command_runs_the_harness_itself(tmp_path):
+  seen = _identities(tmp_path)
+  assert {module for _, module, _, _ in seen} == {'pipelines.workers'}
+  assert {mark for *_, mark in seen} == {None}
+  assert os.getpid() not in {pid for _, _, pid, _ in seen}
+
+
+def test_a_warm_worker_that_died_is_skipped(tmp_path, monkeypatch):
+  # A warm worker that died while starting: the worker commands stop waiting and run cold.
+  directory = tmp_path / 'warm'
+  directory.mkdir()
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  (directory / '0.pending').write_text(dead)
+  monkeypatch.setenv(workers.WARM_DIR_ENV, str(directory))
+  seen = _identities(tmp_path)
+  assert sorted(e for e, *_ in seen) == list(range(8))
+  assert {mark for *_, mark in seen} == {None}
+
+
+def test_unclaimed_warm_workers_are_stopped_by_close():
+  pool = workers.prewarm(MP2)
+  pids = [p.pid for p in pool.processes]
+  assert all(_alive(p) for p in pids)
+  pool.close()
+  assert _wait_gone(pids, 10) == []
+  assert not os.path.exists(pool.dir)
+
+
+def test_warm_workers_stop_when_the_launcher_dies(tmp_path):
+  launcher = ('import sys; from pipelines import workers; pool = workers.prewarm(sys.argv[1:]); '
+              'print(*[p.pid for p in pool.processes], flush=True); import os; os._exit(3)')
+  with open(tmp_path / 'pids', 'w+') as out:  # not a pipe: the workers inherit the launcher's
+    done = subprocess.run([sys.executable, '-c', launcher, *MP2], stdout=out, timeout=60)
+    out.seek(0)
+    pids = [int(p) for p in out.read().split()]
+  assert done.returncode == 3
+  assert len(pids) == 2
+  assert _wait_gone(pids, 60) == []
