@@ -2,6 +2,7 @@
 
 import io
 import json
+import zlib
 
 import fastavro
 import pyarrow as pa
@@ -53,6 +54,28 @@ def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
   assert [r for block in blocks for r in block] == batch.to_pylist() + batch.slice(0, 5).to_pylist()
   if blockwise:  # one Avro block per encoding slice
     assert [b.num_records for b in blocks] == [sinks.ENCODE_ROWS, sinks.ENCODE_ROWS, 123, 5]
+
+
+def test_avro_deflate_is_raw_deflate_any_inflater_reads():
+  data = b''.join(f'{i},"text, {i % 97}"\n'.encode() for i in range(50000))
+  packed = sinks.deflate(data)
+  assert zlib.decompress(packed, -15) == data  # raw deflate, no zlib header, as Avro specifies
+  assert len(packed) < len(data) / 3
+
+
+def test_avro_files_carry_one_sync_marker_each():
+  batch, schema = _batch(100)
+  files = []
+  for _ in range(2):
+    f = _File()
+    writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), True)
+    writer.write(batch)
+    writer.close()
+    files.append(f.value)
+  # Each file's header ends with its sync marker; every block of the file ends with it too.
+  syncs = [fastavro.block_reader(io.BytesIO(v))._header['sync'] for v in files]
+  assert syncs[0] != syncs[1] and all(v.endswith(s) for v, s in zip(files, syncs, strict=True))
+  assert [r for r in fastavro.reader(io.BytesIO(files[1]))] == batch.to_pylist()
 
 
 def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
