@@ -89,13 +89,15 @@ def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
   assert [json.loads(line) for line in lines[:-1]] == batch.to_pylist()
 
 
-def test_parquet_one_row_group_per_block():
-  batch, schema = _batch(1000)
+def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():
+  batch, schema = _batch(20000)
   f = _File()
   writer = sinks._ParquetWriter(f, lay.arrow_schema(schema))
-  writer.write(batch)
+  for _ in range(7):  # 140k rows: 80k in the first group, 60k left for the last one
+    writer.write(batch)
   writer.write(batch.slice(10, 20))
   writer.close()
+  meta = pq.ParquetFile(io.BytesIO(f.value)).metadata
+  assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [80000, 60020]
   table = pq.read_table(io.BytesIO(f.value))
-  assert pq.ParquetFile(io.BytesIO(f.value)).num_row_groups == 2
-  assert table.to_pylist() == batch.to_pylist() + batch.slice(10, 20).to_pylist()
+  assert table.to_pylist() == batch.to_pylist() * 7 + batch.slice(10, 20).to_pylist()

@@ -54,7 +54,7 @@ class JoinPlan:
   cutoff: float = 0.5
   min_score: float | None = None
   block_rows: int = 65536
-  block_bytes: int = 4 << 20  # input bytes per block: ~50k rows of a 12-column input
+  block_bytes: int = 2 << 20  # input bytes per block: ~17k rows of a 12-column input
   aml_schema: amlschema.AmlSchema | None = None  # --schema, or the first shard's
   schema_given: bool = False         # --schema: it applies to every shard
   on_type_error: str = coltypes.DEAD_LETTER
