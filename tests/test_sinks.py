@@ -101,3 +101,20 @@ def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():
   assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [80000, 60020]
   table = pq.read_table(io.BytesIO(f.value))
   assert table.to_pylist() == batch.to_pylist() * 7 + batch.slice(10, 20).to_pylist()
+
+
+def test_parquet_statistics_on_every_column_but_input_text():
+  batch, schema = _batch(100)
+  f = _File()
+  writer = sinks._ParquetWriter(f, lay.arrow_schema(schema),
+                                sinks.parquet_statistics_columns(schema))
+  writer.write(batch)
+  writer.close()
+  group = pq.ParquetFile(io.BytesIO(f.value)).metadata.row_group(0)
+  stats = {group.column(i).path_in_schema: group.column(i).is_stats_set
+           for i in range(group.num_columns)}
+  text = {'customer_id', 'comment'}  # the input's string columns
+  assert {path for path, on in stats.items() if not on} == text
+  assert stats['scores.list.element.score'] and stats['input_uri'] and stats['row_number']
+  row_numbers = group.column(list(stats).index('row_number')).statistics
+  assert (row_numbers.min, row_numbers.max) == (1, 100)

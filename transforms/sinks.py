@@ -9,7 +9,8 @@ these sinks take a whole ``RecordBatch`` per element and encode it with an Arrow
   written one by one with fastavro instead (correct, slower) and a warning says so.
 - JSON Lines: polars' NDJSON writer.
 - Parquet: pyarrow's writer, blocks gathered into row groups of at least 64k rows (blocks are
-  smaller, to keep workers' memory down), with dictionary pages capped at 64 KB so
+  smaller, to keep workers' memory down), min/max statistics on every column but the input's
+  text columns, with dictionary pages capped at 64 KB so
   high-cardinality columns fall back to plain encoding early (1.4x faster, files no larger).
 
 All are Beam ``FileBasedSink``s: written to a temporary location, then finalized, so a failed or
@@ -168,15 +169,39 @@ class _JsonLinesWriter:
     self._f.close()
 
 
+def _leaf_paths(field: pa.Field) -> list[str]:
+  """The Parquet column paths of an Arrow field (a list's items are ``name.list.element``)."""
+  if pa.types.is_list(field.type):
+    items = field.type.value_field.with_name('element')  # Parquet's name for list items
+    return [f'{field.name}.list.{path}' for path in _leaf_paths(items)]
+  if pa.types.is_struct(field.type):
+    return [f'{field.name}.{path}' for child in field.type for path in _leaf_paths(child)]
+  return [field.name]
+
+
+def parquet_statistics_columns(schema: lay.OutputSchema) -> list[str]:
+  """The columns whose min/max statistics are written: all but the input's text columns.
+
+  Min/max over every string of free-text input columns took a third of the Parquet encoding
+  time (0.23 of 0.72 s per million 20-field records); rows keep the input's order, so those
+  bounds almost never let a reader skip a row group. Numbers, booleans, provenance and
+  prediction columns keep their statistics.
+  """
+  kinds = {name: kind for name, kind, _ in schema.fields}
+  text = {name for name in schema.input_fields if kinds[name] == 'string'}
+  return [path for field in lay.arrow_schema(schema) if field.name not in text
+          for path in _leaf_paths(field)]
+
+
 class _ParquetWriter:
   """Blocks are buffered into row groups of at least ``PARQUET_ROW_GROUP_ROWS`` rows."""
 
-  def __init__(self, f, arrow_schema: pa.Schema):
+  def __init__(self, f, arrow_schema: pa.Schema, statistics: list[str] | bool = True):
     import pyarrow.parquet as pq
     self._f = f
     self._writer = pq.ParquetWriter(
         f, arrow_schema, compression='snappy',
-        dictionary_pagesize_limit=PARQUET_DICTIONARY_PAGE_LIMIT)
+        dictionary_pagesize_limit=PARQUET_DICTIONARY_PAGE_LIMIT, write_statistics=statistics)
     self._pending: list[pa.RecordBatch] = []
     self._pending_rows = 0
 
@@ -217,7 +242,8 @@ class _BatchSink(filebasedsink.FileBasedSink):
     if self._fmt == 'jsonl':
       return _JsonLinesWriter(f)
     if self._fmt == 'parquet':
-      return _ParquetWriter(f, lay.arrow_schema(self._schema))
+      return _ParquetWriter(f, lay.arrow_schema(self._schema),
+                            parquet_statistics_columns(self._schema))
     if self._blockwise is None:
       self._blockwise = block_encoding_matches(lay.arrow_schema(self._schema), self._avro_schema)
       if not self._blockwise:
