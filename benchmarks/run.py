@@ -391,13 +391,17 @@ def targets(rows: list) -> list[dict]:
         f'{_fmt_rate(row["rows_per_s"])} vs {best["tool"]} {_fmt_rate(best["rows_per_s"])}',
         usable=row['correct'] is True, why=f'output incorrect: {row["reason"][:120]}')
 
-  pj = [r for r in rows if r['kind'] == 'predjoin' and r.get('status') == 'ran']
+  # "Each worker": the multi-processing rows, where every worker is a process of its own. The
+  # 2-threads row runs the launcher and both workers in one process; it is reported, not judged.
+  processes = {t.name for t in TOOLS if t.kind == 'predjoin' and t.mode == 'multi_processing'}
+  pj = [r for r in rows if r['tool'] in processes and r.get('status') == 'ran']
+  name = 'peak RSS of the largest process of a multi-processing predjoin run (MB)'
   if pj:
     worst = max(pj, key=lambda r: r['max_process_rss_mb'])
-    add('peak RSS of any single predjoin process (MB)', worst['max_process_rss_mb'], 400, '<=',
+    add(name, worst['max_process_rss_mb'], 400, '<=',
         f'{worst["tool"]} on {worst["dataset"]}; tree peak there {worst["peak_tree_rss_mb"]:.0f} MB')
   else:
-    add('peak RSS of any single predjoin process (MB)', None, 400, '<=', '', why='predjoin not run')
+    add(name, None, 400, '<=', '', why='predjoin not run')
 
   large, small = _find(rows, 'mem-large', 'predjoin-parquet'), _find(rows, 'mem-small',
                                                                      'predjoin-parquet')
