@@ -75,14 +75,18 @@ class WarmPool:
   def __init__(self, count: int):
     self.dir = tempfile.mkdtemp(prefix='predjoin-workers-')
     self.processes = []
-    for i in range(count):
-      process = subprocess.Popen(
-          [sys.executable, '-m', 'pipelines.workers', '--warm', os.path.join(self.dir, f'{i}.sock'),
-           str(os.getpid())],
-          stdin=subprocess.DEVNULL)
-      with open(os.path.join(self.dir, f'{i}.pending'), 'w') as f:
-        f.write(str(process.pid))
-      self.processes.append(process)
+    try:
+      for i in range(count):
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'pipelines.workers', '--warm',
+             os.path.join(self.dir, f'{i}.sock'), str(os.getpid())],
+            stdin=subprocess.DEVNULL)
+        self.processes.append(process)
+        with open(os.path.join(self.dir, f'{i}.pending'), 'w') as f:
+          f.write(str(process.pid))
+    except OSError:
+      self.close()
+      raise
     os.environ[WARM_DIR_ENV] = self.dir  # the runner's worker commands inherit it
 
   def close(self) -> None:
@@ -104,9 +108,19 @@ def _claimed(directory: str, pid: int) -> bool:
 
 
 def prewarm(argv: list[str]) -> WarmPool | None:
-  """Starts the SDK workers a local multi-processing run of ``argv`` will use; None otherwise."""
+  """Starts the SDK workers a local multi-processing run of ``argv`` will use; None otherwise.
+
+  Also None when they cannot be started (no Unix sockets, no writable temporary directory):
+  the run then starts its workers the usual way, only slower.
+  """
   count = local_workers(argv)
-  return WarmPool(count) if count else None
+  if not count or not hasattr(socket, 'AF_UNIX'):
+    return None
+  try:
+    return WarmPool(count)
+  except OSError as e:
+    logging.getLogger(__name__).info('workers not started early: %s', e)
+    return None
 
 
 def run_harness() -> int:

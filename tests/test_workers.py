@@ -125,3 +125,13 @@ def test_warm_workers_stop_when_the_launcher_dies(tmp_path):
   assert done.returncode == 3
   assert len(pids) == 2
   assert _wait_gone(pids, 60) == []
+
+
+def test_no_writable_temporary_directory_means_no_warm_workers(tmp_path, monkeypatch):
+  # The run then starts its workers the usual way.
+  monkeypatch.setattr(workers.tempfile, 'tempdir', str(tmp_path / 'missing'))
+  assert workers.prewarm(MP2) is None
+  monkeypatch.undo()
+  assert workers.WARM_DIR_ENV not in os.environ
+  seen = _identities(tmp_path)
+  assert sorted(e for e, *_ in seen) == list(range(8)) and {m for *_, m in seen} == {None}
