@@ -216,6 +216,7 @@ def local_runner(options: PipelineOptions):
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
   encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+  local.quiet_harmless_worker_warnings()
   return local.LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 

@@ -10,6 +10,8 @@ imported Beam when there is one, and exits as soon as the harness returns
 
 from __future__ import annotations
 
+import logging
+
 from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
@@ -27,3 +29,30 @@ class LocalRunner(fn_runner.FnApiRunner):
         if command.endswith(BEAM_WORKER):
           env.payload = (command[:-len(BEAM_WORKER)] + OUR_WORKER).encode('utf-8')
     return super().run_via_runner_api(pipeline_proto, options)
+
+
+# What every local multi-processing run's workers log at WARNING, relayed by the runner, that
+# says nothing about the run: the workers see predjoin's own options, which Beam's parser does
+# not know; Beam's local workers have no staging directory; the dead-letter sink had nothing.
+HARMLESS_WORKER_WARNINGS = (
+    'Discarding unparseable args',
+    'No semi_persistent_directory found',
+    'No shards found to finalize',
+)
+WORKER_LOGGER = 'apache_beam.runners.portability.local_job_service'
+
+
+class HarmlessWorkerWarnings(logging.Filter):
+  """Drops the relayed worker warnings above; every other worker message passes."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno > logging.WARNING:
+      return True
+    message = record.getMessage()
+    return not any(known in message for known in HARMLESS_WORKER_WARNINGS)
+
+
+def quiet_harmless_worker_warnings() -> None:
+  logger = logging.getLogger(WORKER_LOGGER)
+  if not any(isinstance(f, HarmlessWorkerWarnings) for f in logger.filters):
+    logger.addFilter(HarmlessWorkerWarnings())

@@ -180,6 +180,9 @@ def test_cli_multi_processing_direct_runner(good_bp, tmp_path):
   assert summary['identity']['holds'] and summary['totals']['failed_rows'] == 4
   # The launcher ends without interpreter teardown: what it printed still arrives, in full.
   assert f'summary: {out}/summary.json' in done.stdout
+  # The workers' routine warnings (predjoin's options unknown to Beam's parser, no staging
+  # directory, an empty dead-letter sink) are not shown; the run printed no warning at all.
+  assert 'WARN' not in done.stderr, done.stderr
   assert [line.split(': ')[1] for line in done.stdout.splitlines()
           if line.startswith('  ')] == ['ok, in 12, joined 11, failed 1, dead-lettered 0',
                                         'ok, in 12, joined 10, failed 2, dead-lettered 0',
@@ -219,3 +222,16 @@ def test_the_direct_runner_runs_the_fn_api_runner_never_prism(good_bp, tmp_path,
               *trusted(tmp_path)]) == 0
   logged = '\n'.join(record.getMessage() for record in caplog.records)
   assert 'prism' not in logged.lower(), logged
+
+
+def test_only_the_known_harmless_worker_warnings_are_dropped():
+  from pipelines.local import HarmlessWorkerWarnings
+
+  def record(level, message):
+    return logging.LogRecord('apache_beam.runners.portability.local_job_service', level, 'x', 1,
+                             'Worker: severity: WARN message: "%s"', (message,), None)
+  keep = HarmlessWorkerWarnings().filter
+  assert not keep(record(logging.WARNING, "Discarding unparseable args: ['--cutoff=0.5']"))
+  assert not keep(record(logging.WARNING, 'No shards found to finalize. num_shards: 0'))
+  assert keep(record(logging.WARNING, 'the Arrow-to-Avro encoder does not encode like'))
+  assert keep(record(logging.ERROR, 'Discarding unparseable args, and then it failed'))
