@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from pipelines import local
+from pipelines import local, workers
 from pipelines.options import OptionsError, PredjoinOptions, validate
 from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
 from transforms import split as splitting
@@ -209,7 +209,7 @@ def local_runner(options: PipelineOptions):
   Returns None for any other runner (``--runner PrismRunner`` still picks Prism).
   """
   name = options.view_as(StandardOptions).runner
-  if name not in (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner'):
+  if name not in workers.LOCAL_RUNNERS:
     return None
   from apache_beam.portability.api import beam_provision_api_pb2
   from apache_beam.runners.portability.fn_api_runner import fn_runner

@@ -38,6 +38,7 @@ import tempfile
 import time
 import traceback
 
+LOCAL_RUNNERS = (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner')  # run by LocalRunner
 WARM_DIR_ENV = 'PREDJOIN_WARM_WORKERS'  # where warm workers' sockets appear (set by prewarm)
 WARM_MARK_ENV = 'PREDJOIN_WARM_WORKER'  # set in a warm worker, for tests and diagnostics
 WAIT_FOR_WARM_S = 120.0  # a claimed-for worker waits this long for a warm one that is starting
@@ -62,7 +63,7 @@ def local_workers(argv: list[str]) -> int:
     known, _ = parser.parse_known_args(argv)
   except SystemExit:  # a malformed value: Beam's own parser reports it
     return 0
-  if known.runner not in (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner'):
+  if known.runner not in LOCAL_RUNNERS:
     return 0
   if known.direct_running_mode != 'multi_processing':
     return 0
