@@ -414,7 +414,8 @@ def targets(rows: list) -> list[dict]:
   if pj:
     worst = max(pj, key=lambda r: r['max_process_rss_mb'])
     add(name, worst['max_process_rss_mb'], 400, '<=',
-        f'{worst["tool"]} on {worst["dataset"]}; tree peak there {worst["peak_tree_rss_mb"]:.0f} MB')
+        f'{worst["tool"]} on {worst["dataset"]}; '
+        f'tree peak there {worst["peak_tree_rss_mb"]:.0f} MB')
   else:
     add(name, None, 400, '<=', '', why='predjoin not run')
 

@@ -4,14 +4,15 @@ Writing one Python dict per record costs tens of microseconds a row through Beam
 these sinks take a whole ``RecordBatch`` per element and encode it with an Arrow-native encoder:
 
 - Avro: polars encodes the block's datums (uncompressed); fastavro writes the container file's
-  header under predjoin's own schema; each block is compressed with deflate by ISA-L (level 1). The encoder's schema
-  is checked, once per sink, to encode exactly like predjoin's; if it ever does not, records are
-  written one by one with fastavro instead (correct, slower) and a warning says so.
+  header under predjoin's own schema; each block is compressed with deflate by ISA-L (level 1).
+  The encoder's schema is checked, once per sink, to encode exactly like predjoin's; if it ever
+  does not, records are written one by one with fastavro instead (correct, slower) and a warning
+  says so.
 - JSON Lines: polars' NDJSON writer.
 - Parquet: pyarrow's writer, blocks gathered into row groups of at least 64k rows (blocks are
   smaller, to keep workers' memory down), min/max statistics on every column but the input's
-  text columns, with dictionary pages capped at 64 KB so
-  high-cardinality columns fall back to plain encoding early (1.4x faster, files no larger).
+  text columns, with dictionary pages capped at 64 KB so high-cardinality columns fall back to
+  plain encoding early (1.4x faster, files no larger).
 
 All are Beam ``FileBasedSink``s: written to a temporary location, then finalized, so a failed or
 re-run job never leaves partial files under ``records/``.

@@ -1,8 +1,9 @@
 """The one storage layer: streaming reads of local, ``s3://`` and ``gs://`` objects.
 
 Reads go through smart_open (streaming; ``.gz`` objects inflated by ISA-L's igzip). Writes,
-globs and the record sinks use Beam's ``FileSystems``, which reads the same pipeline options, so reads and
-writes, launcher and workers, all talk to the same endpoints with the same credentials:
+globs and the record sinks use Beam's ``FileSystems``, which reads the same pipeline options,
+so reads and writes, launcher and workers, all talk to the same endpoints with the same
+credentials:
 
 - S3: Beam's own ``S3Options`` (``--s3_endpoint_url``, ``--s3_region_name``,
   ``--s3_access_key_id``/``--s3_secret_access_key``/``--s3_session_token``, ``--s3_verify``,
