@@ -14,8 +14,8 @@ This module, standard library only so it loads in milliseconds:
 - The worker command the runner starts (``python -m pipelines.workers``, set by
   ``pipelines/local.py``) hands its environment (the runner's control and logging endpoints,
   pipeline options, worker id) to a warm process and relays that process's exit code. With
-  no warm process (a test pipeline, ``python -m pipelines.enrich``, a warm process that
-  died), it runs the harness itself, as Beam's command would.
+  no warm process (a pipeline run without ``pipelines/cli.py``, such as a test's, or a warm
+  process that died), it runs the harness itself, as Beam's command would.
 - Every worker exits as soon as its harness returns: its work is done and Beam's log handler
   has flushed by then.
 
