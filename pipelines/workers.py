@@ -8,9 +8,15 @@ turn while it tears down its interpreter (another 1-1.5 s each).
 
 This module, standard library only so it loads in milliseconds:
 
-- ``prewarm(argv)``: for a local ``--direct_running_mode multi_processing`` run, starts the
-  workers' processes (``python -m pipelines.workers --warm SOCKET``) before the launcher imports
-  Beam. Each imports Beam's SDK harness and predjoin's transforms, then waits on a Unix socket.
+- ``prewarm(argv, fork)``: for a local ``--direct_running_mode multi_processing`` run, readies
+  the workers' processes before the runner asks for them. Each waits on a Unix socket, with
+  Beam's SDK harness and predjoin's transforms imported:
+  - ``fork=True`` (what the ``predjoin`` command does on Linux): the launcher imports them once,
+    then forks the workers, before it has started any thread of its own (gRPC, thread pools)
+    or read any data. Three processes no longer import Beam at once on two cores: the
+    launcher's own import is the only one, and the workers share its memory pages.
+  - otherwise: starts them as ``python -m pipelines.workers --warm SOCKET``, before the
+    launcher imports Beam, so their imports overlap the launcher's.
 - The worker command the runner starts (``python -m pipelines.workers``, set by
   ``pipelines/local.py``) hands its environment (the runner's control and logging endpoints,
   pipeline options, worker id) to a warm process and relays that process's exit code. With
@@ -31,10 +37,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -70,17 +78,107 @@ def local_workers(argv: list[str]) -> int:
   return known.direct_num_workers if known.direct_num_workers > 0 else os.cpu_count() or 1
 
 
-class WarmPool:
-  """Warm worker processes waiting in a private directory; ``close`` stops the unclaimed ones."""
+def can_fork() -> bool:
+  """Whether warm workers can be forked from this process now: Linux, and no other thread.
 
-  def __init__(self, count: int):
+  A forked child has only the thread that forked; locks other threads held stay locked in it.
+  macOS's system libraries are not safe to use after a fork, so it starts workers anew.
+  """
+  return sys.platform.startswith('linux') and threading.active_count() == 1
+
+
+def import_harness() -> None:
+  """Imports what a worker runs: Beam's SDK harness, and the transforms its DoFns unpickle into."""
+  import apache_beam.runners.worker.sdk_worker_main  # noqa: F401  # 2-3 s
+
+  import transforms.enrich  # noqa: F401
+
+
+class _Forked:
+  """A forked warm worker, with the part of ``subprocess.Popen``'s interface the pool uses."""
+
+  def __init__(self, pid: int):
+    self.pid = pid
+    self.returncode: int | None = None
+
+  def poll(self) -> int | None:
+    if self.returncode is None:
+      try:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+      except ChildProcessError:  # reaped elsewhere
+        self.returncode = -1
+      else:
+        if pid:
+          self.returncode = os.waitstatus_to_exitcode(status)
+    return self.returncode
+
+  def _signal(self, number: int) -> None:
+    if self.poll() is None:
+      try:
+        os.kill(self.pid, number)
+      except ProcessLookupError:
+        pass
+
+  def terminate(self) -> None:
+    self._signal(signal.SIGTERM)
+
+  def kill(self) -> None:
+    self._signal(signal.SIGKILL)
+
+  def wait(self, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while self.poll() is None:
+      if time.monotonic() > deadline:
+        raise subprocess.TimeoutExpired(f'warm worker {self.pid}', timeout)
+      time.sleep(_POLL_S)
+    return self.returncode
+
+
+def _listen(socket_path: str) -> socket.socket:
+  """A listening socket at ``socket_path``, which appears only once it accepts (claimable)."""
+  server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  server.bind(socket_path + '.tmp')
+  server.listen(1)
+  os.rename(socket_path + '.tmp', socket_path)
+  return server
+
+
+def _fork_warm(socket_path: str) -> _Forked:
+  server = _listen(socket_path)
+  sys.stdout.flush()  # or the child would write the parent's buffered output again
+  sys.stderr.flush()
+  launcher = os.getpid()
+  pid = os.fork()
+  if pid == 0:  # the warm worker
+    code = 1
+    try:
+      code = _serve(server, socket_path, launcher)
+    except BaseException:  # noqa: BLE001  # it must never return into the launcher's code
+      traceback.print_exc()
+    finally:
+      exit_now(code)
+  server.close()
+  return _Forked(pid)
+
+
+class WarmPool:
+  """Warm worker processes waiting in a private directory; ``close`` stops the unclaimed ones.
+
+  ``fork``: fork them from this process (which has imported the harness: ``import_harness``)
+  instead of starting new interpreters that import it themselves.
+  """
+
+  def __init__(self, count: int, fork: bool = False):
     self.dir = tempfile.mkdtemp(prefix='predjoin-workers-')
     self.processes = []
     try:
       for i in range(count):
+        path = os.path.join(self.dir, f'{i}.sock')
+        if fork:
+          self.processes.append(_fork_warm(path))
+          continue
         process = subprocess.Popen(
-            [sys.executable, '-m', 'pipelines.workers', '--warm',
-             os.path.join(self.dir, f'{i}.sock'), str(os.getpid())],
+            [sys.executable, '-m', 'pipelines.workers', '--warm', path, str(os.getpid())],
             stdin=subprocess.DEVNULL)
         self.processes.append(process)
         with open(os.path.join(self.dir, f'{i}.pending'), 'w') as f:
@@ -108,17 +206,23 @@ def _claimed(directory: str, pid: int) -> bool:
   return os.path.exists(os.path.join(directory, f'{pid}.claimed'))
 
 
-def prewarm(argv: list[str]) -> WarmPool | None:
+def prewarm(argv: list[str], fork: bool = False) -> WarmPool | None:
   """Starts the SDK workers a local multi-processing run of ``argv`` will use; None otherwise.
 
-  Also None when they cannot be started (no Unix sockets, no writable temporary directory):
-  the run then starts its workers the usual way, only slower.
+  ``fork``: import the harness here, then fork the workers (only if ``can_fork()``; callers
+  pass it where this process has started nothing yet). Otherwise new interpreters.
+
+  None when they cannot be started (no Unix sockets, no writable temporary directory): the run
+  then starts its workers the usual way, only slower.
   """
   count = local_workers(argv)
   if not count or not hasattr(socket, 'AF_UNIX'):
     return None
+  fork = fork and can_fork()
+  if fork:
+    import_harness()
   try:
-    return WarmPool(count)
+    return WarmPool(count, fork)
   except OSError as e:
     logging.getLogger(__name__).info('workers not started early: %s', e)
     return None
@@ -138,23 +242,23 @@ def run_harness() -> int:
 
 
 def serve_warm(socket_path: str, launcher: int) -> int:
-  """A warm worker: imports the harness, waits for one claim, runs the harness with its env.
-
-  ``launcher`` is the pid of the process that started it; once that is gone, nobody can claim
-  this worker and it exits.
-  """
+  """A warm worker started anew: imports the harness, then serves (``_serve``)."""
   pending = os.path.splitext(socket_path)[0] + '.pending'
   try:
-    import apache_beam.runners.worker.sdk_worker_main  # noqa: F401  # the 2-3 s this saves
-
-    import transforms.enrich  # noqa: F401  # what the pipeline's DoFns unpickle into
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(socket_path + '.tmp')
-    server.listen(1)
-    os.rename(socket_path + '.tmp', socket_path)  # ready: claimable from now on
+    import_harness()  # the 2-3 s this saves
+    server = _listen(socket_path)
   finally:
     if os.path.exists(pending):
       os.remove(pending)
+  return _serve(server, socket_path, launcher)
+
+
+def _serve(server: socket.socket, socket_path: str, launcher: int) -> int:
+  """Waits for one claim on ``server``, then runs the harness with the claimer's environment.
+
+  ``launcher`` is the pid of the process that started this worker; once that is gone, nobody
+  can claim it and it exits.
+  """
   server.settimeout(1.0)
   while True:
     try:

@@ -135,3 +135,80 @@ def test_no_writable_temporary_directory_means_no_warm_workers(tmp_path, monkeyp
   assert workers.WARM_DIR_ENV not in os.environ
   seen = _identities(tmp_path)
   assert sorted(e for e, *_ in seen) == list(range(8)) and {m for *_, m in seen} == {None}
+
+
+# Forked warm workers (what the predjoin command does on Linux). Forking is only safe from a
+# process that has started no thread, so these run their launcher in a fresh interpreter.
+FORK_LAUNCHER = '''
+import json, os, sys, pathlib
+from pipelines import workers
+pool = workers.prewarm(%(argv)r, fork=True)
+assert all(type(p).__name__ == '_Forked' for p in pool.processes), pool.processes
+out = {'warm': [p.pid for p in pool.processes], 'launcher': os.getpid()}
+if %(run)r:
+  from tests.test_workers import _identities
+  out['seen'] = _identities(pathlib.Path(sys.argv[1]))
+alive = [p.pid for p in pool.processes if p.poll() is None]
+pool.close()
+out.update(alive_before_close=alive, codes=[p.returncode for p in pool.processes],
+           dir_left=os.path.exists(pool.dir))
+print(json.dumps(out), flush=True)
+'''
+
+
+def _fork_launcher(tmp_path, run=True, argv=MP2):
+  done = subprocess.run([sys.executable, '-c', FORK_LAUNCHER % {'argv': argv, 'run': run},
+                         str(tmp_path)], capture_output=True, text=True, timeout=300,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert done.returncode == 0, done.stderr
+  return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
+def test_forked_warm_workers_run_the_job_then_exit(tmp_path):
+  out = _fork_launcher(tmp_path)
+  seen = out['seen']
+  assert sorted(e for e, *_ in seen) == list(range(8))
+  assert {mark for *_, mark in seen} == {'1'}
+  assert {pid for _, _, pid, _ in seen} <= set(out['warm'])
+  assert out['launcher'] not in {pid for _, _, pid, _ in seen}
+  assert out['codes'] == [0, 0] and not out['dir_left']
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
+def test_unclaimed_forked_workers_are_stopped_by_close(tmp_path):
+  out = _fork_launcher(tmp_path, run=False)
+  assert sorted(out['alive_before_close']) == sorted(out['warm']) and len(out['warm']) == 2
+  assert all(code != 0 for code in out['codes'])  # terminated, and reaped by close
+  assert _wait_gone(out['warm'], 10) == [] and not out['dir_left']
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
+def test_forked_workers_stop_when_the_launcher_dies(tmp_path):
+  launcher = ('import sys; from pipelines import workers; '
+              'pool = workers.prewarm(sys.argv[1:], fork=True); '
+              'print(*[p.pid for p in pool.processes], flush=True); import os; os._exit(3)')
+  with open(tmp_path / 'pids', 'w+') as out:
+    done = subprocess.run([sys.executable, '-c', launcher, *MP2], stdout=out, timeout=60)
+    out.seek(0)
+    pids = [int(p) for p in out.read().split()]
+  assert done.returncode == 3 and len(pids) == 2
+  assert _wait_gone(pids, 60) == []
+
+
+def test_no_fork_once_another_thread_runs():
+  # A forked child keeps only the forking thread; locks the others held would stay locked.
+  import threading
+  stop = threading.Event()
+  thread = threading.Thread(target=stop.wait)
+  thread.start()
+  try:
+    assert not workers.can_fork()
+    pool = workers.prewarm(MP2, fork=True)  # falls back to new interpreters
+    try:
+      assert all(isinstance(p, subprocess.Popen) for p in pool.processes)
+    finally:
+      pool.close()
+  finally:
+    stop.set()
+    thread.join()
