@@ -24,7 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipelines import local, workers
-from pipelines.options import OptionsError, PredjoinOptions, validate
+from pipelines.options import Options, OptionsError, PredjoinOptions, validate
 from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
 from transforms import split as splitting
 from transforms.manifest import manifest_uri, parse_rebase_rules
@@ -223,7 +223,7 @@ def local_runner(options: PipelineOptions):
 
 def run(argv: list[str] | None = None) -> int:
   """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
-  options = PipelineOptions(argv)
+  options = Options(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
   p = beam.Pipeline(runner=local_runner(options), options=options)

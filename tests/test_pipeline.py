@@ -235,3 +235,21 @@ def test_only_the_known_harmless_worker_warnings_are_dropped():
   assert not keep(record(logging.WARNING, 'No shards found to finalize. num_shards: 0'))
   assert keep(record(logging.WARNING, 'the Arrow-to-Avro encoder does not encode like'))
   assert keep(record(logging.ERROR, 'Discarding unparseable args, and then it failed'))
+
+
+def test_options_views_are_made_once_and_share_the_values():
+  from apache_beam.options.pipeline_options import StandardOptions, TypeOptions
+
+  from pipelines.options import Options, PredjoinOptions
+  argv = ['--runner', 'DirectRunner', '--format', 'avro', '--cutoff', '0.3', '--no_pipeline_type_check']
+  options = Options(argv)
+  assert options.view_as(StandardOptions) is options.view_as(StandardOptions)
+  # Parsed exactly as Beam's own PipelineOptions parses them.
+  assert options.get_all_options() == PipelineOptions(argv).get_all_options()
+  assert options.view_as(PredjoinOptions).cutoff == 0.3
+  assert options.view_as(TypeOptions).pipeline_type_check is False
+  # A value set through one view is what every view, and the options, see.
+  options.view_as(StandardOptions).runner = 'DataflowRunner'
+  assert options.view_as(StandardOptions).runner == 'DataflowRunner'
+  assert options.get_all_options()['runner'] == 'DataflowRunner'
+  assert PipelineOptions(argv).view_as(StandardOptions).runner == 'DirectRunner'
