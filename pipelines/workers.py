@@ -32,6 +32,7 @@ when the launcher is gone.
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import json
 import logging
@@ -88,10 +89,19 @@ def can_fork() -> bool:
 
 
 def import_harness() -> None:
-  """Imports what a worker runs: Beam's SDK harness, and the transforms its DoFns unpickle into."""
+  """Imports what a worker runs: Beam's SDK harness, and the transforms its DoFns unpickle into.
+
+  Then moves every object that exists by now (modules, classes, functions, protobuf
+  descriptors: about 200,000, alive until the process ends) out of the garbage collector's
+  sight (``gc.freeze``). Each full collection walked them all, about 165 ms, in workers and
+  launcher alike, a few times a run, mostly between the last stages; frozen before a fork,
+  they also stay shared with the forked workers instead of being copied when the collector
+  touches them. 8x5k job: 3.8 -> 3.3 s wall (medians of 5).
+  """
   import apache_beam.runners.worker.sdk_worker_main  # noqa: F401  # 2-3 s
 
   import transforms.enrich  # noqa: F401
+  gc.freeze()
 
 
 class _Forked:
