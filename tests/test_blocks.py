@@ -57,6 +57,40 @@ def test_take_respects_max_bytes_but_always_one_line():
   assert reader.take(10, max_bytes=10)[1] >= 1
 
 
+@pytest.mark.parametrize('seed', range(6))
+def test_mixed_takes_return_every_line_once_in_order(seed):
+  # take, take_exactly and readline interleaved, over reads of every size: the lines come
+  # back exactly as the line rule splits the data, whatever is left between reads.
+  rng = random.Random(seed)
+  lines = [b'x' * rng.choice([0, 0, 1, 5, 40, 300]) + (b'\r' if rng.random() < 0.1 else b'')
+           for _ in range(rng.randint(0, 400))]
+  data = b'\n'.join(lines) + (b'\n' if lines and rng.random() < 0.5 else b'')
+  expected = data.split(b'\n')
+  if data.endswith(b'\n') or not data:
+    expected.pop()
+  chunk = rng.choice([1, 7, 64, 1000, 1 << 20])
+  reader = LineReader(io.BytesIO(data), chunk_bytes=chunk)
+  got = []
+  while True:
+    how = rng.random()
+    if how < 0.2:
+      line = reader.readline()
+      if line is None:
+        break
+      got.append(line + b'\r' if expected[len(got)].endswith(b'\r') else line)
+      continue
+    if how < 0.6:
+      block, n = reader.take(rng.randint(1, 50), max_bytes=rng.choice([1, 30, 500, 4096]))
+    else:
+      block, n = reader.take_exactly(rng.randint(1, 50))
+    if not n:
+      break
+    assert block.endswith(b'\n') and block.count(b'\n') == n
+    got.extend(block.split(b'\n')[:-1])
+  assert got == expected
+  assert count_lines(io.BytesIO(data), chunk_bytes=chunk) == len(expected)
+
+
 def test_line_lengths_ignore_crlf():
   assert line_lengths(b'ab\r\n\r\n\nx\n').tolist() == [2, 0, 0, 1]
 
