@@ -162,7 +162,12 @@ def _fork_warm(socket_path: str) -> _Forked:
   if pid == 0:  # the warm worker
     code = 1
     try:
+      devnull = os.open(os.devnull, os.O_RDONLY)  # as a started worker's: not the terminal
+      os.dup2(devnull, 0)
+      os.close(devnull)
       code = _serve(server, socket_path, launcher)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the launcher says it
+      code = 130
     except BaseException:  # noqa: BLE001  # it must never return into the launcher's code
       traceback.print_exc()
     finally:

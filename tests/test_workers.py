@@ -6,6 +6,7 @@ their pids and exit.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -220,3 +221,31 @@ def test_the_harness_import_leaves_its_objects_to_no_garbage_collection():
   done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                         timeout=120, check=True)
   assert int(done.stdout) > 50_000  # Beam's modules, classes and descriptors
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
+def test_ctrl_c_ends_forked_workers_quietly():
+  # Ctrl-C interrupts the whole process group: the warm workers end without a traceback each
+  # (the launcher reports the interrupt), and they never held the terminal's input.
+  launcher = ('import sys, time; from pipelines import workers\n'
+              'pool = workers.prewarm(sys.argv[1:], fork=True)\n'
+              'print(*[p.pid for p in pool.processes], flush=True)\n'
+              'try:\n  time.sleep(120)\n'
+              'except KeyboardInterrupt:\n'
+              '  time.sleep(2); print("interrupted", flush=True); pool.close()\n')
+  process = subprocess.Popen([sys.executable, '-c', launcher, *MP2], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+  pids = [int(p) for p in process.stdout.readline().split()]
+  assert len(pids) == 2
+  deadline = time.monotonic() + 10  # each worker points its input at /dev/null once forked
+  while time.monotonic() < deadline and not all(
+      os.readlink(f'/proc/{pid}/fd/0') == os.devnull for pid in pids):
+    time.sleep(0.05)
+  assert [os.readlink(f'/proc/{pid}/fd/0') for pid in pids] == [os.devnull] * 2
+  time.sleep(0.5)  # the workers are waiting for a claim
+  os.killpg(process.pid, signal.SIGINT)
+  out, err = process.communicate(timeout=60)
+  assert 'interrupted' in out
+  assert 'Traceback' not in err, err
+  assert _wait_gone(pids, 30) == []
