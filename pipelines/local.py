@@ -3,8 +3,8 @@
 ``--runner DirectRunner`` (the default) runs here. With ``--direct_running_mode
 multi_processing`` the FnApiRunner starts each SDK worker as ``python -m
 apache_beam.runners.worker.sdk_worker_main``; ``LocalRunner`` starts ``python -m
-pipelines.workers`` instead, which runs the same harness in a worker started before the launcher
-imported Beam when there is one, and exits as soon as the harness returns
+pipelines.workers`` instead, which hands the harness to a warm worker (forked from the launcher,
+or started before it imported Beam) when there is one, and exits as soon as the harness returns
 (``pipelines/workers.py`` says why and measures it).
 """
 

@@ -1,4 +1,4 @@
-"""Local multi-processing SDK workers: started before Beam is imported, ended promptly.
+"""Local multi-processing SDK workers: warm (forked, or started early) and ended promptly.
 
 Real FnApiRunner jobs in multi-processing mode; the workers are real processes, checked with
 their pids and exit.
