@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 
 LOCAL_RUNNERS = (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner')  # run by LocalRunner
 WARM_DIR_ENV = 'PREDJOIN_WARM_WORKERS'  # where warm workers' sockets appear (set by prewarm)
@@ -153,7 +154,7 @@ def _listen(socket_path: str) -> socket.socket:
   return server
 
 
-def _fork_warm(socket_path: str) -> _Forked:
+def _fork_warm(socket_path: str, warm_up: Callable[[], None] | None) -> _Forked:
   server = _listen(socket_path)
   sys.stdout.flush()  # or the child would write the parent's buffered output again
   sys.stderr.flush()
@@ -165,6 +166,8 @@ def _fork_warm(socket_path: str) -> _Forked:
       devnull = os.open(os.devnull, os.O_RDONLY)  # as a started worker's: not the terminal
       os.dup2(devnull, 0)
       os.close(devnull)
+      if warm_up is not None:
+        _try_warm_up(warm_up)
       code = _serve(server, socket_path, launcher)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the launcher says it
       code = 130
@@ -176,21 +179,31 @@ def _fork_warm(socket_path: str) -> _Forked:
   return _Forked(pid)
 
 
+def _try_warm_up(warm_up: Callable[[], None]) -> None:
+  try:
+    warm_up()
+  except Exception:  # noqa: BLE001  # only a head start: the harness meets the problem again
+    logging.getLogger(__name__).debug('warm-up failed', exc_info=True)
+
+
 class WarmPool:
   """Warm worker processes waiting in a private directory; ``close`` stops the unclaimed ones.
 
   ``fork``: fork them from this process (which has imported the harness: ``import_harness``)
-  instead of starting new interpreters that import it themselves.
+  instead of starting new interpreters that import it themselves. ``warm_up``: what each forked
+  worker does first, while the launcher builds the pipeline on the other core (see
+  ``prewarm``).
   """
 
-  def __init__(self, count: int, fork: bool = False):
+  def __init__(self, count: int, fork: bool = False,
+               warm_up: Callable[[], None] | None = None):
     self.dir = tempfile.mkdtemp(prefix='predjoin-workers-')
     self.processes = []
     try:
       for i in range(count):
         path = os.path.join(self.dir, f'{i}.sock')
         if fork:
-          self.processes.append(_fork_warm(path))
+          self.processes.append(_fork_warm(path, warm_up))
           continue
         process = subprocess.Popen(
             [sys.executable, '-m', 'pipelines.workers', '--warm', path, str(os.getpid())],
@@ -221,11 +234,14 @@ def _claimed(directory: str, pid: int) -> bool:
   return os.path.exists(os.path.join(directory, f'{pid}.claimed'))
 
 
-def prewarm(argv: list[str], fork: bool = False) -> WarmPool | None:
+def prewarm(argv: list[str], fork: bool = False,
+            warm_up: Callable[[], None] | None = None) -> WarmPool | None:
   """Starts the SDK workers a local multi-processing run of ``argv`` will use; None otherwise.
 
   ``fork``: import the harness here, then fork the workers (only if ``can_fork()``; callers
   pass it where this process has started nothing yet). Otherwise new interpreters.
+  ``warm_up``: with ``fork``, called first in each worker (imports a bundle would otherwise
+  do; it may start threads, which is safe after the fork); its errors are ignored.
 
   None when they cannot be started (no Unix sockets, no writable temporary directory): the run
   then starts its workers the usual way, only slower.
@@ -237,7 +253,7 @@ def prewarm(argv: list[str], fork: bool = False) -> WarmPool | None:
   if fork:
     import_harness()
   try:
-    return WarmPool(count, fork)
+    return WarmPool(count, fork, warm_up)
   except OSError as e:
     logging.getLogger(__name__).info('workers not started early: %s', e)
     return None

@@ -143,7 +143,10 @@ def test_no_writable_temporary_directory_means_no_warm_workers(tmp_path, monkeyp
 FORK_LAUNCHER = '''
 import json, os, sys, pathlib
 from pipelines import workers
-pool = workers.prewarm(%(argv)r, fork=True)
+def warm_up():  # runs in each forked worker, before it waits for a claim
+  with open(os.path.join(sys.argv[1], 'warmed-%%d' %% os.getpid()), 'w'):
+    pass
+pool = workers.prewarm(%(argv)r, fork=True, warm_up=warm_up)
 assert all(type(p).__name__ == '_Forked' for p in pool.processes), pool.processes
 out = {'warm': [p.pid for p in pool.processes], 'launcher': os.getpid()}
 if %(run)r:
@@ -174,6 +177,7 @@ def test_forked_warm_workers_run_the_job_then_exit(tmp_path):
   assert {pid for _, _, pid, _ in seen} <= set(out['warm'])
   assert out['launcher'] not in {pid for _, _, pid, _ in seen}
   assert out['codes'] == [0, 0] and not out['dir_left']
+  assert sorted(int(p.name.split('-')[1]) for p in tmp_path.glob('warmed-*')) == sorted(out['warm'])
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
@@ -249,3 +253,19 @@ def test_ctrl_c_ends_forked_workers_quietly():
   assert 'interrupted' in out
   assert 'Traceback' not in err, err
   assert _wait_gone(pids, 30) == []
+
+
+@pytest.mark.parametrize('argv, polars', [
+    ([], True),  # avro, the default
+    (['--format', 'jsonl'], True),
+    (['--format=parquet'], False),
+    (['--format', 'xml'], False),  # the launcher reports it; the warm-up does nothing
+    (['--format'], False),
+])
+def test_the_cli_warm_up_preloads_the_sink_encoder_quietly(argv, polars):
+  code = ('import json, logging, sys; from pipelines import cli; cli.warm_up(sys.argv[1:]); '
+          'print(json.dumps(["polars" in sys.modules, len(logging.root.handlers)]))')
+  done = subprocess.run([sys.executable, '-c', code, *argv], capture_output=True, text=True,
+                        timeout=120, check=True)
+  # No root handler: the worker's harness would print every INFO line on stderr through it.
+  assert json.loads(done.stdout) == [polars, 0] and done.stderr == ''
