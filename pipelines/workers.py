@@ -17,11 +17,12 @@ This module, standard library only so it loads in milliseconds:
     launcher's own import is the only one, and the workers share its memory pages.
   - otherwise: starts them as ``python -m pipelines.workers --warm SOCKET``, before the
     launcher imports Beam, so their imports overlap the launcher's.
-- The worker command the runner starts (``python -m pipelines.workers``, set by
+- The worker command the runner starts (``pipelines/handover.py``, set by
   ``pipelines/local.py``) hands its environment (the runner's control and logging endpoints,
   pipeline options, worker id) to a warm process and relays that process's exit code. With
   no warm process (a pipeline run without ``pipelines/cli.py``, such as a test's, or a warm
-  process that died), it runs the harness itself, as Beam's command would.
+  process that died), it becomes ``python -m pipelines.workers``, which runs the harness
+  itself, as Beam's command would.
 - Every worker exits as soon as its harness returns: its work is done and Beam's log handler
   has flushed by then.
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import glob
 import json
 import logging
 import os
@@ -48,11 +48,11 @@ import time
 import traceback
 from collections.abc import Callable
 
+from pipelines.handover import POLL_S as _POLL_S
+from pipelines.handover import WARM_DIR_ENV, hand_over
+
 LOCAL_RUNNERS = (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner')  # run by LocalRunner
-WARM_DIR_ENV = 'PREDJOIN_WARM_WORKERS'  # where warm workers' sockets appear (set by prewarm)
 WARM_MARK_ENV = 'PREDJOIN_WARM_WORKER'  # set in a warm worker, for tests and diagnostics
-WAIT_FOR_WARM_S = 120.0  # a claimed-for worker waits this long for a warm one that is starting
-_POLL_S = 0.02
 
 
 def exit_now(code: int) -> None:
@@ -311,44 +311,12 @@ def _serve(server: socket.socket, socket_path: str, launcher: int) -> int:
   return code
 
 
-def _pending_alive(directory: str) -> bool:
-  for path in glob.glob(os.path.join(directory, '*.pending')):
-    try:
-      with open(path) as f:
-        os.kill(int(f.read()), 0)
-      return True
-    except (OSError, ValueError):
-      continue
-  return False
-
-
-def hand_over(directory: str) -> int | None:
-  """Gives this worker's environment to a warm worker; its exit code, or None if none is left."""
-  deadline = time.monotonic() + WAIT_FOR_WARM_S
-  while True:
-    for path in sorted(glob.glob(os.path.join(directory, '*.sock'))):
-      taken = f'{path}.{os.getpid()}'
-      try:
-        os.rename(path, taken)  # atomic: exactly one worker command claims each warm worker
-      except FileNotFoundError:
-        continue
-      client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-      try:
-        client.connect(taken)
-        client.sendall(json.dumps(dict(os.environ)).encode() + b'\n')
-        reply = client.makefile('rb').readline()
-      except OSError:
-        continue  # it died before it could work: try another, or run here
-      finally:
-        client.close()
-      return int(reply) if reply.strip() else 1
-    if not _pending_alive(directory) or time.monotonic() > deadline:
-      return None
-    time.sleep(_POLL_S)
-
-
 def worker_command() -> int:
-  """What the runner starts for each SDK worker: a warm worker if there is one, else Beam's."""
+  """A warm worker if ``WARM_DIR_ENV`` names one, else Beam's harness, here.
+
+  The runner starts ``pipelines/handover.py``, which hands over and comes here only when no
+  warm worker is left (without ``WARM_DIR_ENV``).
+  """
   directory = os.environ.pop(WARM_DIR_ENV, None)
   if directory and os.path.isdir(directory):
     code = hand_over(directory)

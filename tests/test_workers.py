@@ -6,9 +6,12 @@ their pids and exit.
 
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import apache_beam as beam
@@ -16,7 +19,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines import workers
+from pipelines import local, workers
 from pipelines.enrich import local_runner
 
 MP2 = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
@@ -142,7 +145,7 @@ def test_no_writable_temporary_directory_means_no_warm_workers(tmp_path, monkeyp
 # process that has started no thread, so these run their launcher in a fresh interpreter.
 FORK_LAUNCHER = '''
 import json, os, sys, pathlib
-from pipelines import workers
+from pipelines import local, workers
 def warm_up():  # runs in each forked worker, before it waits for a claim
   with open(os.path.join(sys.argv[1], 'warmed-%%d' %% os.getpid()), 'w'):
     pass
@@ -269,3 +272,38 @@ def test_the_cli_warm_up_preloads_the_sink_encoder_quietly(argv, polars):
                         timeout=120, check=True)
   # No root handler: the worker's harness would print every INFO line on stderr through it.
   assert json.loads(done.stdout) == [polars, 0] and done.stderr == ''
+
+
+def _stand_in_warm_worker(directory, code):
+  """A socket where a warm worker waits: keeps the environment it is given, replies ``code``."""
+  server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  server.bind(str(directory / '0.sock'))
+  server.listen(1)
+  got = {}
+
+  def serve():
+    conn, _ = server.accept()
+    with conn:
+      got.update(json.loads(conn.makefile('rb').readline()))
+      conn.sendall(f'{code}\n'.encode())
+    server.close()
+
+  thread = threading.Thread(target=serve, daemon=True)
+  thread.start()
+  return got, thread
+
+
+def test_the_runners_worker_command_hands_over_without_site_packages(tmp_path):
+  # The command LocalRunner gives the FnApiRunner, run through a shell as the runner runs it.
+  got, thread = _stand_in_warm_worker(tmp_path, 7)
+  env = dict(os.environ, WORKER_ID='worker_9', **{workers.WARM_DIR_ENV: str(tmp_path)})
+  command = f'{shlex.quote(sys.executable)} -X importtime {local.OUR_WORKER}'
+  done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True,
+                        timeout=60)
+  thread.join(10)
+  assert done.returncode == 7  # the warm worker's exit code, relayed
+  assert got['WORKER_ID'] == 'worker_9' and workers.WARM_DIR_ENV not in got
+  imported = [line.rsplit('|', 1)[-1].strip() for line in done.stderr.splitlines()
+              if line.startswith('import time:')]
+  assert 'socket' in imported and 'site' not in imported
+  assert not [m for m in imported if m.split('.')[0] in ('pipelines', 'apache_beam', 'grpc')]
