@@ -134,10 +134,6 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
     record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
         opts.output, opts.format, plan.schema)
   dead_files = out['dead_letter'] | 'WriteDeadLetters' >> enrich.WriteDeadLetters(opts.output)
-  record_counts = out['records'] | 'CountRecords' >> enrich.CountPerShard(
-      enrich._record_counts, 'records_to_sink')
-  dead_counts = out['dead_letter'] | 'CountDeadLetters' >> enrich.CountPerShard(
-      enrich._dead_letter_count, 'dead_letters_to_sink')
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
@@ -146,9 +142,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
                                       write_resubmit.schema_uri if schema_copy else None,
-                                      output_dirs)
-  summary = ((out['reports'], record_counts, dead_counts, record_files, dead_files,
-              resubmit_files)
+                                      output_dirs, write_resubmit.schema_text)
+  summary = ({'reports': out['reports'], 'records': out['records'],
+              'dead_letter': out['dead_letter'], 'record_files': record_files,
+              'dead_letter_files': dead_files, 'resubmit_files': resubmit_files}
              | 'WriteSummary' >> write_summary)
   return {**out, 'record_files': record_files, 'dead_letter_files': dead_files,
           'resubmit_files': resubmit_files, 'summary': summary,

@@ -253,3 +253,32 @@ def test_options_views_are_made_once_and_share_the_values():
   assert options.view_as(StandardOptions).runner == 'DataflowRunner'
   assert options.get_all_options()['runner'] == 'DataflowRunner'
   assert PipelineOptions(argv).view_as(StandardOptions).runner == 'DirectRunner'
+
+
+def test_collect_run_sums_counts_per_shard_however_the_elements_are_split():
+  import random
+
+  from transforms.enrich import DEAD_COUNTS, RECORD_COUNTS, CollectRun
+  a, b = ('bp', 'in/a.csv'), ('bp', 'in/b.csv')
+  elements = ([(RECORD_COUNTS, (a, (3, 1, 0)))] * 5 + [(RECORD_COUNTS, (b, (2, 0, 1)))] * 3 +
+              [(DEAD_COUNTS, (b, (1, 0, 0)))] * 4 + [('reports', {'input_uri': u}) for u in 'xyz']
+              + [('record_files', 'r1'), ('record_files', 'r2'), ('resubmit_files', 's1')])
+  fn = CollectRun()
+  rng = random.Random(7)
+  for _ in range(20):
+    rng.shuffle(elements)
+    cuts = sorted(rng.sample(range(len(elements) + 1), 3))
+    parts = [elements[i:j] for i, j in zip([0, *cuts], [*cuts, len(elements)], strict=True)]
+    accs = []
+    for part in parts:
+      acc = fn.create_accumulator()
+      for element in part:
+        acc = fn.add_input(acc, element)
+      accs.append(acc)
+    rng.shuffle(accs)
+    out = fn.extract_output(fn.merge_accumulators(accs))
+    assert out[RECORD_COUNTS] == {a: (15, 5, 0), b: (6, 0, 3)}
+    assert out[DEAD_COUNTS] == {b: (4, 0, 0)}
+    assert sorted(r['input_uri'] for r in out['reports']) == ['x', 'y', 'z']
+    assert sorted(out['record_files']) == ['r1', 'r2'] and out['resubmit_files'] == ['s1']
+    assert out['dead_letter_files'] == []

@@ -237,25 +237,6 @@ class WriteDeadLetters(beam.PTransform):
                 shard_name_template=SHARD_TEMPLATE))
 
 
-class _SumPairs(beam.CombineFn):
-  """Sums tuples of counts element by element."""
-
-  def create_accumulator(self):
-    return ()
-
-  def add_input(self, acc, value):
-    return tuple(a + b for a, b in zip(acc or (0,) * len(value), value, strict=True))
-
-  def merge_accumulators(self, accs):
-    out = ()
-    for acc in accs:
-      out = self.add_input(out, acc) if acc else out
-    return out
-
-  def extract_output(self, acc):
-    return acc
-
-
 def _record_counts(batch: pa.RecordBatch):
   """(ok, failed, not_predicted) records of a batch, keyed by shard."""
   status = batch.column('status')
@@ -270,23 +251,53 @@ def _dead_letter_count(dead: dict):
   return (dead['batch_prediction_id'], dead['input_uri']), (rows, 0, 0)
 
 
-class CountPerShard(beam.PTransform):
-  """Counts, per ``(batch_prediction_id, input_uri)``, what reached a sink (three numbers)."""
+def _add(counts: tuple | None, more: tuple) -> tuple:
+  return more if counts is None else tuple(a + b for a, b in zip(counts, more, strict=True))
 
-  def __init__(self, key_and_counts, counter: str):
-    super().__init__()
-    self._key_and_counts = key_and_counts
-    self._counter = counter
 
-  def expand(self, pcoll):
-    counter_name = self._counter
+RECORD_COUNTS, DEAD_COUNTS = 'record_counts', 'dead_counts'
+_LISTS = ('reports', 'record_files', 'dead_letter_files', 'resubmit_files')
 
-    def count(element, fn=self._key_and_counts):
-      key, counts = fn(element)
-      _counter(counter_name).inc(sum(counts))
-      return key, counts
 
-    return pcoll | 'KeyByShard' >> beam.Map(count) | 'Sum' >> beam.CombinePerKey(_SumPairs())
+class CollectRun(beam.CombineFn):
+  """Everything ``summary.json`` needs, gathered by one combine: ``(kind, value)`` elements.
+
+  ``reports``, ``record_files``, ``dead_letter_files``, ``resubmit_files``: listed.
+  ``record_counts``, ``dead_counts``: ``(shard key, counts)``, summed per shard key. They are
+  summed where they are made (Beam lifts the combine into the producing stages), so only one
+  small accumulator per bundle crosses a stage boundary.
+  """
+
+  def create_accumulator(self):
+    return {**{kind: [] for kind in _LISTS}, RECORD_COUNTS: {}, DEAD_COUNTS: {}}
+
+  def add_input(self, acc, element):
+    kind, value = element
+    if kind in (RECORD_COUNTS, DEAD_COUNTS):
+      key, counts = value
+      acc[kind][key] = _add(acc[kind].get(key), counts)
+    else:
+      acc[kind].append(value)
+    return acc
+
+  def merge_accumulators(self, accs):
+    merged = self.create_accumulator()
+    for acc in accs:
+      for kind in _LISTS:
+        merged[kind].extend(acc[kind])
+      for kind in (RECORD_COUNTS, DEAD_COUNTS):
+        for key, counts in acc[kind].items():
+          merged[kind][key] = _add(merged[kind].get(key), counts)
+    return merged
+
+  def extract_output(self, acc):
+    return acc
+
+
+def _counted(element, key_and_counts, counter: str, kind: str):
+  key, counts = key_and_counts(element)
+  _counter(counter).inc(sum(counts))
+  return kind, (key, counts)
 
 
 class IdentityError(RuntimeError):
@@ -353,15 +364,20 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
   return summary
 
 
-def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_files,
-                   max_bad_shards, run=None, resubmit_files=(), resubmit_schema=None,
-                   output_dirs=OUTPUT_DIRS):
-  summary = summarize(reports, record_counts, dead_counts, record_files, dead_files,
-                      max_bad_shards, run, resubmit_files, resubmit_schema)
+def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_schema=None,
+                   output_dirs=OUTPUT_DIRS, resubmit_schema_text=None):
+  resubmit_files = run_parts['resubmit_files']
+  summary = summarize(run_parts['reports'], run_parts[RECORD_COUNTS], run_parts[DEAD_COUNTS],
+                      run_parts['record_files'], run_parts['dead_letter_files'],
+                      max_bad_shards, run, sorted(resubmit_files), resubmit_schema)
+  if resubmit_files and resubmit_schema and resubmit_schema_text:
+    write_text(resubmit_schema, resubmit_schema_text)  # the copy beside resubmit/part-*.csv
   # Files of earlier runs into the same output (another shard count, a failed run's temporary
   # files) go before the summary that lists this run's files is written.
-  remove_output_leftovers(FileSystems.split(uri)[0], [*record_files, *dead_files, *resubmit_files],
-                         output_dirs)
+  remove_output_leftovers(
+      FileSystems.split(uri)[0],
+      [*run_parts['record_files'], *run_parts['dead_letter_files'], *resubmit_files],
+      output_dirs)
   write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
   if not summary['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +
@@ -370,24 +386,38 @@ def _write_summary(reports, uri, record_counts, dead_counts, record_files, dead_
 
 
 class WriteSummary(beam.PTransform):
-  """Shard reports + sink counts + written files -> ``<output>/summary.json`` (after the sinks)."""
+  """Shard reports + what reached each sink + written files -> ``<output>/summary.json``.
+
+  Takes a dict of PCollections: ``reports``, ``records`` (record batches as they go to their
+  sink), ``dead_letter`` (likewise), and the file names each sink returns: ``record_files``,
+  ``dead_letter_files``, ``resubmit_files``. All go into one combine (``CollectRun``), whose
+  result writes the summary once every sink has finished. With ``resubmit_schema_text``,
+  it also writes the copy of the input's schema beside the resubmit files, when there are any.
+  """
 
   def __init__(self, output: str, max_bad_shards: int, run: dict | None = None,
-               resubmit_schema: str | None = None, output_dirs=OUTPUT_DIRS):
+               resubmit_schema: str | None = None, output_dirs=OUTPUT_DIRS,
+               resubmit_schema_text: str | None = None):
     super().__init__()
     self.uri = FileSystems.join(output, 'summary.json')
     self._max_bad_shards = max_bad_shards
     self._run = run
     self._resubmit_schema = resubmit_schema
     self._output_dirs = tuple(output_dirs)  # the directories whose leftovers go
+    self._resubmit_schema_text = resubmit_schema_text
 
   def expand(self, inputs):
-    reports, record_counts, dead_counts, record_files, dead_files, *more = inputs
-    resubmit = pvalue.AsSingleton(more[0]) if more else ()
-    return (reports
-            | 'CollectReports' >> beam.combiners.ToList()
+    parts = [
+        inputs['records'] | 'CountRecords' >> beam.Map(
+            _counted, _record_counts, 'records_to_sink', RECORD_COUNTS),
+        inputs['dead_letter'] | 'CountDeadLetters' >> beam.Map(
+            _counted, _dead_letter_count, 'dead_letters_to_sink', DEAD_COUNTS),
+        *[inputs[kind] | f'Tag_{kind}' >> beam.Map(lambda value, kind=kind: (kind, value))
+          for kind in _LISTS if kind in inputs],
+    ]
+    return (parts
+            | 'Flatten' >> beam.Flatten()
+            | 'CollectRun' >> beam.CombineGlobally(CollectRun())
             | 'WriteSummaryJson' >> beam.Map(
-                _write_summary, self.uri, pvalue.AsDict(record_counts),
-                pvalue.AsDict(dead_counts), pvalue.AsList(record_files),
-                pvalue.AsList(dead_files), self._max_bad_shards, self._run, resubmit,
-                self._resubmit_schema, self._output_dirs))
+                _write_summary, self.uri, self._max_bad_shards, self._run,
+                self._resubmit_schema, self._output_dirs, self._resubmit_schema_text))

@@ -13,19 +13,14 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.storage import SHARD_TEMPLATE, sink_prefix, write_text
-
-
-def _write_schema(files: list[str], uri: str, text: str | None) -> list[str]:
-  if files and text:
-    write_text(uri, text)
-  return sorted(files)
+from transforms.storage import SHARD_TEMPLATE, sink_prefix
 
 
 class WriteResubmit(beam.PTransform):
-  """Chunks of failed input lines -> ``resubmit/part-*.csv`` and ``resubmit/.schema``.
+  """Chunks of failed input lines -> ``resubmit/part-*.csv``; returns the files' names.
 
-  Returns a PCollection with one element: the sorted list of the files written.
+  ``resubmit/.schema`` (``schema_uri``, ``schema_text``) is written with the summary, which
+  knows whether any file was (``transforms/enrich.py: WriteSummary``).
   """
 
   def __init__(self, output: str, header_line: str | None, schema_text: str | None):
@@ -33,12 +28,9 @@ class WriteResubmit(beam.PTransform):
     self._prefix = sink_prefix(output, 'resubmit')  # temporary files beside resubmit/
     self.schema_uri = FileSystems.join(output, 'resubmit', '.schema')
     self._header = header_line
-    self._schema_text = schema_text
+    self.schema_text = schema_text
 
   def expand(self, chunks):
-    return (chunks
-            | 'WriteLines' >> beam.io.WriteToText(self._prefix, file_name_suffix='.csv',
-                                                  header=self._header, skip_if_empty=True,
-                                                  shard_name_template=SHARD_TEMPLATE)
-            | 'ListFiles' >> beam.combiners.ToList()
-            | 'CopySchema' >> beam.Map(_write_schema, self.schema_uri, self._schema_text))
+    return chunks | 'WriteLines' >> beam.io.WriteToText(
+        self._prefix, file_name_suffix='.csv', header=self._header, skip_if_empty=True,
+        shard_name_template=SHARD_TEMPLATE)
