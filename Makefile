@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The benchmark's comparison scripts (pandas, DuckDB) get their own environment: see
+# benchmarks/requirements-peers.txt.
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 SAMPLES := $(CURDIR)/samples
 OUT    ?= out
 
@@ -17,6 +21,12 @@ $(STAMP): setup.py deploy/requirements.txt benchmarks/requirements.txt
 	$(PY) -m pip install --quiet -r deploy/requirements.txt -r benchmarks/requirements.txt -e '.[test]'
 	touch $(STAMP)
 
+$(PEERS_STAMP): benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-peers.txt
+	touch $(PEERS_STAMP)
+
 # The main job on the bundled samples (one run per batch prediction), DirectRunner.
 run: $(STAMP)
 	@for bp in binary multiclass regression; do \
@@ -28,14 +38,14 @@ run: $(STAMP)
 	    --direct_num_workers=2 --direct_running_mode=multi_processing || exit 1; \
 	done
 
-test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests $(wildcard benchmarks/test_*.py)
+test: $(STAMP) $(PEERS_STAMP)
+	PREDJOIN_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(PY) -m pytest -q -n 2 --dist loadfile tests $(wildcard benchmarks/test_*.py)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipelines transforms tests benchmarks samples
 
-bench: $(STAMP)
-	$(PY) -m benchmarks.run
+bench: $(STAMP) $(PEERS_STAMP)
+	PREDJOIN_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) $(OUT) build *.egg-info

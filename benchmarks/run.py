@@ -7,6 +7,11 @@ seen. Memory is measured two ways: the kernel's peak RSS of the largest single p
 every 50 ms with psutil (predjoin's multi-processing workers are separate processes). Each tool's
 last output is checked by benchmarks.check.
 
+The peers (pandas, DuckDB, pyarrow scripts) run with the interpreter ``PREDJOIN_PEERS_PYTHON``
+names (``make bench`` sets it to ``.venv-peers``, built from requirements-peers.txt), default
+this one. predjoin runs from its own environment, which has no pandas: with pandas installed
+beside it, Beam imports pandas when it starts, 0.4-0.5 s of CPU in every predjoin process.
+
 Writes benchmarks/results/latest.md, latest.png and latest.json (``latest-quick.*`` with
 ``--quick``) and appends a line to benchmarks/results/history.md.
 
@@ -109,7 +114,12 @@ class Tool:
       return [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
               '--allowed_prefix', data_dir.rstrip('/') + '/',
               f'--direct_num_workers={self.workers}', f'--direct_running_mode={self.mode}']
-    return [sys.executable, os.path.join(PEERS, self.name + '.py'), manifest, out]
+    return [peers_python(), os.path.join(PEERS, self.name + '.py'), manifest, out]
+
+
+def peers_python() -> str:
+  """The interpreter of the peers' environment (``PREDJOIN_PEERS_PYTHON``), else this one."""
+  return os.environ.get('PREDJOIN_PEERS_PYTHON') or sys.executable
 
 
 TOOLS = (
@@ -457,7 +467,13 @@ def _fmt_rate(value) -> str:
   return f'{value:.0f}'
 
 
-def _version(package: str) -> str:
+def _version(package: str, python: str | None = None) -> str:
+  """A package's version here, or in the environment of ``python``."""
+  if python is not None and python != sys.executable:
+    done = subprocess.run([python, '-c', 'import importlib.metadata, sys; '
+                           'print(importlib.metadata.version(sys.argv[1]))', package],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else 'not installed'
   try:
     return importlib.metadata.version(package)
   except importlib.metadata.PackageNotFoundError:
@@ -496,8 +512,10 @@ def machine_info() -> dict:
       'memory': mem,
       'os': platform.platform(),
       'python': platform.python_version(),
-      'versions': {p: _version(p) for p in ('apache-beam', 'pyarrow', 'pandas', 'duckdb', 'polars',
-                                            'numpy', 'fastavro', 'psutil', 'matplotlib')},
+      'versions': {p: _version(p) for p in ('apache-beam', 'pyarrow', 'polars', 'numpy',
+                                            'fastavro', 'psutil', 'matplotlib')},
+      'peer_versions': {p: _version(p, peers_python())
+                        for p in ('pandas', 'duckdb', 'pyarrow', 'numpy')},
       'commit': commit,
   }
 
@@ -546,7 +564,10 @@ def write_markdown(path: str, rows: list, goals: list, info: dict, quick: bool, 
   lines += ['', '## Machine', '',
             f'- nproc {info["nproc"]}, CPU {info["cpu"]}, memory {info["memory"]}',
             f'- {info["os"]}, Python {info["python"]}',
-            '- ' + ', '.join(f'{k} {v}' for k, v in info['versions'].items()),
+            '- predjoin\'s environment: ' + ', '.join(f'{k} {v}' for k, v in
+                                                     info['versions'].items()),
+            '- the peers\' environment (benchmarks/requirements-peers.txt): ' + ', '.join(
+                f'{k} {v}' for k, v in info.get('peer_versions', {}).items()),
             '- load average (1 min) before each data set: '
             + ', '.join(sorted({f'{r["dataset"]} {r["load_before"]}' for r in rows})),
             '- peers: benchmarks/peers/*.py; naive peers drop blank result lines on purpose and '
