@@ -417,7 +417,10 @@ class WriteSummary(beam.PTransform):
     ]
     return (parts
             | 'Flatten' >> beam.Flatten()
-            | 'CollectRun' >> beam.CombineGlobally(CollectRun())
+            # Never empty: every manifest (there is at least one) reports a problem or has
+            # shards, and every shard reports. Without Beam's default value for an empty
+            # input: one stage and three DoFns fewer.
+            | 'CollectRun' >> beam.CombineGlobally(CollectRun()).without_defaults()
             | 'WriteSummaryJson' >> beam.Map(
                 _write_summary, self.uri, self._max_bad_shards, self._run,
                 self._resubmit_schema, self._output_dirs, self._resubmit_schema_text))
