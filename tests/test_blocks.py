@@ -195,3 +195,12 @@ def test_join_block_single_column_input_keeps_empty_values():
   outcome = _join(['a', '', 'c'], ['1,1,0.9', '0,0,0.2', ''], columns=('only',))
   assert [r['only'] for r in outcome.batch.to_pylist()] == ['a', '', 'c']
   assert outcome.dead == []
+
+
+def test_constant_columns_are_slices_of_one_cached_column():
+  first, shorter = blocks.constant('bp-const', 5), blocks.constant('bp-const', 3)
+  longer, other = blocks.constant('bp-const', 12), blocks.constant('other-const', 2)
+  assert first.to_pylist() == ['bp-const'] * 5 and shorter.to_pylist() == ['bp-const'] * 3
+  assert longer.to_pylist() == ['bp-const'] * 12 and other.to_pylist() == ['other-const'] * 2
+  assert shorter.buffers()[2].address == first.buffers()[2].address  # no copy for a shorter block
+  assert blocks.constant('', 0).to_pylist() == [] and blocks.constant('', 2).to_pylist() == ['', '']

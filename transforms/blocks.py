@@ -376,6 +376,25 @@ def _multiclass(by_name, layout, ok, valid, min_score, top_k) -> dict[str, pa.Ar
   return fields
 
 
+_CONSTANTS: dict[str, pa.Array] = {}
+_CONSTANTS_KEPT = 16
+
+
+def constant(value: str, n: int) -> pa.StringArray:
+  """A string column of ``value`` n times: a zero-copy slice of one cached column per value.
+
+  ``pa.repeat`` copied the value for every row of every block: 0.05 s of CPU per million rows
+  for a 62-byte input URI. Blocks of a shard share its URI and batch prediction id.
+  """
+  column = _CONSTANTS.get(value)
+  if column is None or len(column) < n:
+    if len(_CONSTANTS) >= _CONSTANTS_KEPT:
+      _CONSTANTS.clear()
+    column = pa.repeat(pa.scalar(value, pa.string()), max(n, 2 * len(column or ())))
+    _CONSTANTS[value] = column
+  return column.slice(0, n)
+
+
 @dataclasses.dataclass
 class BlockOutcome:
   """A joined block: the record batch, and the rows that went to the dead letter instead.
@@ -462,8 +481,8 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
                                   else (mask & keep).sum())
       for j, mask in bad.items()}
   columns = {
-      'batch_prediction_id': pa.repeat(pa.scalar(bp_id, pa.string()), n),
-      'input_uri': pa.repeat(pa.scalar(input_uri, pa.string()), n),
+      'batch_prediction_id': constant(bp_id, n),
+      'input_uri': constant(input_uri, n),
       'row_number': pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
       **dict(zip(schema.input_fields, typed, strict=True)),
   }
@@ -476,7 +495,7 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
     joined = int(ok.sum())
     failed_rows = np.flatnonzero(keep & (result.kind == FAILED))
   else:
-    columns['status'] = pa.repeat(pa.scalar(NOT_PREDICTED, pa.string()), n)
+    columns['status'] = constant(NOT_PREDICTED, n)
     stats, joined, failed_rows = None, 0, np.zeros(0, dtype=np.int64)
   batch = pa.RecordBatch.from_arrays(
       [columns[field.name] if field.name in columns else pa.nulls(n, field.type)
