@@ -204,3 +204,9 @@ def test_constant_columns_are_slices_of_one_cached_column():
   assert longer.to_pylist() == ['bp-const'] * 12 and other.to_pylist() == ['other-const'] * 2
   assert shorter.buffers()[2].address == first.buffers()[2].address  # no copy for a shorter block
   assert blocks.constant('', 0).to_pylist() == [] and blocks.constant('', 2).to_pylist() == ['', '']
+
+
+def test_tiled_class_labels_follow_the_classes_for_any_block_size():
+  classes = ('tiled_a', 'tiled_b', 'tiled_c')
+  for n in (2, 5, 1, 40, 3):
+    assert blocks._tiled_labels(classes, n).to_pylist() == list(classes) * n
