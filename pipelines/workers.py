@@ -49,7 +49,7 @@ import traceback
 from collections.abc import Callable
 
 from pipelines.handover import POLL_S as _POLL_S
-from pipelines.handover import WARM_DIR_ENV, hand_over
+from pipelines.handover import WARM_DIR_ENV
 
 LOCAL_RUNNERS = (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner')  # run by LocalRunner
 WARM_MARK_ENV = 'PREDJOIN_WARM_WORKER'  # set in a warm worker, for tests and diagnostics
@@ -311,21 +311,8 @@ def _serve(server: socket.socket, socket_path: str, launcher: int) -> int:
   return code
 
 
-def worker_command() -> int:
-  """A warm worker if ``WARM_DIR_ENV`` names one, else Beam's harness, here.
-
-  The runner starts ``pipelines/handover.py``, which hands over and comes here only when no
-  warm worker is left (without ``WARM_DIR_ENV``).
-  """
-  directory = os.environ.pop(WARM_DIR_ENV, None)
-  if directory and os.path.isdir(directory):
-    code = hand_over(directory)
-    if code is not None:
-      return code
-  return run_harness()
-
-
 if __name__ == '__main__':
   if len(sys.argv) == 4 and sys.argv[1] == '--warm':
     exit_now(serve_warm(sys.argv[2], int(sys.argv[3])))
-  exit_now(worker_command())
+  # The worker command (pipelines/handover.py) found no warm worker: run the harness here.
+  exit_now(run_harness())

@@ -332,27 +332,6 @@ def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: 
   return fields
 
 
-# Columns that repeat a value (or the class labels) in every block, kept per worker process.
-_CONSTANTS: dict[str, pa.Array] = {}
-_TILED: dict[tuple[str, ...], pa.Array] = {}
-_CONSTANTS_KEPT = 16
-
-
-def _tiled_labels(classes: tuple[str, ...], n: int) -> pa.StringArray:
-  """The class labels in order, n times over (the ``label`` of every ``scores`` entry): a
-  zero-copy slice of one cached column per class list (taking them anew for each block cost
-  0.14 s of CPU per million multiclass rows)."""
-  k = len(classes)
-  column = _TILED.get(classes)
-  if column is None or len(column) < n * k:
-    if len(_TILED) >= _CONSTANTS_KEPT:
-      _TILED.clear()
-    rows = max(n, 2 * len(column or ()) // k)
-    column = pa.array(classes, pa.string()).take(pa.array(np.tile(np.arange(k), rows)))
-    _TILED[classes] = column
-  return column.slice(0, n * k)
-
-
 def _label_lists(labels: pa.Array, index: np.ndarray, ok: np.ndarray) -> pa.ListArray:
   """Rows of ``index`` (n x k class positions) as lists of labels, null where not ``ok``."""
   n, k = index.shape
@@ -397,19 +376,36 @@ def _multiclass(by_name, layout, ok, valid, min_score, top_k) -> dict[str, pa.Ar
   return fields
 
 
-def constant(value: str, n: int) -> pa.StringArray:
-  """A string column of ``value`` n times: a zero-copy slice of one cached column per value.
+# Columns that repeat the same values in every block (a shard's URI and batch prediction id, the
+# class labels of multiclass scores), one per key, kept per worker process.
+_CACHED: dict[tuple, pa.Array] = {}
+_CACHED_KEPT = 16
 
-  ``pa.repeat`` copied the value for every row of every block: 0.05 s of CPU per million rows
-  for a 62-byte input URI. Blocks of a shard share its URI and batch prediction id.
-  """
-  column = _CONSTANTS.get(value)
-  if column is None or len(column) < n:
-    if len(_CONSTANTS) >= _CONSTANTS_KEPT:
-      _CONSTANTS.clear()
-    column = pa.repeat(pa.scalar(value, pa.string()), max(n, 2 * len(column or ())))
-    _CONSTANTS[value] = column
-  return column.slice(0, n)
+
+def _cached_slice(key: tuple, length: int, build) -> pa.Array:
+  """``build(m)[:length]`` for an m >= length: a zero-copy slice of a column cached per key
+  (built anew only when a longer one is asked for, twice as long as before)."""
+  column = _CACHED.get(key)
+  if column is None or len(column) < length:
+    if len(_CACHED) >= _CACHED_KEPT:
+      _CACHED.clear()
+    column = _CACHED[key] = build(max(length, 2 * len(column or ())))
+  return column.slice(0, length)
+
+
+def constant(value: str, n: int) -> pa.StringArray:
+  """A string column of ``value`` n times (``pa.repeat`` copied the value for every row of every
+  block: 0.05 s of CPU per million rows for a 62-byte input URI)."""
+  return _cached_slice(('constant', value), n,
+                       lambda m: pa.repeat(pa.scalar(value, pa.string()), m))
+
+
+def _tiled_labels(classes: tuple[str, ...], n: int) -> pa.StringArray:
+  """The class labels in order, n times over: the ``label`` of every ``scores`` entry (taking
+  them anew for each block cost 0.14 s of CPU per million multiclass rows)."""
+  k = len(classes)
+  return _cached_slice(('labels', classes), n * k, lambda m: pa.array(classes, pa.string()).take(
+      pa.array(np.tile(np.arange(k), m // k))))
 
 
 @dataclasses.dataclass
