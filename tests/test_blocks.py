@@ -1,6 +1,7 @@
 """Line blocks, parsing and interpretation of blocks: pure functions, fast and slow paths."""
 
 import io
+import os
 import random
 
 import numpy as np
@@ -210,3 +211,25 @@ def test_tiled_class_labels_follow_the_classes_for_any_block_size():
   classes = ('tiled_a', 'tiled_b', 'tiled_c')
   for n in (2, 5, 1, 40, 3):
     assert blocks._tiled_labels(classes, n).to_pylist() == list(classes) * n
+
+
+@pytest.mark.parametrize('given, expected', [(None, None), ('system', 'system')])
+def test_arrow_runs_on_jemalloc_unless_a_pool_is_given(given, expected):
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if k != 'ARROW_DEFAULT_MEMORY_POOL'}
+  if given:
+    env['ARROW_DEFAULT_MEMORY_POOL'] = given
+  code = ('import pyarrow as pa; from transforms import blocks; '
+          'print(blocks.ARROW_MEMORY_POOL, pa.default_memory_pool().backend_name, '
+          'pa.array(range(9)).buffers()[1] is not None)')
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       check=True).stdout.split()
+  if expected is None:  # pyarrow's Linux and macOS wheels have jemalloc
+    import pyarrow as pa
+    try:
+      pa.jemalloc_memory_pool()
+      expected = 'jemalloc'
+    except NotImplementedError:
+      expected = 'system'
+  assert out == [expected, expected, 'True']
