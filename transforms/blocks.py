@@ -32,10 +32,10 @@ def _arrow_memory_pool() -> str:
   MB higher than on the system allocator. On the system allocator each block's large buffers
   are mapped and unmapped, new pages every time; Arrow's jemalloc, configured to give freed
   pages back to the system promptly, was both faster and smaller. Alternated runs on the
-  benchmark's data, 2 workers: 8 x 1M CPU 15.5-18.7 -> 14.4-17.3 s and largest process 288 -> 249 MB; 1 x 4M
-  266 -> 229 MB; multiclass JSON Lines 308-311 -> 290-294 MB and 0.5 s less CPU. The C++ side
-  reads the variable when it first allocates, pyarrow's own calls use ``set_memory_pool``. An
-  explicit ARROW_DEFAULT_MEMORY_POOL still wins.
+  benchmark's data, 2 workers: 8 x 1M CPU 15.5-18.7 -> 14.4-17.3 s and largest process 288 ->
+  249 MB; 1 x 4M 266 -> 229 MB; multiclass JSON Lines 308-311 -> 290-294 MB and 0.5 s less
+  CPU. The C++ side reads the variable when it first allocates, pyarrow's own calls use
+  ``set_memory_pool``. An explicit ARROW_DEFAULT_MEMORY_POOL still wins.
   """
   if os.environ.get('ARROW_DEFAULT_MEMORY_POOL'):
     return os.environ['ARROW_DEFAULT_MEMORY_POOL']
