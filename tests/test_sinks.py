@@ -5,6 +5,7 @@ import json
 import zlib
 
 import fastavro
+import fastavro.write
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -76,6 +77,44 @@ def test_avro_files_carry_one_sync_marker_each():
   syncs = [fastavro.block_reader(io.BytesIO(v))._header['sync'] for v in files]
   assert syncs[0] != syncs[1] and all(v.endswith(s) for v, s in zip(files, syncs, strict=True))
   assert [r for r in fastavro.reader(io.BytesIO(files[1]))] == batch.to_pylist()
+
+
+def _avro_file(batch: pa.RecordBatch, schema: lay.OutputSchema, block_rows: int) -> bytes:
+  """An uncompressed Avro file of ``batch`` written by fastavro, ``block_rows`` per block."""
+  f = io.BytesIO()
+  writer = fastavro.write.Writer(f, fastavro.parse_schema(lay.avro_schema(schema)))
+  for offset in range(0, batch.num_rows, block_rows):
+    for record in batch.slice(offset, block_rows).to_pylist():
+      writer.write(record)
+    writer.flush()  # ends the block
+  return f.getvalue()
+
+
+@pytest.mark.parametrize('block_rows', [1, 7, 1000])
+def test_avro_block_framing_matches_fastavro_block_reader(block_rows):
+  batch, schema = _batch(50)
+  data = _avro_file(batch, schema, block_rows)
+  mine = [(count, bytes(block)) for count, block in sinks.avro_blocks(data)]
+  theirs = [(b.num_records, b.bytes_.getvalue()) for b in fastavro.block_reader(io.BytesIO(data))]
+  assert mine == theirs and sum(count for count, _ in mine) == 50
+  assert len(mine) == -(-50 // block_rows)
+  # polars' output, as the writer gets it: one block per slice, the records of the batch
+  polars_blocks = list(sinks.avro_blocks(sinks._polars_avro(batch)))
+  assert [count for count, _ in polars_blocks] == [50]
+
+
+@pytest.mark.parametrize('damage', ['magic', 'sync', 'cut'])
+def test_avro_block_framing_refuses_damaged_files(damage):
+  batch, schema = _batch(30)
+  data = bytearray(_avro_file(batch, schema, 10))
+  if damage == 'magic':
+    data[0:4] = b'Obj\x02'
+  elif damage == 'sync':
+    data[-1] ^= 0xFF  # the sync marker after the last block
+  else:
+    del data[-30:]
+  with pytest.raises(ValueError):
+    list(sinks.avro_blocks(bytes(data)))
 
 
 def test_json_lines_blocks_larger_than_a_slice_read_back_whole():

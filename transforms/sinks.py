@@ -30,6 +30,7 @@ import fastavro.write
 import pyarrow as pa
 from apache_beam.io import filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
+from fastavro.io.binary_decoder import BinaryDecoder
 from fastavro.io.binary_encoder import BinaryEncoder
 from isal import isal_zlib
 
@@ -112,6 +113,46 @@ def _polars_avro(batch: pa.RecordBatch) -> bytes:
   return buf.getvalue()
 
 
+AVRO_MAGIC = b'Obj\x01'
+SYNC_BYTES = 16
+
+
+def avro_blocks(data: bytes):
+  """The data blocks of an uncompressed Avro container file: ``(record count, bytes)`` each.
+
+  Only the framing is read (magic, metadata map, sync marker, then per block its count, size
+  and the sync marker after it), with fastavro's decoder for its longs and bytes; no schema is
+  parsed. ``fastavro.block_reader`` parses the writer's schema for every file: 0.1 s of CPU per
+  million 20-field records when each 8k-row slice is a file of its own.
+
+  Raises:
+    ValueError: ``data`` is not an Avro container file, or a block is cut short or not
+      followed by the file's sync marker.
+  """
+  fo = io.BytesIO(data)
+  decoder = BinaryDecoder(fo)
+  try:
+    if decoder.read_fixed(len(AVRO_MAGIC)) != AVRO_MAGIC:
+      raise ValueError('not an Avro container file: no magic bytes')
+    decoder.read_map_start()
+    for _ in decoder.iter_map():
+      decoder.read_utf8()
+      decoder.read_bytes()
+    sync = decoder.read_fixed(SYNC_BYTES)
+    view = memoryview(data)
+    while fo.tell() < len(data):
+      count, size = decoder.read_long(), decoder.read_long()
+      start = fo.tell()
+      if count < 0 or size < 0 or start + size + SYNC_BYTES > len(data):
+        raise ValueError(f'an Avro block at byte {start} is cut short')
+      fo.seek(start + size)
+      if decoder.read_fixed(SYNC_BYTES) != sync:
+        raise ValueError(f'the Avro block at byte {start} is not followed by the sync marker')
+      yield count, view[start:start + size]
+  except EOFError:
+    raise ValueError('an Avro container file cut short') from None
+
+
 def block_encoding_matches(arrow_schema: pa.Schema, avro_schema: dict) -> bool:
   """Whether polars encodes blocks of ``arrow_schema`` exactly as ``avro_schema`` declares."""
   empty = pa.RecordBatch.from_pylist([], schema=arrow_schema)
@@ -153,9 +194,9 @@ class _AvroBlockWriter:
         self._writer.write(record)
       return
     for part in _slices(batch):
-      for block in fastavro.block_reader(io.BytesIO(_polars_avro(part))):
-        data = deflate(block.bytes_.getvalue())
-        self._encoder.write_long(block.num_records)
+      for count, block in avro_blocks(_polars_avro(part)):
+        data = deflate(block)
+        self._encoder.write_long(count)
         self._encoder.write_long(len(data))
         self._f.write(data)
         self._f.write(self._sync)
