@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+  DirectOptions,
+  PipelineOptions,
+  StandardOptions,
+  TestOptions,
+)
 
 from pipelines import local, workers
 from pipelines.options import Options, OptionsError, PredjoinOptions, validate
@@ -73,6 +79,21 @@ def _dry_run(options: PipelineOptions) -> bool:
   return str(options.view_as(TestOptions).dry_run).lower() not in ('false', '0', 'none', '')
 
 
+def one_worker_process(options: PipelineOptions) -> bool:
+  """Whether the job's SDK work runs in a single process, which then has the cores to itself.
+
+  Local runs are, except ``--direct_running_mode multi_processing`` with more than one worker.
+  Dataflow and the other runners are not: Dataflow runs one SDK process per vCPU.
+  """
+  if options.view_as(StandardOptions).runner not in workers.LOCAL_RUNNERS:
+    return False
+  direct = options.view_as(DirectOptions)
+  if direct.direct_running_mode != 'multi_processing':
+    return True
+  count = direct.direct_num_workers if direct.direct_num_workers > 0 else os.cpu_count() or 1
+  return count <= 1
+
+
 def check_table(opts: PredjoinOptions, schema, client=None) -> None:
   """Before an append: the existing table must take the records. Raises LaunchError."""
   table = bigquery.parse_table(opts.bigquery_table)
@@ -115,7 +136,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
                    rebase_rules=rules, access_policy=policy, schema_uri=opts.schema,
                    on_type_error=opts.on_type_error, top_k=opts.top_k,
                    data_rearrangement=splitting.parse(opts.data_rearrangement)
-                   if opts.data_rearrangement else None)
+                   if opts.data_rearrangement else None,
+                   # CSV parsing threads only where they do not compete with other workers.
+                   parse_threads=one_worker_process(options))
   if opts.top_k and plan.layout.model_type != 'multiclass':
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')

@@ -18,7 +18,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.enrich import build_pipeline, local_runner, run
+from pipelines.enrich import build_pipeline, local_runner, one_worker_process, run
 from tests.builders import oracle_rows, read_dead_letters, read_records, read_summary, write_bp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +88,29 @@ def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
   summary = read_summary(out)
   assert summary['identity']['holds'] and not summary['ok']
   assert summary['totals']['input_rows'] == 36
+  assert built['plan'].parse_threads  # one in-memory worker: the CSV reader's threads help
+
+
+MP = ['--direct_running_mode=multi_processing']
+
+
+@pytest.mark.parametrize('args, alone', [
+    ([], True),  # in-memory: one worker
+    (['--direct_num_workers=2'], True),  # in-memory still
+    ([*MP, '--direct_num_workers=1'], True),
+    ([*MP, '--direct_num_workers=2'], False),
+    ([*MP, '--direct_num_workers=0'], (os.cpu_count() or 1) == 1),  # a worker per core
+    (['--direct_running_mode=multi_threading', '--direct_num_workers=2'], True),
+    (['--runner=DataflowRunner'], False),  # one SDK process per vCPU
+])
+def test_csv_reader_threads_only_where_one_process_has_the_cores(args, alone):
+  assert one_worker_process(PipelineOptions(args)) is alone
+
+
+def test_multi_processing_plans_parse_without_threads(good_bp, tmp_path):
+  options = PipelineOptions(['--manifest', good_bp, '--output', str(tmp_path / 'out'),
+                             *MP, '--direct_num_workers=2', *trusted(tmp_path)])
+  assert build_pipeline(beam.Pipeline(options=options), options)['plan'].parse_threads is False
 
 
 @pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])

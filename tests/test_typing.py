@@ -63,7 +63,8 @@ def test_binary_synonyms_any_case_spaces_ignored():
 
 
 def test_fast_csv_typing_and_the_vectorised_string_path_agree():
-  """The CSV reader types clean blocks; any other block is typed from strings. Same results."""
+  """The CSV reader types clean blocks; any other block is typed from strings. Same results,
+  with the reader's threads or without."""
   rng = random.Random(3)
   numbers = ['1', '-2.5', '3E2', '', ' 4 ', '"5"', 'x', 'nan', '+.5', '1.', 'inf', '"  "']
   flags = ['yes', 'No', 'T', 'false', '', ' y ', 'yEs', 'maybe', '1', '0', '""']
@@ -74,6 +75,10 @@ def test_fast_csv_typing_and_the_vectorised_string_path_agree():
     block = ''.join(line + '\n' for line in lines).encode()
     typed = blocks.parse_input(block, len(lines), 3, types)
     strings = blocks.parse_input(block, len(lines), 3)
+    serial = blocks.parse_input(block, len(lines), 3, types, threads=False)
+    assert repr([c.to_pylist() for c in serial.columns]) == \
+        repr([c.to_pylist() for c in typed.columns])  # repr: nan == nan
+    assert (serial.kind.tolist(), serial.errors) == (typed.kind.tolist(), typed.errors)
     for kind, a, b in zip(kinds, typed.columns, strings.columns, strict=True):
       x, y = coltypes.convert(a, kind), coltypes.convert(b, kind)
       assert x.array.to_pylist() == y.array.to_pylist(), lines

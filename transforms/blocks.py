@@ -230,7 +230,7 @@ def _convert(name: str, pa_type: pa.DataType, cell: str):
 
 
 def parse_input(block: bytes, n: int, ncols: int, types: list[pa.DataType] | None = None,
-                include: list[int] | None = None) -> Parsed:
+                include: list[int] | None = None, threads: bool = True) -> Parsed:
   """Parses n input lines into ncols columns; a row with another field count is BAD.
 
   The first parse skips blank lines, so when it returns n rows the block has none and nothing
@@ -241,12 +241,13 @@ def parse_input(block: bytes, n: int, ncols: int, types: list[pa.DataType] | Non
       A block it cannot convert is read again as strings: its columns are then strings, and
       :func:`transforms.coltypes.convert` types them and finds the values that do not fit.
     include: only these column positions are converted and returned (string columns).
+    threads: whether pyarrow's CSV reader may use its thread pool (``JoinPlan.parse_threads``).
   """
   if include is not None:
-    return _parse_input_some(block, n, ncols, include)
+    return _parse_input_some(block, n, ncols, include, threads)
   if types is not None and any(t != pa.string() for t in types):
     try:
-      table, invalid = _read_csv(block, ncols, list(types), skip_blank=True, threads=True)
+      table, invalid = _read_csv(block, ncols, list(types), skip_blank=True, threads=threads)
       if table.num_rows == n and not invalid:
         return Parsed(n, np.zeros(n, dtype=np.int8), {},
                       _columns(table, ncols))
@@ -254,7 +255,7 @@ def parse_input(block: bytes, n: int, ncols: int, types: list[pa.DataType] | Non
       pass  # a value the reader does not convert, or a bad line: read as strings below
   types = [pa.string()] * ncols
   try:
-    table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=True)
+    table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=threads)
     if table.num_rows == n and not invalid:
       return Parsed(n, np.zeros(n, dtype=np.int8), {},
                     _columns(table, ncols))
@@ -266,11 +267,12 @@ def parse_input(block: bytes, n: int, ncols: int, types: list[pa.DataType] | Non
   return _placed(block, n, ncols, table, invalid)
 
 
-def _parse_input_some(block: bytes, n: int, ncols: int, include: list[int]) -> Parsed:
+def _parse_input_some(block: bytes, n: int, ncols: int, include: list[int],
+                      threads: bool = True) -> Parsed:
   """Like parse_input with strings, converting only the ``include`` columns (alignment checks)."""
   types = [pa.string()] * ncols
   try:
-    table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=True,
+    table, invalid = _read_csv(block, ncols, types, skip_blank=True, threads=threads,
                                include=include)
     if table.num_rows == n and not invalid:  # no blank or invalid line: nothing to place
       return Parsed(n, np.zeros(n, dtype=np.int8), {},
@@ -472,7 +474,8 @@ def _type_error(schema: lay.OutputSchema, inputs: Parsed, bad: dict, i: int):
 def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.ResultLayout,
                bp_id: str, input_uri: str, first_row: int, input_block: bytes,
                result_block: bytes | None, n: int, cutoff: float, min_score: float | None, *,
-               on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None) -> BlockOutcome:
+               on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
+               threads: bool = True) -> BlockOutcome:
   """Joins n input lines with the n result lines answering them, by position.
 
   Args:
@@ -481,9 +484,11 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
       slice): their records have status ``not_predicted`` and null prediction fields.
     on_type_error: ``dead_letter`` sends a row with a value that does not fit its column's type
       to the dead letter (reason ``type_error``); ``null`` makes the value null.
+    threads: whether the input block may be parsed on pyarrow's thread pool.
   """
   inputs = parse_input(input_block, n, len(schema.input_columns),
-                       [coltypes.ARROW_TYPES[kind] for kind in schema.input_kinds])
+                       [coltypes.ARROW_TYPES[kind] for kind in schema.input_kinds],
+                       threads=threads)
   typed, bad = _typed_columns(schema, inputs)
   type_dead = np.zeros(n, dtype=bool)
   if bad and on_type_error == coltypes.DEAD_LETTER:

@@ -86,7 +86,8 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
               block_rows: int = 65536, rebase_rules=(),
               access_policy: AccessPolicy | None = None, schema_uri: str | None = None,
               on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
-              data_rearrangement: splitting.Split | None = None) -> JoinPlan:
+              data_rearrangement: splitting.Split | None = None,
+              parse_threads: bool = True) -> JoinPlan:
   """Builds the plan from the first shard whose result and input can be read.
 
   The input's schema (``schema_uri``, else the ``.schema`` beside the shard) gives the column
@@ -133,7 +134,8 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
         continue
       return _plan(layout, columns, given is not None, input_header=input_header,
                    cutoff=cutoff, min_score=min_score, block_rows=block_rows,
-                   on_type_error=on_type_error, top_k=top_k, split=data_rearrangement)
+                   on_type_error=on_type_error, top_k=top_k, split=data_rearrangement,
+                   parse_threads=parse_threads)
   raise PlanError('no shard could be read to learn the columns of this run:\n  - ' +
                   '\n  - '.join(problems or ['the manifests name no shards']))
 
