@@ -54,7 +54,7 @@ class JoinPlan:
   cutoff: float = 0.5
   min_score: float | None = None
   block_rows: int = 65536
-  block_bytes: int = 2 << 20  # input bytes per block: ~17k rows of a 12-column input
+  block_bytes: int = 4 << 20  # input bytes per block: ~48k rows of a 12-column input
   # Whether pyarrow's CSV reader may parse an input block on its thread pool: it shortens a
   # block's wall time when this process has the cores to itself, but where one SDK process runs
   # per core (local multi-processing, Dataflow) the threads only compete with the other
