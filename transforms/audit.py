@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import arrays
 from transforms import layout as lay
 
 SUM_TOLERANCE = 1e-3
@@ -25,10 +26,6 @@ SUM_TOLERANCE = 1e-3
 # first edge and one from the last edge up.
 CUTOFF_OFFSETS = (-0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1)
 MARGIN_EDGES = (0.01, 0.05, 0.1, 0.25, 0.5)
-
-
-def _numbers(array: pa.Array) -> np.ndarray:
-  return array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
 def _flags(array: pa.Array) -> np.ndarray:
@@ -45,9 +42,10 @@ def block_stats(layout: lay.ResultLayout, fields: dict[str, pa.Array], ok: np.nd
   """The audit figures of one block's prediction fields; ``ok`` marks the rows with an answer."""
   rows = int(ok.sum())
   if layout.model_type == lay.BINARY:
-    score = _numbers(fields['score'])[ok]
-    mine = _numbers(fields['best_answer'])[ok]
-    theirs = _numbers(fields['service_best_answer'])[ok]
+    # ok rows have every field: the values of null slots are never looked at.
+    score = arrays.values(fields['score'])[ok]
+    mine = arrays.values(fields['best_answer'])[ok]
+    theirs = arrays.values(fields['service_best_answer'])[ok]
     changed = mine != theirs
     zero, one = score[theirs == 0], score[theirs == 1]
     return {
@@ -64,7 +62,7 @@ def block_stats(layout: lay.ResultLayout, fields: dict[str, pa.Array], ok: np.nd
         'rows': rows,
         'unknown_rows': int(_flags(fields['unknown'])[ok].sum()),
         'score_sum_off_rows': int(_flags(fields['score_sum_off'])[ok].sum()),
-        'margin_bins': _bins(_numbers(fields['margin'])[ok], MARGIN_EDGES),
+        'margin_bins': _bins(arrays.values(fields['margin'])[ok], MARGIN_EDGES),
     }
   return {'rows': rows}
 

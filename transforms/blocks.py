@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from transforms import audit, coltypes
+from transforms import arrays, audit, coltypes
 from transforms import layout as lay
 from transforms.lines import line_lengths, split_lines
 
@@ -170,7 +170,8 @@ def _check_values(layout, types, columns, kind, errors) -> None:
   """Marks OK rows BAD where a score is empty or not finite, or a binary answer not 0/1."""
   for name, pa_type, column in zip(layout.header, types, columns, strict=True):
     if pa_type == pa.float64():
-      finite = pc.fill_null(pc.is_finite(column), False).to_numpy(zero_copy_only=False)
+      with np.errstate(invalid='ignore'):  # null slots may hold anything
+        finite = np.isfinite(arrays.values(column)) & arrays.valid(column)
       problem = (kind == OK) & ~finite
       detail = f'{name} is empty or not a finite number'
     elif name == lay.BEST_ANSWER and layout.model_type == lay.BINARY:
