@@ -13,7 +13,8 @@ def test_values_and_validity_match_arrow_for_slices_with_nulls(pa_type, offset, 
   rng = np.random.default_rng(7)
   raw = rng.integers(-1000, 1000, size=70)
   nulls = rng.random(70) < 0.3
-  column = pa.array(raw.astype('float64' if pa_type == pa.float64() else 'int64'), pa_type, mask=nulls)
+  dtype = 'float64' if pa_type == pa.float64() else 'int64'
+  column = pa.array(raw.astype(dtype), pa_type, mask=nulls)
   part = column.slice(offset, length)
   valid = arrays.valid(part)
   assert valid.tolist() == part.is_valid().to_pylist()

@@ -58,7 +58,7 @@ class JoinPlan:
   # Whether pyarrow's CSV reader may parse an input block on its thread pool: it shortens a
   # block's wall time when this process has the cores to itself, but where one SDK process runs
   # per core (local multi-processing, Dataflow) the threads only compete with the other
-  # workers: 10% more CPU per input row.
+  # workers: they cost 10% more CPU for the input's CSV parsing.
   parse_threads: bool = True
   aml_schema: amlschema.AmlSchema | None = None  # --schema, or the first shard's
   schema_given: bool = False         # --schema: it applies to every shard
