@@ -230,6 +230,21 @@ def test_the_harness_import_leaves_its_objects_to_no_garbage_collection():
   assert int(done.stdout) > 50_000  # Beam's modules, classes and descriptors
 
 
+def test_the_harness_import_runs_without_collections_and_leaves_the_collector_as_it_was():
+  # The import creates no garbage worth a collection: none runs during it (each would walk
+  # every object made so far), and the collector is back on afterwards (or stays off).
+  code = ('import gc, sys; from pipelines import workers\n'
+          'runs = []\n'
+          'gc.callbacks.append(lambda phase, info: runs.append(phase))\n'
+          'if sys.argv[1] == "off": gc.disable()\n'
+          'workers.import_harness()\n'
+          'print(len(runs), gc.isenabled(), gc.get_freeze_count() > 50_000)')
+  for state, expected in (('on', '0 True True'), ('off', '0 False True')):
+    done = subprocess.run([sys.executable, '-c', code, state], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.split() == expected.split(), state
+
+
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
 def test_ctrl_c_ends_forked_workers_quietly():
   # Ctrl-C interrupts the whole process group: the warm workers end without a traceback each
