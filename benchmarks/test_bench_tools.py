@@ -184,3 +184,33 @@ def test_checker_reads_avro(data, tmp_path):
     fastavro.writer(f, schema, table.to_pylist())
   report = check.check(d, str(tmp_path / 'out'))
   assert report['correct'], report['reason']
+
+
+def _row(role, tool, kind, rate, correct=True, rss=300.0):
+  return {'role': role, 'dataset': role, 'tool': tool, 'kind': kind, 'status': 'ran',
+          'correct': correct, 'rows_per_s': rate, 'max_process_rss_mb': rss,
+          'peak_tree_rss_mb': rss * 2, 'reason': '' if correct else 'row 3 shifted'}
+
+
+def test_targets_judge_parquet_on_the_multiclass_data_set_against_its_own_peers():
+  from benchmarks.run import targets
+  rows = [
+      _row('main', 'predjoin-parquet', 'predjoin', 1.3e6),
+      _row('main', 'predjoin-avro', 'predjoin', 1.0e6),
+      _row('main', 'predjoin-jsonl', 'predjoin', 0.5e6),
+      _row('main', 'pandas_careful', 'careful', 1.2e6),
+      _row('main', 'pandas_naive', 'naive', 9.9e6, correct=False),  # fast but wrong: ignored
+      _row('multiclass', 'predjoin-parquet', 'predjoin', 0.3e6),
+      _row('multiclass', 'duckdb_careful', 'careful', 0.6e6),
+  ]
+  goals = {g['target']: g for g in targets(rows)}
+  main = goals['predjoin-parquet rows/s vs fastest correct peer']
+  assert main['verdict'] == 'PASS' and main['value'] == pytest.approx(1.3 / 1.2)
+  multi = goals['predjoin-parquet rows/s vs fastest correct peer (multiclass)']
+  assert multi['verdict'] == 'FAIL' and multi['value'] == pytest.approx(0.5)
+  assert 'duckdb_careful' in multi['detail']
+  assert goals['predjoin-avro rows/s vs fastest correct peer']['verdict'] == 'PASS'
+  assert goals['predjoin-jsonl rows/s vs fastest correct peer']['verdict'] == 'FAIL'
+  rows = [r for r in rows if r['role'] != 'multiclass']  # not run: N/A, not a pass
+  goals = {g['target']: g for g in targets(rows)}
+  assert goals['predjoin-parquet rows/s vs fastest correct peer (multiclass)']['verdict'] == 'N/A'
