@@ -74,22 +74,60 @@ def test_mixed_takes_return_every_line_once_in_order(seed):
   got = []
   while True:
     how = rng.random()
-    if how < 0.2:
+    if how < 0.03 and got:  # the rest, counted
+      assert reader.count_rest() == len(expected) - len(got)
+      assert reader.take(1) == (b'', 0)
+      got = expected
+      break
+    if how < 0.15:
       line = reader.readline()
       if line is None:
         break
       got.append(line + b'\r' if expected[len(got)].endswith(b'\r') else line)
       continue
-    if how < 0.6:
-      block, n = reader.take(rng.randint(1, 50), max_bytes=rng.choice([1, 30, 500, 4096]))
+    ends = None
+    max_lines, max_bytes = rng.randint(1, 50), rng.choice([1, 30, 500, 4096])
+    if how < 0.4:
+      block, n = reader.take(max_lines, max_bytes=max_bytes)
+    elif how < 0.6:
+      block, n, ends = reader.take_lines(max_lines, max_bytes=max_bytes)
+    elif how < 0.8:
+      block, n = reader.take_exactly(max_lines)
     else:
-      block, n = reader.take_exactly(rng.randint(1, 50))
+      block, n, ends = reader.take_exactly_lines(max_lines)
     if not n:
       break
     assert block.endswith(b'\n') and block.count(b'\n') == n
+    if ends is not None:  # the line ends come from the same scan: exactly the block's
+      assert ends.tolist() == [i for i, byte in enumerate(block) if byte == 10]
     got.extend(block.split(b'\n')[:-1])
   assert got == expected
   assert count_lines(io.BytesIO(data), chunk_bytes=chunk) == len(expected)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_take_lines_cuts_blocks_like_take(seed):
+  # The same data read with take and with take_lines gives the same blocks.
+  rng = random.Random(seed)
+  data = b''.join(b'y' * rng.choice([0, 3, 90, 5000]) + b'\n' for _ in range(300)) + b'end'
+  sizes = [(rng.randint(1, 40), rng.choice([1, 100, 4096, 1 << 16])) for _ in range(400)]
+  a, b = LineReader(Chunky(data)), LineReader(Chunky(data))
+  for max_lines, max_bytes in sizes:
+    block, n = a.take(max_lines, max_bytes)
+    assert b.take_lines(max_lines, max_bytes)[:2] == (block, n)
+    if not n:
+      break
+  else:
+    pytest.fail('the data should have ended')
+
+
+def test_count_rest_after_a_partial_read_follows_the_line_rule():
+  for data, taken, rest in ((b'a\nb\nc', 1, 2), (b'a\nb\n', 1, 1), (b'a\n', 1, 0),
+                            (b'a\n\n\n', 2, 1), (b'a', 0, 1), (b'', 0, 0)):
+    reader = LineReader(Chunky(data))
+    if taken:
+      assert reader.take_exactly(taken)[1] == taken
+    assert reader.count_rest() == rest, data
 
 
 def test_line_lengths_ignore_crlf():

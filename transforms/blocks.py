@@ -134,12 +134,13 @@ def _fields_error(expected: int, got: int) -> str:
 
 
 def parse_result(block: bytes, n: int, layout: lay.ResultLayout,
-                 only: list[str] | None = None) -> Parsed:
+                 only: list[str] | None = None, ends: np.ndarray | None = None) -> Parsed:
   """Parses n result lines; blank lines are FAILED, unparseable ones BAD (with the reason).
 
   Args:
     only: convert and return just these columns (the alignment checks' ``tag``/``trueLabel``);
       their values are not checked, so a line is BAD only for its number of fields.
+    ends: the block's line ends (``transforms/lines.py``), when the reader has them.
   """
   types = _result_types(layout)
   include = None if only is None else [layout.header.index(name) for name in only]
@@ -152,7 +153,7 @@ def parse_result(block: bytes, n: int, layout: lay.ResultLayout,
     if include is not None:
       slow.columns = [slow.columns[i] for i in include]
     return slow
-  kind = np.where(line_lengths(block) == 0, FAILED, OK).astype(np.int8)
+  kind = np.where(line_lengths(block, ends) == 0, FAILED, OK).astype(np.int8)
   errors: dict[int, str] = {}
   for number, text, got in invalid:
     if text.strip():
@@ -476,7 +477,7 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
                bp_id: str, input_uri: str, first_row: int, input_block: bytes,
                result_block: bytes | None, n: int, cutoff: float, min_score: float | None, *,
                on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
-               threads: bool = True) -> BlockOutcome:
+               threads: bool = True, result_ends: np.ndarray | None = None) -> BlockOutcome:
   """Joins n input lines with the n result lines answering them, by position.
 
   Args:
@@ -486,6 +487,8 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
     on_type_error: ``dead_letter`` sends a row with a value that does not fit its column's type
       to the dead letter (reason ``type_error``); ``null`` makes the value null.
     threads: whether the input block may be parsed on pyarrow's thread pool.
+    result_ends: the result block's line ends (``transforms/lines.py``), when the reader has
+      them.
   """
   inputs = parse_input(input_block, n, len(schema.input_columns),
                        [coltypes.ARROW_TYPES[kind] for kind in schema.input_kinds],
@@ -497,7 +500,7 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
       type_dead |= mask
   predicted = result_block is not None
   if predicted:
-    result = parse_result(result_block, n, layout)
+    result = parse_result(result_block, n, layout, ends=result_ends)
     result_errors, result_bad = result.errors, result.kind == BAD
   else:
     result_errors, result_bad = {}, np.zeros(n, dtype=bool)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from transforms import align, amlschema, audit, blocks, coltypes
 from transforms import layout as lay
 from transforms import split as splitting
-from transforms.lines import LineReader, count_lines, newline_positions, split_lines
+from transforms.lines import LineReader, count_lines, split_lines
 from transforms.manifest import Shard
 from transforms.storage import Storage, StorageError, describe, redact
 
@@ -121,9 +121,9 @@ def _lines(reader: LineReader, block_rows: int) -> Iterator[bytes]:
     yield from split_lines(block)
 
 
-def _line_texts(block: bytes, positions: np.ndarray) -> list[str]:
-  """The lines at ``positions`` of a block, without terminators, as text."""
-  ends = newline_positions(block)
+def _line_texts(block: bytes, positions: np.ndarray, ends: np.ndarray) -> list[str]:
+  """The lines at ``positions`` of a block whose line ends are ``ends``, without terminators,
+  as text."""
   out = []
   for i in positions.tolist():
     start = int(ends[i - 1]) + 1 if i else 0
@@ -259,12 +259,7 @@ class ShardJoiner:
             'result_header_mismatch',
             f'{redact(shard.result_uri)} line 1: header {",".join(names)!r} differs from '
             f'{",".join(self.plan.layout.header)!r}, the header of this run\'s first shard')
-      rows = 0
-      while True:
-        _, n = reader.take(self.plan.block_rows * 4)
-        if not n:
-          return rows
-        rows += n
+      return reader.count_rest()
 
   def _schema(self, shard: Shard) -> amlschema.AmlSchema | None:
     """The schema that rules a shard: ``--schema``, else the one beside it (or None).
@@ -331,7 +326,8 @@ class ShardJoiner:
           f'columns of this run, {",".join(expected)!r}')
 
   def _blocks(self, inputs: LineReader, results: LineReader, segments):
-    """Yields ``(row, input_block, n, result_block or None)``, walking the segments.
+    """Yields ``(row, input_block, n, result_block or None, input_ends, result_ends or
+    None)``, walking the segments; the ends are the blocks' line ends (``transforms/lines``).
 
     ``row`` is 0-based; a block never crosses a segment's edge.
     """
@@ -339,16 +335,17 @@ class ShardJoiner:
     for start, end, predicted in segments:
       row = start
       while row < end:
-        input_block, n = inputs.take(min(plan.block_rows, end - row), plan.block_bytes)
+        input_block, n, input_ends = inputs.take_lines(min(plan.block_rows, end - row),
+                                                       plan.block_bytes)
         if not n:
           return
-        result_block = None
+        result_block = result_ends = None
         if predicted:
-          result_block, got = results.take_exactly(n)
+          result_block, got, result_ends = results.take_exactly_lines(n)
           if got != n:
             raise RuntimeError(f'a result file changed while it was read: it ended {n - got} '
                                f'lines early')
-        yield row, input_block, n, result_block
+        yield row, input_block, n, result_block, input_ends, result_ends
         row += n
 
   def _compare_block(self, shard: Shard, has_header: bool, row: int, result_line: int,
@@ -454,7 +451,7 @@ class ShardJoiner:
       if has_header:
         inputs.readline()
       results.readline()
-      for row, input_block, n, result_block in self._blocks(inputs, results, segments):
+      for row, input_block, n, result_block, _, _ in self._blocks(inputs, results, segments):
         if result_block is None:
           continue
         values = self._compare_block(shard, has_header, row, result_line, input_block,
@@ -475,13 +472,14 @@ class ShardJoiner:
       results.readline()
       result_line = 1
       last_row = 0
-      for row, input_block, n, result_block in self._blocks(inputs, results, segments):
+      for row, input_block, n, result_block, input_ends, result_ends in self._blocks(
+          inputs, results, segments):
         first_row = row + 1
         outcome = blocks.join_block(
             plan.schema, self._arrow_schema, plan.layout, shard.batch_prediction_id,
             redact(shard.input_uri), first_row, input_block, result_block, n, plan.cutoff,
             plan.min_score, on_type_error=plan.on_type_error, top_k=plan.top_k,
-            threads=plan.parse_threads)
+            threads=plan.parse_threads, result_ends=result_ends)
         if outcome.batch.num_rows:
           yield RECORDS, outcome.batch
         if outcome.dead:
@@ -496,7 +494,7 @@ class ShardJoiner:
                 shard, first_row + i, reason, f'{redact(where)} {line} {number}: {detail}',
                 in_lines[i], res_lines[i], **outcome.extra.get(i, {}))
         if outcome.failed_rows is not None and len(outcome.failed_rows):
-          yield RESUBMIT, '\n'.join(_line_texts(input_block, outcome.failed_rows))
+          yield RESUBMIT, '\n'.join(_line_texts(input_block, outcome.failed_rows, input_ends))
         report.joined_rows += outcome.joined
         report.failed_rows += outcome.failed
         report.not_predicted_rows += outcome.not_predicted

@@ -7,7 +7,9 @@ bounded by the block size, never by the file size.
 
 Input blocks are cut by size (``take``: one ``rfind`` and one NumPy count per block); result
 blocks by line count (``take_exactly``, to match an input block), which finds the n-th newline
-with NumPy over the few bytes that hold it.
+with NumPy over the few bytes that hold it. ``take_lines`` and ``take_exactly_lines`` also
+return the position of each line's ``\\n`` in the block (its ``line ends``), from the scan that
+cut it, so the join does not scan the block again for line boundaries.
 """
 
 from __future__ import annotations
@@ -28,15 +30,7 @@ def count_newlines(data, start: int = 0, end: int | None = None) -> int:
 
 def count_lines(f, chunk_bytes: int = CHUNK_BYTES) -> int:
   """Counts the lines left in a binary file object by the line rule."""
-  count = 0
-  unterminated = False
-  while True:
-    chunk = f.read(chunk_bytes)
-    if not chunk:
-      break
-    count += count_newlines(chunk)
-    unterminated = chunk[-1] != NEWLINE
-  return count + unterminated
+  return LineReader(f, chunk_bytes).count_rest()
 
 
 class LineReader:
@@ -94,6 +88,38 @@ class LineReader:
       return None
     return block[:-2] if block.endswith(b'\r\n') else block[:-1]
 
+  def count_rest(self) -> int:
+    """Counts the lines not yet taken, to the end of the file (taking them)."""
+    count, last = 0, NEWLINE
+    if self._left():
+      count, last = count_newlines(self._buf, self._pos), self._buf[-1]
+    self._buf, self._pos = b'', 0
+    while not self._eof:
+      data = self._f.read(self._chunk_bytes)
+      if not data:
+        self._eof = True
+      else:
+        count, last = count + count_newlines(data), data[-1]
+    return count + (last != NEWLINE)
+
+  def take_lines(self, max_lines: int,
+                 max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int, np.ndarray]:
+    """``take``, with the position of each line's ``\\n`` in the block (``line_ends``).
+
+    One scan finds the block's end and its line ends; ``take`` counts instead, 3x cheaper
+    when the positions are not needed.
+    """
+    while self._left() < max_bytes and self._fill(max_bytes):
+      pass
+    window = memoryview(self._buf)[self._pos:self._pos + max_bytes]
+    ends = newline_positions(window)
+    if not len(ends):  # one long line, or the tail
+      block, n = self.take(max_lines, max_bytes)
+      return block, n, newline_positions(block)
+    ends = ends[:max_lines]
+    block, n = self._cut(self._pos + int(ends[-1]) + 1, len(ends))
+    return block, n, ends
+
   def take(self, max_lines: int, max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int]:
     """Whole lines filling up to ``max_bytes`` (at least one line), at most ``max_lines``.
 
@@ -117,6 +143,12 @@ class LineReader:
 
   def take_exactly(self, n: int) -> tuple[bytes, int]:
     """Exactly ``n`` lines, or fewer only when the file ends first."""
+    block, got, _ = self.take_exactly_lines(n)
+    return block, got
+
+  def take_exactly_lines(self, n: int) -> tuple[bytes, int, np.ndarray]:
+    """``take_exactly``, with the position of each line's ``\\n`` in the block (``line_ends``),
+    found by the same scan."""
     want = int(n * self._bytes_per_line * 1.25) + 256
     while True:
       while self._left() < want and self._fill(want):
@@ -125,12 +157,13 @@ class LineReader:
       if len(positions) >= n:
         end = int(positions[n - 1]) + 1
         self._bytes_per_line = 0.8 * self._bytes_per_line + 0.2 * (end / n)
-        return self._cut(self._pos + end, n)
+        block, n = self._cut(self._pos + end, n)
+        return block, n, positions[:n]
       if self._eof and want >= self._left():  # every line left, the unterminated tail too
         block = self._rest()
         if block and not block.endswith(b'\n'):
-          return block + b'\n', len(positions) + 1
-        return block, len(positions)
+          return block + b'\n', len(positions) + 1, np.append(positions, len(block))
+        return block, len(positions), positions
       want *= 2
 
 
@@ -147,9 +180,12 @@ def newline_positions(block) -> np.ndarray:
   return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == NEWLINE)
 
 
-def line_lengths(block: bytes) -> np.ndarray:
-  """Length of each line in a block (terminators ``\\n`` and ``\\r\\n`` excluded)."""
-  ends = newline_positions(block)
+def line_lengths(block: bytes, ends: np.ndarray | None = None) -> np.ndarray:
+  """Length of each line in a block (terminators ``\\n`` and ``\\r\\n`` excluded).
+
+  ``ends``: the block's ``line_ends``, when the reader already has them.
+  """
+  ends = newline_positions(block) if ends is None else ends
   starts = np.empty_like(ends)
   starts[0:1] = 0
   starts[1:] = ends[:-1] + 1
