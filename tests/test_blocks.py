@@ -271,3 +271,16 @@ def test_arrow_runs_on_jemalloc_unless_a_pool_is_given(given, expected):
     except NotImplementedError:
       expected = 'system'
   assert out == [expected, expected, 'True']
+
+
+def test_count_and_keep_rest_keeps_the_rest_only_up_to_the_limit():
+  data = b'head\na\n\nbb\r\nccc'
+  rest = data[5:]
+  for limit, kept in ((len(rest), rest), (len(rest) + 100, rest), (len(rest) - 1, None), (0, None)):
+    reader = LineReader(Chunky(data))
+    assert reader.readline() == b'head'
+    assert reader.count_and_keep_rest(limit) == (4, kept)
+    assert reader.take(1) == (b'', 0)
+  reader = LineReader(io.BytesIO(b'only\n'))
+  reader.readline()
+  assert reader.count_and_keep_rest(0) == (0, b'')  # nothing left: nothing to read again

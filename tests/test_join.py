@@ -1,5 +1,6 @@
 """One shard joined by ShardJoiner over real local files: every outcome of FORMAT.md's rules."""
 
+import dataclasses
 import gzip
 import json
 import os
@@ -202,3 +203,34 @@ def test_memory_is_bounded_by_the_block(tmp_path):
   assert max(b.num_rows for b in batches) == 128
   assert sum(b.num_rows for b in batches) == rows
   assert all(isinstance(b, pa.RecordBatch) for b in batches)
+
+
+def test_a_result_kept_from_pass_1_joins_exactly_like_one_read_again(tmp_path):
+  # Pass 2 reads the result lines pass 1 kept (JoinPlan.result_keep_bytes) or reads the file
+  # again: blank, bad, CRLF and unterminated last lines come out the same either way.
+  inputs = [f'{i},name {i},{i}.5' for i in range(1, 41)]
+  results = [f'1,{i / 50:.4E}' for i in range(40)]
+  results[0] = results[17] = results[38] = ''
+  results[9] = 'not,a,result'
+  results[22] = results[22] + '\r'
+  manifest = write_bp(tmp_path, 'bp-1', [(inputs, results)])
+  [result_file] = json.loads(open(manifest).read()).values()
+  with gzip.open(result_file, 'rb') as f:
+    data = f.read()
+  assert data.endswith(b'\n')
+  with gzip.open(result_file, 'wb') as f:
+    f.write(data[:-1])  # the last line unterminated
+  storage = Storage()
+  shard = shards_of(open(manifest).read(), manifest)[0]
+  base = make_plan([manifest], storage, block_rows=7, access_policy=_trust(manifest))
+  outputs = []
+  for keep, kept in ((1 << 20, data[data.index(b'\n') + 1:-1]), (len(data) // 2, None), (0, None)):
+    joiner = join.ShardJoiner(dataclasses.replace(base, result_keep_bytes=keep), storage)
+    assert joiner._check_result(shard) == (40, kept)
+    outputs.append([(kind, value.to_pylist() if kind == join.RECORDS else
+                     value.as_dict() if kind == join.REPORT else value)
+                    for kind, value in joiner.join(shard)])
+  assert outputs[0] == outputs[1] == outputs[2]
+  report = outputs[0][-1][1]
+  assert (report['input_rows'], report['joined_rows'], report['failed_rows'],
+          report['dead_letter_rows']) == (40, 36, 3, 1)

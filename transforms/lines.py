@@ -90,17 +90,30 @@ class LineReader:
 
   def count_rest(self) -> int:
     """Counts the lines not yet taken, to the end of the file (taking them)."""
-    count, last = 0, NEWLINE
+    return self.count_and_keep_rest(0)[0]
+
+  def count_and_keep_rest(self, limit: int) -> tuple[int, bytes | None]:
+    """``count_rest``, and the bytes not yet taken when they are at most ``limit`` bytes (else
+    None), so that a small file need not be read (and inflated) again."""
+    count, last, size, kept = 0, NEWLINE, 0, []
+    for chunk in self._remaining_chunks():
+      count, last, size = count + count_newlines(chunk), chunk[-1], size + len(chunk)
+      if kept is not None and size <= limit:
+        kept.append(chunk)
+      else:
+        kept = None
+    return count + (last != NEWLINE), None if kept is None else b''.join(kept)
+
+  def _remaining_chunks(self):
+    """The bytes not yet taken, then the rest of the file a chunk at a time (taking them)."""
     if self._left():
-      count, last = count_newlines(self._buf, self._pos), self._buf[-1]
-    self._buf, self._pos = b'', 0
+      yield self._rest()
     while not self._eof:
       data = self._f.read(self._chunk_bytes)
-      if not data:
-        self._eof = True
+      if data:
+        yield data
       else:
-        count, last = count + count_newlines(data), data[-1]
-    return count + (last != NEWLINE)
+        self._eof = True
 
   def take_lines(self, max_lines: int,
                  max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int, np.ndarray]:
