@@ -3,11 +3,12 @@
 Pure Python over a storage object; the Beam DoFn in ``transforms/enrich.py`` is a thin wrapper.
 
 A shard is read twice. Pass 1 reads the result header and counts the lines of both files, which
-also proves the gzip stream intact (its CRC is checked at the end). When the result repeats input
-values (``tag``, ``trueLabel``; see ``transforms/align.py``), pass 1 then streams both files in
-lockstep and compares them, parsing only those columns. Only when both counts agree and every
-row is aligned does pass 2 stream the files in lockstep, a block of rows at a time, and emit
-records. So a shard whose files disagree, or whose result is missing, corrupt or misaligned,
+also proves the gzip stream intact (its CRC is checked at the end); a small result's lines are
+kept for pass 2 (``JoinPlan.result_keep_bytes``) instead of being read again. When the result
+repeats input values (``tag``, ``trueLabel``; see ``transforms/align.py``), pass 1 streams both
+files in lockstep and compares them, parsing only those columns. Only when both counts agree and
+every row is aligned does pass 2 stream the files in lockstep, a block of rows at a time, and
+emit records. So a shard whose files disagree, or whose result is missing, corrupt or misaligned,
 never emits a partial join: each of its input rows goes to the dead letter with the reason
 instead.
 
