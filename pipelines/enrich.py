@@ -149,29 +149,25 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
   prepare_output(opts.output, output_dirs)  # the launch checks passed: local output directories
   out = (p
          | 'ListManifests' >> beam.Create(uris)
-         | 'Enrich' >> enrich.EnrichPredictions(plan, config, rules, policy))
+         | 'Enrich' >> enrich.EnrichPredictions(plan, config, opts.output, rules, policy))
   if to_table:  # records_files: the tables' load jobs
     record_files = out['records'] | 'LoadRecords' >> bigquery.WriteToTable(
         opts.bigquery_table, layout.bigquery_schema(plan.schema), opts.write_disposition)
   else:
     record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
         opts.output, opts.format, plan.schema)
-  dead_files = out['dead_letter'] | 'WriteDeadLetters' >> enrich.WriteDeadLetters(opts.output)
+  # Dead letters and resubmit/ lines are written per shard by the join (transforms/shardfiles.py).
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
-  write_resubmit = resubmit.WriteResubmit(opts.output, plan.header_line, schema_copy)
-  resubmit_files = out['resubmit'] | 'WriteResubmit' >> write_resubmit
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
-                                      write_resubmit.schema_uri if schema_copy else None,
-                                      output_dirs, write_resubmit.schema_text)
+                                      resubmit.schema_uri(opts.output) if schema_copy else None,
+                                      output_dirs, schema_copy)
   summary = ({'reports': out['reports'], 'records': out['records'],
-              'dead_letter': out['dead_letter'], 'record_files': record_files,
-              'dead_letter_files': dead_files, 'resubmit_files': resubmit_files}
+              'record_files': record_files, 'shard_files': out['shard_files']}
              | 'WriteSummary' >> write_summary)
-  return {**out, 'record_files': record_files, 'dead_letter_files': dead_files,
-          'resubmit_files': resubmit_files, 'summary': summary,
+  return {**out, 'record_files': record_files, 'summary': summary,
           'summary_uri': write_summary.uri, 'plan': plan}
 
 

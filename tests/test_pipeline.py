@@ -136,9 +136,21 @@ def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):
   assert [d['row_number'] for d in dead] == list(range(1, 13))
   assert {(d['reason'], d['input_rows'], d['result_rows']) for d in dead} == {
       ('row_count_mismatch', 12, 11)}
-  shard = next(s for s in read_summary(out)['shards'] if s['input_uri'].endswith('part-2.csv'))
+  summary = read_summary(out)
+  shard = next(s for s in summary['shards'] if s['input_uri'].endswith('part-2.csv'))
   assert (shard['status'], shard['dead_letter_rows'], shard['result_rows']) == (
       'row_count_mismatch', 12, 11)
+  # The bad shard's dead letters are one file named after it, which the summary lists; the
+  # resubmit/ files are one per shard with failed observations, each with its own name.
+  [dead_file] = summary['outputs']['dead_letter']
+  assert os.listdir(os.path.join(out, 'dead_letter')) == [os.path.basename(dead_file)]
+  assert os.path.basename(dead_file).startswith('part-part-2-')
+  resubmit_files = summary['outputs']['resubmit']
+  assert sorted(os.listdir(os.path.join(out, 'resubmit'))) == sorted(
+      ['.schema'] * ('.schema' in os.listdir(os.path.join(out, 'resubmit'))) +
+      [os.path.basename(f) for f in resubmit_files])
+  assert len({os.path.basename(f) for f in resubmit_files}) == len(resubmit_files) >= 1
+  assert not [d for d in os.listdir(out) if d.startswith('beam-temp')]
   out2 = str(tmp_path / 'out2')
   assert run(['--manifest', mixed_bp, '--output', out2, '--max_bad_shards', '1',
               *trusted(tmp_path)]) == 0

@@ -1,8 +1,8 @@
 """predjoin's Beam transforms: thin wrappers around the pure code in this package.
 
     manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> record batches ──> sink
-                     │                                      ├──> dead letters ─────────> sink
-                     │                                      ├──> failed input lines ───> resubmit/
+                     │                                      ├──> dead_letter/, resubmit/ (files
+                     │                                      │    per shard: shardfiles.py)
                      └── manifest problems ──┐              └──> shard reports ──┐
                                              └──────────────────────────────────┴──> summary.json
 
@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 from transforms import join as joining
 from transforms import layout as lay
 from transforms import report as reporting
-from transforms import sinks
+from transforms import shardfiles, sinks
 from transforms import split as splitting
 from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
@@ -110,15 +110,20 @@ class CountInputRowsFn(beam.DoFn):
 
 
 class JoinShardFn(beam.DoFn):
-  """Shard -> record batches; dead letters and one report per shard on tagged outputs."""
+  """Shard -> record batches; one report per shard, and the shard's dead letters and resubmit
+  lines written to files of its own (``transforms/shardfiles.py``), on tagged outputs.
 
-  DEAD_LETTER = 'dead_letter'
+  ``SHARD_FILES`` carries ``(kind, value)`` elements for the summary (``CollectRun``): the
+  files written, and the dead letters each shard wrote (``DEAD_COUNTS``).
+  """
+
   REPORTS = 'reports'
-  RESUBMIT = 'resubmit'
+  SHARD_FILES = 'shard_files'
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig):
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str):
     self._plan = plan
     self._storage_config = storage_config
+    self._output = output
 
   def setup(self):
     self._joiner = joining.ShardJoiner(self._plan, Storage(self._storage_config))
@@ -131,6 +136,7 @@ class JoinShardFn(beam.DoFn):
     self._shards_ok = _counter('shards_ok')
     self._shards_bad = _counter('shards_bad')
     self._batch_rows = Metrics.distribution(NAMESPACE, 'batch_rows')
+    self._dead_to_sink = _counter('dead_letters_to_sink')
 
   def process(self, shard, sizes=None):
     shard_slice = slice_error = None
@@ -140,15 +146,28 @@ class JoinShardFn(beam.DoFn):
                                             shard.input_uri)
       except splitting.SplitError as e:
         slice_error = redact(str(e))
+    files = shardfiles.ShardFiles(self._output, shard, self._plan.header_line)
+    try:
+      yield from self._join(shard, shard_slice, slice_error, files)
+    except BaseException:
+      files.discard()
+      raise
+
+  def _join(self, shard, shard_slice, slice_error, files: shardfiles.ShardFiles):
     for kind, value in self._joiner.join(shard, shard_slice, slice_error):
       if kind == joining.RECORDS:
         self._batch_rows.update(value.num_rows)
         yield value
       elif kind == joining.DEAD_LETTER:
-        yield pvalue.TaggedOutput(self.DEAD_LETTER, value)
+        files.dead_letter(value)
       elif kind == joining.RESUBMIT:
-        yield pvalue.TaggedOutput(self.RESUBMIT, value)
+        files.resubmit(value, value.count('\n') + 1)
       else:
+        for file_kind, uri in files.commit().items():
+          yield pvalue.TaggedOutput(self.SHARD_FILES, (file_kind, uri))
+        self._dead_to_sink.inc(files.dead_letter_rows)
+        yield pvalue.TaggedOutput(self.SHARD_FILES,
+                                  (DEAD_COUNTS, (files.key, (files.dead_letter_rows, 0, 0))))
         self._rows_in.inc(value.input_rows or 0)
         self._joined.inc(value.joined_rows)
         self._failed.inc(value.failed_rows)
@@ -165,11 +184,14 @@ class JoinShardFn(beam.DoFn):
 
 
 class EnrichPredictions(beam.PTransform):
-  """PCollection of manifest URIs -> ``{'records', 'dead_letter', 'reports', 'resubmit'}``."""
+  """PCollection of manifest URIs -> ``{'records', 'reports', 'shard_files'}``; each shard's
+  dead letters and resubmit lines go to files under ``output`` (``transforms/shardfiles.py``),
+  which ``shard_files`` names for the summary."""
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, rebase_rules=(),
-               access_policy: AccessPolicy | None = None):
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
+               rebase_rules=(), access_policy: AccessPolicy | None = None):
     super().__init__()
+    self._output = output
     self._plan = plan
     self._storage_config = storage_config
     self._rebase_rules = rebase_rules
@@ -190,14 +212,14 @@ class EnrichPredictions(beam.PTransform):
     joined = (
         shards.shards
         | 'SpreadShards' >> beam.Reshuffle()
-        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config),
+        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config, self._output),
                                      **side).with_outputs(
-            JoinShardFn.DEAD_LETTER, JoinShardFn.REPORTS, JoinShardFn.RESUBMIT, main='records'))
+            JoinShardFn.REPORTS, JoinShardFn.SHARD_FILES, main='records'))
     joined.records.element_type = pa.RecordBatch  # coded by sinks.RecordBatchCoder
     reports = ((joined[JoinShardFn.REPORTS], shards[ReadManifestFn.PROBLEMS])
                | 'AllReports' >> beam.Flatten())
-    return {'records': joined.records, 'dead_letter': joined[JoinShardFn.DEAD_LETTER],
-            'reports': reports, 'resubmit': joined[JoinShardFn.RESUBMIT]}
+    return {'records': joined.records, 'reports': reports,
+            'shard_files': joined[JoinShardFn.SHARD_FILES]}
 
 
 class RecordsAsDicts(beam.PTransform):
@@ -222,21 +244,6 @@ class WriteRecords(beam.PTransform):
         self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema, SHARD_TEMPLATE)
 
 
-class WriteDeadLetters(beam.PTransform):
-  """Dead-letter dicts -> JSON Lines under ``<output>/dead_letter/``; returns the file names."""
-
-  def __init__(self, output: str):
-    super().__init__()
-    self._prefix = sink_prefix(output, 'dead_letter')
-
-  def expand(self, dead):
-    return (dead
-            | 'ToJson' >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-            | 'WriteJsonLines' >> beam.io.WriteToText(
-                self._prefix, file_name_suffix='.jsonl', skip_if_empty=True,
-                shard_name_template=SHARD_TEMPLATE))
-
-
 def _record_counts(batch: pa.RecordBatch):
   """(ok, failed, not_predicted) records of a batch, keyed by shard."""
   status = batch.column('status')
@@ -244,11 +251,6 @@ def _record_counts(batch: pa.RecordBatch):
   failed = pc.sum(pc.equal(status, 'failed')).as_py() or 0
   key = (batch.column('batch_prediction_id')[0].as_py(), batch.column('input_uri')[0].as_py())
   return key, (ok, failed, batch.num_rows - ok - failed)
-
-
-def _dead_letter_count(dead: dict):
-  rows = 1 if dead.get('row_number') is not None else 0
-  return (dead['batch_prediction_id'], dead['input_uri']), (rows, 0, 0)
 
 
 def _add(counts: tuple | None, more: tuple) -> tuple:
@@ -389,9 +391,10 @@ class WriteSummary(beam.PTransform):
   """Shard reports + what reached each sink + written files -> ``<output>/summary.json``.
 
   Takes a dict of PCollections: ``reports``, ``records`` (record batches as they go to their
-  sink), ``dead_letter`` (likewise), and the file names each sink returns: ``record_files``,
-  ``dead_letter_files``, ``resubmit_files``. All go into one combine (``CollectRun``), whose
-  result writes the summary once every sink has finished. With ``resubmit_schema_text``,
+  sink), ``record_files`` (the record sink's file names) and ``shard_files`` (the join's
+  ``(kind, value)`` elements: dead-letter and resubmit file names, dead letters written per
+  shard). All go into one combine (``CollectRun``), whose result writes the summary once every
+  sink has finished. With ``resubmit_schema_text``,
   it also writes the copy of the input's schema beside the resubmit files, when there are any.
   """
 
@@ -410,10 +413,9 @@ class WriteSummary(beam.PTransform):
     parts = [
         inputs['records'] | 'CountRecords' >> beam.Map(
             _counted, _record_counts, 'records_to_sink', RECORD_COUNTS),
-        inputs['dead_letter'] | 'CountDeadLetters' >> beam.Map(
-            _counted, _dead_letter_count, 'dead_letters_to_sink', DEAD_COUNTS),
         *[inputs[kind] | f'Tag_{kind}' >> beam.Map(lambda value, kind=kind: (kind, value))
           for kind in _LISTS if kind in inputs],
+        *([inputs['shard_files']] if 'shard_files' in inputs else []),
     ]
     return (parts
             | 'Flatten' >> beam.Flatten()

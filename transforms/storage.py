@@ -266,9 +266,11 @@ def read_text(uri: str) -> str:
 # Output layout ---------------------------------------------------------------------------------
 #
 # Beam's file sinks write to a temporary directory beside the final files' prefix, then rename
-# them into place. The prefix of every sink is ``<output>/<dir>`` with the shard template below,
-# so the final files are ``<output>/<dir>/part-00000-of-00002<suffix>`` and the temporary files
-# live in ``<output>/beam-temp-<dir>-<uuid>/``: never under ``records/``, even after a failed run.
+# them into place. The records sink's prefix is ``<output>/records`` with the shard template
+# below, so the final files are ``<output>/records/part-00000-of-00002<suffix>`` and the
+# temporary files live in ``<output>/beam-temp-records-<uuid>/``: never under ``records/``, even
+# after a failed run. Dead letters and resubmit lines are written per shard the same way
+# (``transforms/shardfiles.py``: ``beam-temp-<dir>-<uuid>/``, then ``<dir>/part-<name>``).
 
 OUTPUT_DIRS = ('records', 'dead_letter', 'resubmit')
 SHARD_TEMPLATE = '/part-SSSSS-of-NNNNN'

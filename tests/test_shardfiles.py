@@ -1,0 +1,66 @@
+"""Per-shard dead-letter and resubmit files (transforms/shardfiles.py), on the local disk."""
+
+import json
+import os
+
+from transforms import shardfiles
+from transforms.manifest import Shard
+
+
+def _shard(input_uri='s3://b/in/data-001.csv', bp='bp-1', manifest='s3://b/out/bp-1.manifest'):
+  return Shard(bp, manifest, input_uri, 's3://b/out/result/bp-1-data-001.csv.gz')
+
+
+def _tree(root):
+  return sorted(os.path.relpath(os.path.join(d, f), root)
+                for d, _, files in os.walk(root) for f in files)
+
+
+def test_file_names_are_stable_and_tell_apart_shards_whose_inputs_share_a_name():
+  a = shardfiles.file_name(_shard(), '.jsonl')
+  assert a == shardfiles.file_name(_shard(), '.jsonl')  # a rerun writes the same name
+  assert a.startswith('part-data-001-') and a.endswith('.jsonl')
+  others = {shardfiles.file_name(_shard('s3://b/other/data-001.csv'), '.jsonl'),
+            shardfiles.file_name(_shard(bp='bp-2'), '.jsonl'),
+            shardfiles.file_name(_shard(manifest='s3://b/out/bp-3.manifest'), '.jsonl')}
+  assert a not in others and len(others) == 3
+  odd = shardfiles.file_name(_shard('gs://b/in/we ird/na:me?.tar.csv'), '.csv')
+  assert odd.startswith('part-na_me__tar-') and '/' not in odd
+
+
+def test_a_shard_writes_its_files_into_place_and_nothing_when_it_has_nothing(tmp_path):
+  out = str(tmp_path)
+  files = shardfiles.ShardFiles(out, _shard(), resubmit_header='id,name')
+  files.dead_letter({'reason': 'bad_input_row', 'row_number': 3, 'input_line': 'x,ü'})
+  files.dead_letter({'reason': 'input_unreadable', 'row_number': None})  # a shard, not a row
+  files.resubmit('1,a\n2,b', 2)
+  files.resubmit('9,z', 1)
+  done = files.commit()
+  name = shardfiles.file_name(_shard(), '')
+  assert done == {'dead_letter_files': os.path.join(out, 'dead_letter', name + '.jsonl'),
+                  'resubmit_files': os.path.join(out, 'resubmit', name + '.csv')}
+  assert files.dead_letter_rows == 1
+  lines = open(done['dead_letter_files'], encoding='utf-8').read().splitlines()
+  assert [json.loads(line)['reason'] for line in lines] == ['bad_input_row', 'input_unreadable']
+  assert json.loads(lines[0])['input_line'] == 'x,ü'
+  assert open(done['resubmit_files']).read() == 'id,name\n1,a\n2,b\n9,z\n'
+  assert _tree(out) == [f'dead_letter/{name}.jsonl', f'resubmit/{name}.csv']  # no temp left
+  assert sorted(os.listdir(out)) == ['dead_letter', 'resubmit']  # no temporary directory
+  empty = shardfiles.ShardFiles(str(tmp_path / 'empty'), _shard(), resubmit_header=None)
+  assert empty.commit() == {} and not os.path.exists(tmp_path / 'empty')
+
+
+def test_a_retried_shard_rewrites_the_same_files_and_a_failed_one_leaves_none(tmp_path):
+  out = str(tmp_path)
+  for _ in range(2):  # the first attempt, then a retry of the same shard
+    files = shardfiles.ShardFiles(out, _shard(), resubmit_header=None)
+    files.dead_letter({'reason': 'bad_result_line', 'row_number': 7})
+    files.commit()
+  name = shardfiles.file_name(_shard(), '.jsonl')
+  assert _tree(out) == [f'dead_letter/{name}']
+  assert len(open(tmp_path / 'dead_letter' / name).read().splitlines()) == 1
+  failed = shardfiles.ShardFiles(str(tmp_path / 'failed'), _shard(), resubmit_header=None)
+  failed.dead_letter({'reason': 'bad_result_line', 'row_number': 1})
+  failed.resubmit('1,a', 1)
+  failed.discard()
+  assert _tree(tmp_path / 'failed') == []
