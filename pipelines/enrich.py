@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 import apache_beam as beam
@@ -85,13 +84,11 @@ def one_worker_process(options: PipelineOptions) -> bool:
   Local runs are, except ``--direct_running_mode multi_processing`` with more than one worker.
   Dataflow and the other runners are not: Dataflow runs one SDK process per vCPU.
   """
-  if options.view_as(StandardOptions).runner not in workers.LOCAL_RUNNERS:
+  runner = options.view_as(StandardOptions).runner
+  if runner not in workers.LOCAL_RUNNERS:
     return False
   direct = options.view_as(DirectOptions)
-  if direct.direct_running_mode != 'multi_processing':
-    return True
-  count = direct.direct_num_workers if direct.direct_num_workers > 0 else os.cpu_count() or 1
-  return count <= 1
+  return workers.sdk_processes(runner, direct.direct_running_mode, direct.direct_num_workers) <= 1
 
 
 def check_table(opts: PredjoinOptions, schema, client=None) -> None:

@@ -63,6 +63,14 @@ def exit_now(code: int) -> None:
   os._exit(code)
 
 
+def sdk_processes(runner: str | None, running_mode: str | None, num_workers: int) -> int:
+  """How many multi-processing SDK worker processes a local run starts (0: none, the SDK work
+  runs in the launcher's process, or the runner is not local)."""
+  if runner not in LOCAL_RUNNERS or running_mode != 'multi_processing':
+    return 0
+  return num_workers if num_workers > 0 else os.cpu_count() or 1
+
+
 def local_workers(argv: list[str]) -> int:
   """How many multi-processing SDK workers a local run of ``argv`` starts (0: none)."""
   parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -73,11 +81,7 @@ def local_workers(argv: list[str]) -> int:
     known, _ = parser.parse_known_args(argv)
   except SystemExit:  # a malformed value: Beam's own parser reports it
     return 0
-  if known.runner not in LOCAL_RUNNERS:
-    return 0
-  if known.direct_running_mode != 'multi_processing':
-    return 0
-  return known.direct_num_workers if known.direct_num_workers > 0 else os.cpu_count() or 1
+  return sdk_processes(known.runner, known.direct_running_mode, known.direct_num_workers)
 
 
 def can_fork() -> bool:

@@ -33,8 +33,8 @@ def test_a_shard_writes_its_files_into_place_and_nothing_when_it_has_nothing(tmp
   files = shardfiles.ShardFiles(out, _shard(), resubmit_header='id,name')
   files.dead_letter({'reason': 'bad_input_row', 'row_number': 3, 'input_line': 'x,ü'})
   files.dead_letter({'reason': 'input_unreadable', 'row_number': None})  # a shard, not a row
-  files.resubmit('1,a\n2,b', 2)
-  files.resubmit('9,z', 1)
+  files.resubmit('1,a\n2,b')
+  files.resubmit('9,z')
   done = files.commit()
   name = shardfiles.file_name(_shard(), '')
   assert done == {'dead_letter_files': os.path.join(out, 'dead_letter', name + '.jsonl'),
@@ -61,6 +61,6 @@ def test_a_retried_shard_rewrites_the_same_files_and_a_failed_one_leaves_none(tm
   assert len(open(tmp_path / 'dead_letter' / name).read().splitlines()) == 1
   failed = shardfiles.ShardFiles(str(tmp_path / 'failed'), _shard(), resubmit_header=None)
   failed.dead_letter({'reason': 'bad_result_line', 'row_number': 1})
-  failed.resubmit('1,a', 1)
+  failed.resubmit('1,a')
   failed.discard()
   assert _tree(tmp_path / 'failed') == []

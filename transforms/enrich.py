@@ -161,7 +161,7 @@ class JoinShardFn(beam.DoFn):
       elif kind == joining.DEAD_LETTER:
         files.dead_letter(value)
       elif kind == joining.RESUBMIT:
-        files.resubmit(value, value.count('\n') + 1)
+        files.resubmit(value)
       else:
         for file_kind, uri in files.commit().items():
           yield pvalue.TaggedOutput(self.SHARD_FILES, (file_kind, uri))

@@ -334,9 +334,10 @@ class ShardJoiner:
           f'{redact(shard.input_uri)} line 1: header {",".join(names)!r} differs from the '
           f'columns of this run, {",".join(expected)!r}')
 
-  def _blocks(self, inputs: LineReader, results: LineReader, segments):
+  def _blocks(self, inputs: LineReader, results: LineReader, segments, input_ends=True):
     """Yields ``(row, input_block, n, result_block or None, input_ends, result_ends or
     None)``, walking the segments; the ends are the blocks' line ends (``transforms/lines``).
+    Without ``input_ends`` the input's are None, and its blocks are cut by a cheaper count.
 
     ``row`` is 0-based; a block never crosses a segment's edge.
     """
@@ -344,8 +345,11 @@ class ShardJoiner:
     for start, end, predicted in segments:
       row = start
       while row < end:
-        input_block, n, input_ends = inputs.take_lines(min(plan.block_rows, end - row),
-                                                       plan.block_bytes)
+        rows = min(plan.block_rows, end - row)
+        if input_ends:
+          input_block, n, ends = inputs.take_lines(rows, plan.block_bytes)
+        else:
+          (input_block, n), ends = inputs.take(rows, plan.block_bytes), None
         if not n:
           return
         result_block = result_ends = None
@@ -354,7 +358,7 @@ class ShardJoiner:
           if got != n:
             raise RuntimeError(f'a result file changed while it was read: it ended {n - got} '
                                f'lines early')
-        yield row, input_block, n, result_block, input_ends, result_ends
+        yield row, input_block, n, result_block, ends, result_ends
         row += n
 
   def _compare_block(self, shard: Shard, has_header: bool, row: int, result_line: int,
@@ -460,7 +464,8 @@ class ShardJoiner:
       if has_header:
         inputs.readline()
       results.readline()
-      for row, input_block, n, result_block, _, _ in self._blocks(inputs, results, segments):
+      for row, input_block, n, result_block, _, _ in self._blocks(inputs, results, segments,
+                                                                  input_ends=False):
         if result_block is None:
           continue
         values = self._compare_block(shard, has_header, row, result_line, input_block,

@@ -29,7 +29,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.manifest import Shard
-from transforms.storage import redact
+from transforms.storage import local_path, redact
 
 DEAD_LETTER_DIR, RESUBMIT_DIR = 'dead_letter', 'resubmit'
 DEAD_LETTER_FILES, RESUBMIT_FILES = 'dead_letter_files', 'resubmit_files'
@@ -56,7 +56,7 @@ class _File:
     self._f = None
     self.rows = 0
 
-  def write(self, text: str, rows: int) -> None:
+  def write(self, text: str, rows: int = 0) -> None:
     if self._f is None:
       self._f = FileSystems.create(self._temp, 'text/plain', CompressionTypes.UNCOMPRESSED)
       if self._first_line is not None:
@@ -70,7 +70,7 @@ class _File:
       return None
     self._f.close()
     self._f = None
-    local = _local_path(self.uri)
+    local = local_path(self.uri)
     if local is not None:  # object stores have no directories to make
       os.makedirs(os.path.dirname(local), exist_ok=True)
     FileSystems.rename([self._temp], [self.uri])
@@ -88,15 +88,9 @@ class _File:
       self._f = None
 
 
-def _local_path(uri: str) -> str | None:
-  if '://' in uri and not uri.startswith('file://'):
-    return None
-  return uri[len('file://'):] if uri.startswith('file://') else uri
-
-
 def _remove_local_directory(temp: str) -> None:
   """Removes a local temporary file's directory once it is empty (object stores have none)."""
-  path = _local_path(temp)
+  path = local_path(temp)
   if path is None:
     return
   try:
@@ -119,9 +113,9 @@ class ShardFiles:
     self._dead.write(json.dumps(record, ensure_ascii=False, sort_keys=True),
                      1 if record.get('row_number') is not None else 0)
 
-  def resubmit(self, lines: str, rows: int) -> None:
-    """Writes ``rows`` failed observations' input lines (``lines``, joined by newlines)."""
-    self._resubmit.write(lines, rows)
+  def resubmit(self, lines: str) -> None:
+    """Writes failed observations' input lines (``lines``, joined by newlines)."""
+    self._resubmit.write(lines)
 
   @property
   def dead_letter_rows(self) -> int:

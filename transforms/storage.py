@@ -282,11 +282,18 @@ def sink_prefix(output: str, name: str) -> str:
   return FileSystems.join(output, name)
 
 
+def local_path(uri: str) -> str | None:
+  """The local path a local URI (a plain path or ``file://``) names; None for object stores."""
+  if '://' in uri and not uri.startswith('file://'):
+    return None
+  return uri[len('file://'):] if uri.startswith('file://') else uri
+
+
 def prepare_output(output: str, names=OUTPUT_DIRS) -> None:
   """Makes the output directories of a local output (object stores have none to make)."""
-  if '://' in output and not output.startswith('file://'):
+  root = local_path(output)
+  if root is None:
     return
-  root = output[len('file://'):] if output.startswith('file://') else output
   for name in names:
     os.makedirs(os.path.join(root, name), exist_ok=True)
 
@@ -332,10 +339,10 @@ def remove_output_leftovers(output: str, keep, names=OUTPUT_DIRS) -> list[str]:
   stale = output_leftovers(output, keep, names)
   if stale:
     FileSystems.delete(stale)
-  if '://' not in output or output.startswith('file://'):  # local: the emptied temp directories
+  root = local_path(output)
+  if root is not None:  # local: the emptied temp directories
     import glob
     import shutil
-    root = output[len('file://'):] if output.startswith('file://') else output
     for name in names:
       for directory in glob.glob(os.path.join(glob.escape(root), f'beam-temp-{name}-*')) + \
           glob.glob(os.path.join(glob.escape(root), name, 'beam-temp-*')):
