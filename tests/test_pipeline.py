@@ -317,3 +317,32 @@ def test_collect_run_sums_counts_per_shard_however_the_elements_are_split():
     assert sorted(r['input_uri'] for r in out['reports']) == ['x', 'y', 'z']
     assert sorted(out['record_files']) == ['r1', 'r2'] and out['resubmit_files'] == ['s1']
     assert out['dead_letter_files'] == []
+
+
+def test_identity_check_catches_rows_a_sink_did_not_receive_or_received_without_a_report():
+  # The summary checks each shard's report against what reached the record sink and the
+  # shard's dead-letter file; any row missing, extra or unreported breaks the identity.
+  from pipelines.enrich import check_counters
+  from transforms.enrich import summarize
+  report = {'batch_prediction_id': 'bp', 'manifest_uri': 'm', 'input_uri': 'in/a.csv',
+            'input_rows': 10, 'joined_rows': 6, 'failed_rows': 1, 'not_predicted_rows': 0,
+            'dead_letter_rows': 3, 'status': 'ok_with_dead_letters'}
+  key = ('bp', 'in/a.csv')
+
+  def check(record_counts, dead_counts):
+    return summarize([dict(report)], record_counts, dead_counts, [], [], max_bad_shards=0)
+
+  good = check({key: (6, 1, 0)}, {key: (3, 0, 0)})
+  assert good['identity']['holds'] and good['ok']
+  counters = {'rows_in': 10, 'rows_joined': 6, 'rows_failed': 1, 'rows_dead_lettered': 3,
+              'records_to_sink': 7, 'dead_letters_to_sink': 3}
+  assert check_counters(good, counters) == []
+  assert check_counters(good, {**counters, 'dead_letters_to_sink': 2}) == [
+      'counter dead_letters_to_sink = 2, summary says 3']
+  short = check({key: (6, 1, 0)}, {key: (2, 0, 0)})  # one dead letter never written
+  assert not short['identity']['holds'] and not short['ok']
+  assert short['identity']['problems'] == [
+      'in/a.csv: the sinks received 6 joined, 1 failed, 0 not predicted and 2 dead-letter rows; '
+      'the join reported 6, 1, 0, 3']
+  stray = check({key: (6, 1, 0), ('bp', 'in/b.csv'): (1, 0, 0)}, {key: (3, 0, 0)})
+  assert stray['identity']['problems'] == ['in/b.csv: rows reached a sink with no shard report']
