@@ -144,16 +144,18 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
     check_table(opts, plan.schema, bigquery_client)
   output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
   prepare_output(opts.output, output_dirs)  # the launch checks passed: local output directories
+  # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
+  # by the join (transforms/shardfiles.py).
   out = (p
          | 'ListManifests' >> beam.Create(uris)
-         | 'Enrich' >> enrich.EnrichPredictions(plan, config, opts.output, rules, policy))
-  if to_table:  # records_files: the tables' load jobs
-    record_files = out['records'] | 'LoadRecords' >> bigquery.WriteToTable(
-        opts.bigquery_table, layout.bigquery_schema(plan.schema), opts.write_disposition)
-  else:
-    record_files = out['records'] | 'WriteRecords' >> enrich.WriteRecords(
-        opts.output, opts.format, plan.schema)
-  # Dead letters and resubmit/ lines are written per shard by the join (transforms/shardfiles.py).
+         | 'Enrich' >> enrich.EnrichPredictions(plan, config, opts.output, rules, policy,
+                                                None if to_table else opts.format))
+  sink = {}
+  if to_table:  # record_files: the tables' load jobs
+    sink = {'records': out['records'],
+            'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(
+                opts.bigquery_table, layout.bigquery_schema(plan.schema),
+                opts.write_disposition)}
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
@@ -161,11 +163,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
                                       report.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
                                       output_dirs, schema_copy)
-  summary = ({'reports': out['reports'], 'records': out['records'],
-              'record_files': record_files, 'shard_files': out['shard_files']}
+  summary = ({'reports': out['reports'], 'shard_files': out['shard_files'], **sink}
              | 'WriteSummary' >> write_summary)
-  return {**out, 'record_files': record_files, 'summary': summary,
-          'summary_uri': write_summary.uri, 'plan': plan}
+  return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
 
 
 def _counters(result) -> dict[str, int]:

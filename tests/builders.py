@@ -1,7 +1,8 @@
 """Test data: batch predictions written to disk, and an oracle that reads them independently.
 
 The oracle uses only the standard library (csv, gzip) and none of predjoin's code, so a test that
-compares predjoin's output with it can fail when predjoin is wrong.
+compares predjoin's output with it can fail when predjoin is wrong. (``multiclass_batch`` builds
+records in predjoin's output schema for the writers' tests; it is not part of the oracle.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import json
 import os
 
 import fastavro
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from transforms import layout as lay
 
 
 def write_bp(root, bp_id: str, shards: list[tuple[list[str], list[str]]], *,
@@ -71,18 +75,24 @@ def oracle_rows(manifest: str, has_header: bool = True) -> list[dict]:
   return rows
 
 
+def read_records_file(path: str) -> list[dict]:
+  """The records of one file, in file order, read back with fastavro, pyarrow or json."""
+  if path.endswith('.avro'):
+    with open(path, 'rb') as f:
+      return list(fastavro.reader(f))
+  if path.endswith('.parquet'):
+    return pq.read_table(path).to_pylist()
+  if path.endswith('.jsonl'):
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+  return []
+
+
 def read_records(output: str) -> list[dict]:
-  """All records under ``<output>/records/``, read back with fastavro, pyarrow or json."""
+  """All records under ``<output>/records/``, sorted by input and row."""
   rows = []
   for path in sorted(glob.glob(os.path.join(output, 'records', '*'))):
-    if path.endswith('.avro'):
-      with open(path, 'rb') as f:
-        rows.extend(fastavro.reader(f))
-    elif path.endswith('.parquet'):
-      rows.extend(pq.read_table(path).to_pylist())
-    elif path.endswith('.jsonl'):
-      with open(path) as f:
-        rows.extend(json.loads(line) for line in f if line.strip())
+    rows.extend(read_records_file(path))
   return sorted(rows, key=lambda r: (r['input_uri'], r['row_number']))
 
 
@@ -104,3 +114,25 @@ def gz_bytes(text: str) -> bytes:
   with gzip.GzipFile(fileobj=buf, mode='wb', mtime=0) as g:
     g.write(text.encode())
   return buf.getvalue()
+
+
+def multiclass_batch(rows: int) -> tuple[pa.RecordBatch, lay.OutputSchema]:
+  """A block of multiclass records (every 7th failed) with quoted, multi-line text."""
+  schema = lay.output_schema(lay.detect_layout(('tag', '1_star', '2_stars', '3_stars')),
+                             ['customer id', 'comment'])
+  arrow = lay.arrow_schema(schema)
+  records = []
+  for i in range(rows):
+    failed = i % 7 == 3
+    scores = [(i % 10) / 20, 0.25, 0.75 - (i % 10) / 20]
+    best = max(range(3), key=scores.__getitem__)
+    record = {name: None for name in arrow.names}
+    record.update(batch_prediction_id='bp-1', input_uri='s3://b/in/data-1.csv', row_number=i + 1,
+                  status='failed' if failed else 'ok', tag=f't{i}',
+                  customer_id=str(1000 + i), comment=f'"quoted, {i}"\nnext line é')
+    if not failed:
+      record.update(best_answer=f'{best + 1}_star', best_score=scores[best], unknown=False,
+                    scores=[{'label': f'{k + 1}_star', 'score': s} for k, s in enumerate(scores)],
+                    margin=sorted(scores)[-1] - sorted(scores)[-2], score_sum_off=False)
+    records.append(record)
+  return pa.RecordBatch.from_pylist(records, schema=arrow), schema

@@ -38,15 +38,20 @@ def test_translates_to_a_dataflow_job(fmt):
   assert result.state == PipelineState.DONE
   assert result.job.proto.type_.name == 'JOB_TYPE_BATCH'
   labels = {t.unique_name for t in proto.components.transforms.values()}
-  for label in ('Enrich/JoinShards', 'Enrich/SpreadShards', 'WriteSummary/WriteSummaryJson',
-                f'WriteRecords/Write{fmt.capitalize()}'):
+  for label in ('Enrich/JoinShards', 'Enrich/SpreadShards', 'WriteSummary/WriteSummaryJson'):
     assert any(name == label or name.startswith(label + '/') for name in labels), label
-  # Dead letters and resubmit lines are files the join writes per shard: no sink of their own.
-  assert not any(name.startswith(('WriteDeadLetters', 'WriteResubmit')) for name in labels)
-  # Every DoFn was pickled into the job: the join's carries the plan and the storage settings.
+  # Records, dead letters and resubmit lines are files the join writes per shard: no sink of
+  # their own, and no count of records between stages.
+  assert not any(name.startswith(('WriteRecords', 'WriteDeadLetters', 'WriteResubmit',
+                                  'WriteSummary/CountRecords')) for name in labels), labels
+  # Every DoFn was pickled into the job: the join's carries the plan, the storage settings and
+  # where and how it writes the records.
   join = next(t for t in proto.components.transforms.values()
               if t.unique_name == 'Enrich/JoinShards/ParDo(JoinShardFn)')
-  assert join.spec.payload
+  fn = pickler.loads(beam_runner_api_pb2.ParDoPayload.FromString(join.spec.payload)
+                     .do_fn.payload)[0]
+  assert (fn._record_format, fn._output) == (fmt, 'gs://demo-bucket/enriched/')
+  assert fn._plan.layout.model_type == 'multiclass'
 
 
 def test_bigquery_format_translates_to_a_dataflow_job_with_avro_file_loads():
@@ -57,6 +62,7 @@ def test_bigquery_format_translates_to_a_dataflow_job_with_avro_file_loads():
   labels = {t.unique_name for t in proto.components.transforms.values()}
   assert any(name.startswith('LoadRecords/LoadIntoBigQuery/') for name in labels), labels
   assert not any(name.startswith('WriteRecords') for name in labels)
+  assert any(name.startswith('WriteSummary/CountRecords') for name in labels), labels
   # The summary still goes to --output (and so do the join's dead-letter files).
   assert any(name.startswith('WriteSummary/WriteSummaryJson') for name in labels), labels
   # The load's settings reach the job: unpickle the load DoFn that the job would run.

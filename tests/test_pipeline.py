@@ -4,9 +4,11 @@ Outputs are read back with fastavro / pyarrow / json and compared row by row wit
 reads the inputs with the standard library only.
 """
 
+import glob
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -19,7 +21,14 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.enrich import build_pipeline, local_runner, one_worker_process, run
-from tests.builders import oracle_rows, read_dead_letters, read_records, read_summary, write_bp
+from tests.builders import (
+    oracle_rows,
+    read_dead_letters,
+    read_records,
+    read_records_file,
+    read_summary,
+    write_bp,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUTS = [f'{i},"name, {i}",{i * 10}' for i in range(1, 13)]
@@ -122,7 +131,18 @@ def test_cli_each_format_row_by_row(good_bp, tmp_path, fmt, capsys):
   assert read_dead_letters(out) == []
   printed = capsys.readouterr().out
   assert 'rows in 36, joined 32, failed 4, dead-lettered 0' in printed
-  assert all(f.endswith('.' + fmt) for f in read_summary(out)['outputs']['records'])
+  # One records file per shard, written by the worker that joined it, rows in input order.
+  summary = read_summary(out)
+  files = summary['outputs']['records']
+  assert sorted(glob.glob(os.path.join(out, 'records', '*'))) == files
+  assert len(files) == summary['totals']['shards'] > 1
+  for path in files:
+    stem = os.path.basename(path)
+    rows = read_records_file(path)
+    assert re.fullmatch(rf'part-[\w-]+-[0-9a-f]{{12}}\.{fmt}', stem), stem
+    assert len({r['input_uri'] for r in rows}) == 1
+    assert stem.startswith(f'part-{os.path.basename(rows[0]["input_uri"]).split(".")[0]}-')
+    assert [r['row_number'] for r in rows] == list(range(1, len(rows) + 1))
 
 
 def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):
@@ -132,6 +152,10 @@ def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):
   assert 'row_count_mismatch' in capsys.readouterr().out
   expected = oracle_rows_skipping(mixed_bp, 'part-2.csv')
   assert_matches_oracle(read_records(out), expected)
+  # The rejected shard has no records file; the others have one each.
+  names = sorted(os.listdir(os.path.join(out, 'records')))
+  assert not any(name.startswith('part-part-2-') for name in names)
+  assert len(names) == len({r['input_uri'] for r in expected})
   dead = read_dead_letters(out)
   assert [d['row_number'] for d in dead] == list(range(1, 13))
   assert {(d['reason'], d['input_rows'], d['result_rows']) for d in dead} == {

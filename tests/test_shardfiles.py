@@ -3,7 +3,10 @@
 import json
 import os
 
-from transforms import shardfiles
+import pytest
+
+from tests.builders import multiclass_batch, read_records_file
+from transforms import shardfiles, sinks
 from transforms.manifest import Shard
 
 
@@ -64,3 +67,37 @@ def test_a_retried_shard_rewrites_the_same_files_and_a_failed_one_leaves_none(tm
   failed.resubmit('1,a')
   failed.discard()
   assert _tree(tmp_path / 'failed') == []
+
+
+@pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])
+def test_a_shard_writes_its_records_into_one_file_and_counts_them_by_status(tmp_path, fmt):
+  batch, schema = multiclass_batch(sinks.ENCODE_ROWS + 50)
+  out = str(tmp_path)
+  files = shardfiles.ShardFiles(out, _shard(), resubmit_header=None,
+                                writers=sinks.RecordWriters(fmt, schema))
+  files.records(batch.slice(0, 40))
+  files.records(batch.slice(40))
+  done = files.commit()
+  name = shardfiles.file_name(_shard(), f'.{fmt}')
+  assert done == {'record_files': os.path.join(out, 'records', name)}
+  assert _tree(out) == [f'records/{name}']  # no temporary file or directory left
+  rows = read_records_file(done['record_files'])
+  assert [r['row_number'] for r in rows] == list(range(1, batch.num_rows + 1))
+  assert rows[5]['comment'] == batch.column('comment')[5].as_py()
+  failed = sum(r['status'] == 'failed' for r in rows)
+  assert failed == sum(i % 7 == 3 for i in range(batch.num_rows)) > 0
+  assert files.record_counts == (batch.num_rows - failed, failed, 0)
+
+
+def test_a_failed_shard_leaves_no_records_file_and_a_shard_without_records_writes_none(tmp_path):
+  batch, schema = multiclass_batch(10)
+  writers = sinks.RecordWriters('parquet', schema)
+  failed = shardfiles.ShardFiles(str(tmp_path / 'failed'), _shard(), None, writers)
+  failed.records(batch)
+  failed.discard()
+  assert _tree(tmp_path / 'failed') == []
+  empty = shardfiles.ShardFiles(str(tmp_path / 'empty'), _shard(), None, writers)
+  empty.dead_letter({'reason': 'misaligned', 'row_number': 1})
+  assert list(empty.commit()) == ['dead_letter_files']
+  assert empty.record_counts == (0, 0, 0)
+  assert not os.path.exists(tmp_path / 'empty' / 'records')

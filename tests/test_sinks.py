@@ -10,29 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.builders import multiclass_batch
 from transforms import layout as lay
 from transforms import sinks
-
-
-def _batch(rows: int) -> tuple[pa.RecordBatch, lay.OutputSchema]:
-  schema = lay.output_schema(lay.detect_layout(('tag', '1_star', '2_stars', '3_stars')),
-                             ['customer id', 'comment'])
-  arrow = lay.arrow_schema(schema)
-  records = []
-  for i in range(rows):
-    failed = i % 7 == 3
-    scores = [(i % 10) / 20, 0.25, 0.75 - (i % 10) / 20]
-    best = max(range(3), key=scores.__getitem__)
-    record = {name: None for name in arrow.names}
-    record.update(batch_prediction_id='bp-1', input_uri='s3://b/in/data-1.csv', row_number=i + 1,
-                  status='failed' if failed else 'ok', tag=f't{i}',
-                  customer_id=str(1000 + i), comment=f'"quoted, {i}"\nnext line é')
-    if not failed:
-      record.update(best_answer=f'{best + 1}_star', best_score=scores[best], unknown=False,
-                    scores=[{'label': f'{k + 1}_star', 'score': s} for k, s in enumerate(scores)],
-                    margin=sorted(scores)[-1] - sorted(scores)[-2], score_sum_off=False)
-    records.append(record)
-  return pa.RecordBatch.from_pylist(records, schema=arrow), schema
 
 
 class _File(io.BytesIO):
@@ -43,7 +23,7 @@ class _File(io.BytesIO):
 
 @pytest.mark.parametrize('blockwise', [True, False])
 def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
-  batch, schema = _batch(sinks.ENCODE_ROWS * 2 + 123)
+  batch, schema = multiclass_batch(sinks.ENCODE_ROWS * 2 + 123)
   f = _File()
   writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), blockwise)
   writer.write(batch)
@@ -65,7 +45,7 @@ def test_avro_deflate_is_raw_deflate_any_inflater_reads():
 
 
 def test_avro_files_carry_one_sync_marker_each():
-  batch, schema = _batch(100)
+  batch, schema = multiclass_batch(100)
   files = []
   for _ in range(2):
     f = _File()
@@ -92,7 +72,7 @@ def _avro_file(batch: pa.RecordBatch, schema: lay.OutputSchema, block_rows: int)
 
 @pytest.mark.parametrize('block_rows', [1, 7, 1000])
 def test_avro_block_framing_matches_fastavro_block_reader(block_rows):
-  batch, schema = _batch(50)
+  batch, schema = multiclass_batch(50)
   data = _avro_file(batch, schema, block_rows)
   mine = [(count, bytes(block)) for count, block in sinks.avro_blocks(data)]
   theirs = [(b.num_records, b.bytes_.getvalue()) for b in fastavro.block_reader(io.BytesIO(data))]
@@ -105,7 +85,7 @@ def test_avro_block_framing_matches_fastavro_block_reader(block_rows):
 
 @pytest.mark.parametrize('damage', ['magic', 'sync', 'cut'])
 def test_avro_block_framing_refuses_damaged_files(damage):
-  batch, schema = _batch(30)
+  batch, schema = multiclass_batch(30)
   data = bytearray(_avro_file(batch, schema, 10))
   if damage == 'magic':
     data[0:4] = b'Obj\x02'
@@ -118,7 +98,7 @@ def test_avro_block_framing_refuses_damaged_files(damage):
 
 
 def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
-  batch, _ = _batch(sinks.ENCODE_ROWS + 7)
+  batch, _ = multiclass_batch(sinks.ENCODE_ROWS + 7)
   f = _File()
   writer = sinks._JsonLinesWriter(f)
   writer.write(batch)
@@ -129,7 +109,7 @@ def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
 
 
 def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():
-  batch, schema = _batch(20000)
+  batch, schema = multiclass_batch(20000)
   f = _File()
   writer = sinks._ParquetWriter(f, lay.arrow_schema(schema))
   for _ in range(7):  # 140k rows: 80k in the first group, 60k left for the last one
@@ -143,7 +123,7 @@ def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():
 
 
 def test_parquet_statistics_on_every_column_but_input_text():
-  batch, schema = _batch(100)
+  batch, schema = multiclass_batch(100)
   f = _File()
   writer = sinks._ParquetWriter(f, lay.arrow_schema(schema),
                                 sinks.parquet_statistics_columns(schema))

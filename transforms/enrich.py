@@ -1,8 +1,9 @@
 """predjoin's Beam transforms: thin wrappers around the pure code in this package.
 
-    manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> record batches ──> sink
-                     │                                      ├──> dead_letter/, resubmit/ (files
-                     │                                      │    per shard: shardfiles.py)
+    manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> records/, dead_letter/,
+                     │                                      │    resubmit/ (files per shard:
+                     │                                      │    shardfiles.py), or record
+                     │                                      │    batches for BigQuery
                      └── manifest problems ──┐              └──> shard reports ──┐
                                              └──────────────────────────────────┴──> summary.json
 
@@ -19,13 +20,11 @@ import json
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import join as joining
-from transforms import layout as lay
 from transforms import report as reporting
 from transforms import shardfiles, sinks
 from transforms import split as splitting
@@ -33,17 +32,14 @@ from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
 from transforms.storage import (
     OUTPUT_DIRS,
-    SHARD_TEMPLATE,
     Storage,
     StorageConfig,
     StorageError,
     redact,
     remove_output_leftovers,
-    sink_prefix,
     write_text,
 )
 
-FORMAT_SUFFIX = {'avro': '.avro', 'parquet': '.parquet', 'jsonl': '.jsonl'}
 NAMESPACE = 'predjoin'
 
 
@@ -110,23 +106,31 @@ class CountInputRowsFn(beam.DoFn):
 
 
 class JoinShardFn(beam.DoFn):
-  """Shard -> record batches; one report per shard, and the shard's dead letters and resubmit
-  lines written to files of its own (``transforms/shardfiles.py``), on tagged outputs.
+  """Shard -> one report per shard (tagged ``REPORTS``); the shard's records, dead letters and
+  resubmit lines go to files of its own (``transforms/shardfiles.py``).
 
+  With ``record_format`` None the records are not written but emitted (main output, record
+  batches) for a sink of their own (BigQuery).
   ``SHARD_FILES`` carries ``(kind, value)`` elements for the summary (``CollectRun``): the
-  files written, and the dead letters each shard wrote (``DEAD_COUNTS``).
+  files written, and the records (``RECORD_COUNTS``) and dead letters (``DEAD_COUNTS``) each
+  shard wrote.
   """
 
   REPORTS = 'reports'
   SHARD_FILES = 'shard_files'
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str):
+  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
+               record_format: str | None = None):
     self._plan = plan
     self._storage_config = storage_config
     self._output = output
+    self._record_format = record_format
 
   def setup(self):
     self._joiner = joining.ShardJoiner(self._plan, Storage(self._storage_config))
+    self._writers = None if self._record_format is None else \
+        sinks.RecordWriters(self._record_format, self._plan.schema)
+    self._records_to_sink = _counter('records_to_sink')
     self._rows_in = _counter('rows_in')
     self._joined = _counter('rows_joined')
     self._failed = _counter('rows_failed')
@@ -146,7 +150,7 @@ class JoinShardFn(beam.DoFn):
                                             shard.input_uri)
       except splitting.SplitError as e:
         slice_error = redact(str(e))
-    files = shardfiles.ShardFiles(self._output, shard, self._plan.header_line)
+    files = shardfiles.ShardFiles(self._output, shard, self._plan.header_line, self._writers)
     try:
       yield from self._join(shard, shard_slice, slice_error, files)
     except BaseException:
@@ -157,7 +161,10 @@ class JoinShardFn(beam.DoFn):
     for kind, value in self._joiner.join(shard, shard_slice, slice_error):
       if kind == joining.RECORDS:
         self._batch_rows.update(value.num_rows)
-        yield value
+        if self._writers is None:
+          yield value
+        else:
+          files.records(value)
       elif kind == joining.DEAD_LETTER:
         files.dead_letter(value)
       elif kind == joining.RESUBMIT:
@@ -168,6 +175,10 @@ class JoinShardFn(beam.DoFn):
         self._dead_to_sink.inc(files.dead_letter_rows)
         yield pvalue.TaggedOutput(self.SHARD_FILES,
                                   (DEAD_COUNTS, (files.key, (files.dead_letter_rows, 0, 0))))
+        if self._writers is not None:
+          self._records_to_sink.inc(sum(files.record_counts))
+          yield pvalue.TaggedOutput(self.SHARD_FILES,
+                                    (RECORD_COUNTS, (files.key, files.record_counts)))
         self._rows_in.inc(value.input_rows or 0)
         self._joined.inc(value.joined_rows)
         self._failed.inc(value.failed_rows)
@@ -185,13 +196,19 @@ class JoinShardFn(beam.DoFn):
 
 class EnrichPredictions(beam.PTransform):
   """PCollection of manifest URIs -> ``{'records', 'reports', 'shard_files'}``; each shard's
-  dead letters and resubmit lines go to files under ``output`` (``transforms/shardfiles.py``),
-  which ``shard_files`` names for the summary."""
+  records (with ``record_format``: avro, parquet or jsonl), dead letters and resubmit lines go
+  to files under ``output`` (``transforms/shardfiles.py``), which ``shard_files`` names for the
+  summary. Without ``record_format``, ``records`` holds the record batches (else it is empty).
+  """
 
   def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
-               rebase_rules=(), access_policy: AccessPolicy | None = None):
+               rebase_rules=(), access_policy: AccessPolicy | None = None,
+               record_format: str | None = None):
     super().__init__()
+    if record_format is not None and record_format not in sinks.SUFFIX:
+      raise ValueError(f'no record files of format {record_format!r}')
     self._output = output
+    self._record_format = record_format
     self._plan = plan
     self._storage_config = storage_config
     self._rebase_rules = rebase_rules
@@ -212,7 +229,8 @@ class EnrichPredictions(beam.PTransform):
     joined = (
         shards.shards
         | 'SpreadShards' >> beam.Reshuffle()
-        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config, self._output),
+        | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config, self._output,
+                                                 self._record_format),
                                      **side).with_outputs(
             JoinShardFn.REPORTS, JoinShardFn.SHARD_FILES, main='records'))
     joined.records.element_type = pa.RecordBatch  # coded by sinks.RecordBatchCoder
@@ -229,28 +247,10 @@ class RecordsAsDicts(beam.PTransform):
     return batches | 'BatchToDicts' >> beam.FlatMap(lambda batch: batch.to_pylist())
 
 
-class WriteRecords(beam.PTransform):
-  """Record batches -> files under ``<output>/records/``; returns the final file names."""
-
-  def __init__(self, output: str, fmt: str, schema: lay.OutputSchema):
-    super().__init__()
-    self._prefix = sink_prefix(output, 'records')  # temporary files beside records/
-    self._fmt = fmt
-    self._schema = schema
-
-  def expand(self, batches):
-    # Whole blocks encoded at once, one RecordBatch per element (transforms/sinks.py).
-    return batches | f'Write{self._fmt.capitalize()}' >> sinks.WriteBatches(
-        self._prefix, FORMAT_SUFFIX[self._fmt], self._fmt, self._schema, SHARD_TEMPLATE)
-
-
 def _record_counts(batch: pa.RecordBatch):
   """(ok, failed, not_predicted) records of a batch, keyed by shard."""
-  status = batch.column('status')
-  ok = pc.sum(pc.equal(status, 'ok')).as_py() or 0
-  failed = pc.sum(pc.equal(status, 'failed')).as_py() or 0
   key = (batch.column('batch_prediction_id')[0].as_py(), batch.column('input_uri')[0].as_py())
-  return key, (ok, failed, batch.num_rows - ok - failed)
+  return key, shardfiles.status_counts(batch)
 
 
 def _add(counts: tuple | None, more: tuple) -> tuple:
@@ -390,11 +390,12 @@ def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_sche
 class WriteSummary(beam.PTransform):
   """Shard reports + what reached each sink + written files -> ``<output>/summary.json``.
 
-  Takes a dict of PCollections: ``reports``, ``records`` (record batches as they go to their
-  sink), ``record_files`` (the record sink's file names) and ``shard_files`` (the join's
-  ``(kind, value)`` elements: dead-letter and resubmit file names, dead letters written per
-  shard). All go into one combine (``CollectRun``), whose result writes the summary once every
-  sink has finished. With ``resubmit_schema_text``,
+  Takes a dict of PCollections: ``reports``, and ``shard_files`` (the join's ``(kind, value)``
+  elements: the files each shard wrote, its records and dead letters counted as written); when
+  the records go to a sink of their own (BigQuery), also ``records`` (the record batches as they
+  go to it) and ``record_files`` (what that sink returns). All go into one combine
+  (``CollectRun``), whose result writes the summary once every sink has finished. With
+  ``resubmit_schema_text``,
   it also writes the copy of the input's schema beside the resubmit files, when there are any.
   """
 
@@ -411,8 +412,9 @@ class WriteSummary(beam.PTransform):
 
   def expand(self, inputs):
     parts = [
-        inputs['records'] | 'CountRecords' >> beam.Map(
-            _counted, _record_counts, 'records_to_sink', RECORD_COUNTS),
+        *([inputs['records'] | 'CountRecords' >> beam.Map(
+            _counted, _record_counts, 'records_to_sink', RECORD_COUNTS)]
+          if 'records' in inputs else []),
         *[inputs[kind] | f'Tag_{kind}' >> beam.Map(lambda value, kind=kind: (kind, value))
           for kind in _LISTS if kind in inputs],
         *([inputs['shard_files']] if 'shard_files' in inputs else []),

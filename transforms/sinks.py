@@ -1,11 +1,11 @@
-"""Block-wise record sinks: one Arrow RecordBatch per element, whole blocks encoded at once.
+"""Block-wise record writers: whole Arrow RecordBatches encoded at once.
 
 Writing one Python dict per record costs tens of microseconds a row through Beam and fastavro;
-these sinks take a whole ``RecordBatch`` per element and encode it with an Arrow-native encoder:
+these writers take a whole ``RecordBatch`` at a time and encode it with an Arrow-native encoder:
 
 - Avro: polars encodes the block's datums (uncompressed); fastavro writes the container file's
   header under predjoin's own schema; each block is compressed with deflate by ISA-L (level 1).
-  The encoder's schema is checked, once per sink, to encode exactly like predjoin's; if it ever
+  The encoder's schema is checked, once per worker, to encode exactly like predjoin's; if it ever
   does not, records are written one by one with fastavro instead (correct, slower) and a warning
   says so.
 - JSON Lines: polars' NDJSON writer.
@@ -14,8 +14,9 @@ these sinks take a whole ``RecordBatch`` per element and encode it with an Arrow
   text columns, with dictionary pages capped at 64 KB so high-cardinality columns fall back to
   plain encoding early (1.4x faster, files no larger).
 
-All are Beam ``FileBasedSink``s: written to a temporary location, then finalized, so a failed or
-re-run job never leaves partial files under ``records/``.
+The writers take a binary file handle; ``transforms/shardfiles.py`` opens one per shard under a
+temporary name and renames it into place when the shard is done, so a failed or re-run job
+never leaves partial files under ``records/``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import apache_beam as beam
 import fastavro
 import fastavro.write
 import pyarrow as pa
-from apache_beam.io import filebasedsink, iobase
-from apache_beam.io.filesystem import CompressionTypes
 from fastavro.io.binary_decoder import BinaryDecoder
 from fastavro.io.binary_encoder import BinaryEncoder
 from isal import isal_zlib
@@ -275,25 +274,29 @@ class _ParquetWriter:
     self._f.close()
 
 
-class _BatchSink(filebasedsink.FileBasedSink):
-  """A FileBasedSink whose records are RecordBatches, written by a per-file block writer."""
+SUFFIX = {'avro': '.avro', 'parquet': '.parquet', 'jsonl': '.jsonl'}
 
-  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema,
-               shard_name_template: str | None = None):
-    super().__init__(file_path_prefix, coder=None, file_name_suffix=suffix,
-                     shard_name_template=shard_name_template,
-                     mime_type='application/octet-stream',
-                     compression_type=CompressionTypes.UNCOMPRESSED)
-    self._fmt = fmt
+
+class RecordWriters:
+  """Opens block writers of one format and schema on binary file handles.
+
+  Create one per worker (it decides once whether Avro blocks can be encoded block-wise);
+  ``open(f)`` returns a writer with ``write(batch)`` and ``close()``, which closes ``f``.
+  """
+
+  def __init__(self, fmt: str, schema: lay.OutputSchema):
+    if fmt not in SUFFIX:
+      raise ValueError(f'no block-wise writer for {fmt!r}')
+    self.fmt = fmt
+    self.suffix = SUFFIX[fmt]
     self._schema = schema
     self._avro_schema = lay.avro_schema(schema) if fmt == 'avro' else None
     self._blockwise = None
 
-  def open(self, temp_path):
-    f = super().open(temp_path)
-    if self._fmt == 'jsonl':
+  def open(self, f):
+    if self.fmt == 'jsonl':
       return _JsonLinesWriter(f)
-    if self._fmt == 'parquet':
+    if self.fmt == 'parquet':
       return _ParquetWriter(f, lay.arrow_schema(self._schema),
                             parquet_statistics_columns(self._schema))
     if self._blockwise is None:
@@ -302,24 +305,3 @@ class _BatchSink(filebasedsink.FileBasedSink):
         _LOG.warning('the Arrow-to-Avro encoder does not encode like predjoin\'s Avro schema; '
                      'writing records one by one (slower)')
     return _AvroBlockWriter(f, self._avro_schema, self._blockwise)
-
-  def write_record(self, file_handle, value):
-    file_handle.write(value)
-
-  def close(self, file_handle):
-    file_handle.close()
-
-
-class WriteBatches(beam.PTransform):
-  """RecordBatches -> Avro, Parquet or JSON Lines files; returns the final file names."""
-
-  def __init__(self, file_path_prefix: str, suffix: str, fmt: str, schema: lay.OutputSchema,
-               shard_name_template: str | None = None):
-    super().__init__()
-    if fmt not in ('avro', 'parquet', 'jsonl'):
-      raise ValueError(f'no block-wise sink for {fmt!r}')
-    self._sink = _BatchSink(file_path_prefix, suffix, fmt, schema, shard_name_template)
-
-  def expand(self, batches):
-    batches.element_type = pa.RecordBatch  # so Beam codes them with RecordBatchCoder
-    return batches | 'Write' >> iobase.Write(self._sink)

@@ -265,21 +265,12 @@ def read_text(uri: str) -> str:
 
 # Output layout ---------------------------------------------------------------------------------
 #
-# Beam's file sinks write to a temporary directory beside the final files' prefix, then rename
-# them into place. The records sink's prefix is ``<output>/records`` with the shard template
-# below, so the final files are ``<output>/records/part-00000-of-00002<suffix>`` and the
-# temporary files live in ``<output>/beam-temp-records-<uuid>/``: never under ``records/``, even
-# after a failed run. Dead letters and resubmit lines are written per shard the same way
-# (``transforms/shardfiles.py``: ``beam-temp-<dir>-<uuid>/``, then ``<dir>/part-<name>``).
+# Records, dead letters and resubmit lines are written per shard (``transforms/shardfiles.py``):
+# each file first under ``<output>/beam-temp-<dir>-<uuid>/``, then renamed to
+# ``<output>/<dir>/part-<name>``, so temporary files are never under the output directories,
+# even after a failed run.
 
 OUTPUT_DIRS = ('records', 'dead_letter', 'resubmit')
-SHARD_TEMPLATE = '/part-SSSSS-of-NNNNN'
-
-
-def sink_prefix(output: str, name: str) -> str:
-  """The ``file_path_prefix`` of the sink writing ``<output>/<name>/`` (use SHARD_TEMPLATE)."""
-  from apache_beam.io.filesystems import FileSystems
-  return FileSystems.join(output, name)
 
 
 def local_path(uri: str) -> str | None:
@@ -314,8 +305,8 @@ def _same_path(path: str) -> str:
 def output_leftovers(output: str, keep, names=OUTPUT_DIRS) -> list[str]:
   """Files of earlier runs under ``<output>/<name>/`` that this run did not write.
 
-  That is every ``part-*`` file not in ``keep`` (an earlier run with another number of shards
-  leaves ``part-00001-of-00003`` beside this run's ``part-00000-of-00002``) and everything in
+  That is every ``part-*`` file not in ``keep`` (an earlier run over other shards, or an older
+  predjoin's ``part-00000-of-00002``, leaves files this run does not rewrite) and everything in
   leftover ``beam-temp-*`` directories of failed runs. Other files are never touched.
   """
   from apache_beam.io.filesystems import FileSystems
