@@ -42,6 +42,7 @@ from transforms.storage import (
   prepare_output,
   read_text,
   redact,
+  remove_summary,
 )
 
 _LOG = logging.getLogger('predjoin')
@@ -144,6 +145,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
     check_table(opts, plan.schema, bigquery_client)
   output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
   prepare_output(opts.output, output_dirs)  # the launch checks passed: local output directories
+  if not _dry_run(options):  # an earlier run's summary would not match the files while this runs
+    try:
+      remove_summary(opts.output)
+    except Exception as e:  # noqa: BLE001  # permissions, credentials: say which file
+      raise LaunchError(f'cannot remove the earlier run\'s summary.json under '
+                        f'{redact(opts.output)}: {redact(str(e))}') from None
   # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
   # by the join (transforms/shardfiles.py).
   out = (p

@@ -122,6 +122,19 @@ def test_multi_processing_plans_parse_without_threads(good_bp, tmp_path):
   assert build_pipeline(beam.Pipeline(options=options), options)['plan'].parse_threads is False
 
 
+def test_an_earlier_summary_goes_when_the_run_starts_but_not_on_a_dry_run(good_bp, tmp_path):
+  out = tmp_path / 'fresh'
+  out.mkdir()
+  (out / 'summary.json').write_text('{"ok": true}')
+  args = ['--manifest', good_bp, '--output', str(out), *trusted(tmp_path)]
+  options = PipelineOptions([*args, '--dry_run=True'])
+  build_pipeline(beam.Pipeline(options=options), options)
+  assert (out / 'summary.json').exists()
+  options = PipelineOptions(args)
+  build_pipeline(beam.Pipeline(options=options), options)  # not run: nothing written yet
+  assert not (out / 'summary.json').exists()
+
+
 @pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])
 def test_cli_each_format_row_by_row(good_bp, tmp_path, fmt, capsys):
   out = str(tmp_path / 'out')

@@ -341,6 +341,9 @@ def test_a_failed_run_leaves_nothing_under_records_and_a_rerun_cleans_up(
   manifest = f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary')
   args = ['--manifest', manifest, '--output', f's3://{out_bucket}/o/', '--format', 'jsonl']
   proxy = fx.FaultProxy(s3.endpoint, always={f'/{out_bucket}/o/records/part-': fx.SLOW_DOWN})
+  # An earlier run's summary: it goes when the run starts, so a failed run never leaves a
+  # summary beside files it does not describe.
+  s3.client.put_object(Bucket=out_bucket, Key='o/summary.json', Body=b'{"ok": true}')
   try:
     with pytest.raises(Exception):  # noqa: B017  # whatever the runner raises: the run failed
       run([*args, *fx.s3_args(proxy.endpoint)])

@@ -32,6 +32,7 @@ from transforms.access import AccessError, AccessPolicy
 from transforms.manifest import ManifestError, batch_prediction_id, shards_of
 from transforms.storage import (
     OUTPUT_DIRS,
+    SUMMARY,
     Storage,
     StorageConfig,
     StorageError,
@@ -403,7 +404,7 @@ class WriteSummary(beam.PTransform):
                resubmit_schema: str | None = None, output_dirs=OUTPUT_DIRS,
                resubmit_schema_text: str | None = None):
     super().__init__()
-    self.uri = FileSystems.join(output, 'summary.json')
+    self.uri = FileSystems.join(output, SUMMARY)
     self._max_bad_shards = max_bad_shards
     self._run = run
     self._resubmit_schema = resubmit_schema

@@ -289,6 +289,25 @@ def prepare_output(output: str, names=OUTPUT_DIRS) -> None:
     os.makedirs(os.path.join(root, name), exist_ok=True)
 
 
+SUMMARY = 'summary.json'
+
+
+def remove_summary(output: str) -> bool:
+  """Deletes ``<output>/summary.json`` when it exists; returns whether it did.
+
+  A run calls this before it starts: its files replace an earlier run's shard by shard, so an
+  earlier summary would list files that are no longer all there, or not all of this run's.
+  While a run is going, and after one fails, the output has no summary; once it has one, the
+  files it lists are complete.
+  """
+  from apache_beam.io.filesystems import FileSystems
+  uri = FileSystems.join(output, SUMMARY)
+  if not FileSystems.exists(uri):
+    return False
+  FileSystems.delete([uri])
+  return True
+
+
 def _match(pattern: str) -> list[str]:
   from apache_beam.io.filesystem import BeamIOError
   from apache_beam.io.filesystems import FileSystems
