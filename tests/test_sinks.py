@@ -137,3 +137,20 @@ def test_parquet_statistics_on_every_column_but_input_text():
   assert stats['scores.list.element.score'] and stats['input_uri'] and stats['row_number']
   row_numbers = group.column(list(stats).index('row_number')).statistics
   assert (row_numbers.min, row_numbers.max) == (1, 100)
+
+
+def test_parquet_dictionaries_on_every_column_but_predjoins_distinct_values():
+  batch, schema = multiclass_batch(1000)
+  f = _File()
+  writer = sinks.RecordWriters('parquet', schema).open(f)
+  writer.write(batch)
+  writer.close()
+  group = pq.ParquetFile(io.BytesIO(f.value)).metadata.row_group(0)
+  dictionary = {group.column(i).path_in_schema: group.column(i).has_dictionary_page
+                for i in range(group.num_columns)}
+  distinct = {'row_number', 'tag', 'best_score', 'margin', 'scores.list.element.score'}
+  booleans = {'unknown', 'score_sum_off'}  # Parquet has no dictionaries for booleans
+  assert {path for path, on in dictionary.items() if not on} == distinct | booleans
+  # The input's columns keep theirs, whatever their values: here every comment differs.
+  assert dictionary['comment'] and dictionary['customer_id'] and dictionary['status']
+  assert pq.read_table(io.BytesIO(f.value)).to_pylist() == batch.to_pylist()
