@@ -57,8 +57,9 @@ def s3_args(endpoint: str) -> list[str]:
 
 
 def run_cli(args: list[str], env: dict, timeout: float = 150) -> subprocess.CompletedProcess:
-  """Runs ``predjoin ARGS`` as a subprocess, as a user would; fails the test on a hang."""
-  return subprocess.run([sys.executable, '-m', 'pipelines.enrich', *args], cwd=ROOT, env=env,
+  """Runs ``predjoin ARGS`` as a subprocess, as a user would (``pipelines.cli``, the command's
+  entry point); fails the test on a hang."""
+  return subprocess.run([sys.executable, '-m', 'pipelines.cli', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
 

@@ -322,3 +322,40 @@ def test_the_runners_worker_command_hands_over_without_site_packages(tmp_path):
               if line.startswith('import time:')]
   assert 'socket' in imported and 'site' not in imported
   assert not [m for m in imported if m.split('.')[0] in ('pipelines', 'apache_beam', 'grpc')]
+
+
+@pytest.mark.parametrize('argv, uses', [
+    ([*MP2, '--output', 'out/', '--manifest', 'm.manifest'], False),
+    ([*MP2, '--output', 's3://b/out/', '--manifest', 's3://b/m.manifest'], False),
+    ([*MP2, '--output', 'gs://b/out/'], True),
+    ([*MP2, '--manifest', 'gs://b/bp/*.manifest'], True),
+    ([*MP2, '--temp_location=gs://b/tmp'], True),
+    ([*MP2, '--format', 'bigquery', '--bigquery_table', 'p:d.t'], True),
+    ([*MP2, '--format=parquet'], False),
+    (['--runner', 'DataflowRunner'], True),
+    (['--runner=DirectRunner'], False),
+])
+def test_a_run_uses_google_cloud_when_its_arguments_say_so(argv, uses):
+  assert workers.uses_google_cloud(argv) is uses
+
+
+def test_the_harness_imports_without_google_cloud_modules_a_local_run_never_uses():
+  # Beam skips them as it does without its [gcp] extra, quietly; afterwards they import again.
+  code = ('import sys; from pipelines import workers\n'
+          'workers.import_harness(without=workers.GOOGLE_CLOUD_ONLY)\n'
+          'print(sorted(m for m in sys.modules if m.startswith(("google.cloud.dataflow", '
+          '"google.cloud.bigquery", "google.cloud.pubsub", "apache_beam.io.gcp.bigquery", '
+          '"apache_beam.io.gcp.gcsfilesystem"))))\n'
+          'import apache_beam as beam\n'
+          'print(hasattr(beam.io, "WriteToBigQuery"), '
+          'any(isinstance(f, workers._Without) for f in sys.meta_path))\n'
+          'from apache_beam.io.gcp.bigquery import WriteToBigQuery\n'
+          'from apache_beam.io.gcp.gcsfilesystem import GCSFileSystem\n'
+          'from apache_beam.io.filesystems import FileSystems\n'
+          'print(type(FileSystems.get_filesystem("gs://b/x")).__name__)\n')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=120, check=True)
+  assert done.stdout.splitlines()[0] == '[]'
+  assert done.stdout.splitlines()[1] == 'False False'  # skipped; the finder is gone
+  assert done.stdout.splitlines()[2] == 'GCSFileSystem'
+  assert 'Failed to import' not in done.stderr and 'Traceback' not in done.stderr

@@ -103,11 +103,14 @@ class WriteToTable(beam.PTransform):
     self._disposition = DISPOSITIONS[write_disposition]
 
   def expand(self, batches):
+    # Imported here: a local run that writes no BigQuery table does not import Beam's BigQuery
+    # IO at all (pipelines/workers.py), so ``beam.io`` may not have it.
+    from apache_beam.io.gcp.bigquery import WriteToBigQuery
     result = (batches
               | 'ToRows' >> beam.FlatMap(to_rows)
-              | 'LoadIntoBigQuery' >> beam.io.WriteToBigQuery(
+              | 'LoadIntoBigQuery' >> WriteToBigQuery(
                   self._table, schema=self._schema,
-                  method=beam.io.WriteToBigQuery.Method.FILE_LOADS,
+                  method=WriteToBigQuery.Method.FILE_LOADS,
                   temp_file_format='AVRO',
                   create_disposition='CREATE_IF_NEEDED',
                   write_disposition=self._disposition,
