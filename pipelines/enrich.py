@@ -170,7 +170,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
                                       report.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
                                       output_dirs, schema_copy)
-  summary = ({'reports': out['reports'], 'shard_files': out['shard_files'], **sink}
+  summary = ({'run_parts': out['run_parts'], **sink}
              | 'WriteSummary' >> write_summary)
   return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
 

@@ -1,11 +1,11 @@
 """predjoin's Beam transforms: thin wrappers around the pure code in this package.
 
     manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> records/, dead_letter/,
-                     │                                      │    resubmit/ (files per shard:
-                     │                                      │    shardfiles.py), or record
-                     │                                      │    batches for BigQuery
-                     └── manifest problems ──┐              └──> shard reports ──┐
-                                             └──────────────────────────────────┴──> summary.json
+                        + manifest problems                 │    resubmit/ (files per shard:
+                                                            │    shardfiles.py), or record
+                                                            │    batches for BigQuery
+                                                            └──> reports, file names and
+                                                                 counts ──> summary.json
 
 With ``--data_rearrangement``, ``CountInputRows`` first counts every shard's rows (in parallel)
 and ``JoinShards`` takes the counts as a side input, to place the datasource's slice.
@@ -49,9 +49,11 @@ def _counter(name: str):
 
 
 class ReadManifestFn(beam.DoFn):
-  """Manifest URI -> its shards; a manifest that cannot be used -> a report on PROBLEMS."""
+  """Manifest URI -> its shards; a manifest that cannot be used -> its report (a dict), on the
+  same output: the join passes it on (``JoinShardFn``), so every report of the run leaves one
+  stage and the summary needs no stage of its own to gather them (each Flatten of outputs
+  from different stages is one more stage on the local runner)."""
 
-  PROBLEMS = 'manifest_problems'
   INDEXED = 'indexed_shards'  # (position in the manifest, shard), when with_index
 
   def __init__(self, storage_config: StorageConfig, rebase_rules=(),
@@ -78,7 +80,7 @@ class ReadManifestFn(beam.DoFn):
                                    manifest_uri=redact(uri),
                                    input_uri=None, result_uri=None, input_rows=0,
                                    status=joining.ERROR, error=redact(str(e)))
-      yield pvalue.TaggedOutput(self.PROBLEMS, report.as_dict())
+      yield report.as_dict()
       return
     self._shards.inc(len(shards))
     yield from shards
@@ -107,18 +109,18 @@ class CountInputRowsFn(beam.DoFn):
 
 
 class JoinShardFn(beam.DoFn):
-  """Shard -> one report per shard (tagged ``REPORTS``); the shard's records, dead letters and
-  resubmit lines go to files of its own (``transforms/shardfiles.py``).
+  """Shard -> its records, dead letters and resubmit lines, written to files of its own
+  (``transforms/shardfiles.py``), and its report. A manifest problem's report (a dict from
+  ``ReadManifestFn``) passes through.
 
   With ``record_format`` None the records are not written but emitted (main output, record
   batches) for a sink of their own (BigQuery).
-  ``SHARD_FILES`` carries ``(kind, value)`` elements for the summary (``CollectRun``): the
-  files written, and the records (``RECORD_COUNTS``) and dead letters (``DEAD_COUNTS``) each
-  shard wrote.
+  ``RUN_PARTS`` carries ``(kind, value)`` elements for the summary (``CollectRun``): the
+  reports (``'reports'``), the files written, and the records (``RECORD_COUNTS``) and dead
+  letters (``DEAD_COUNTS``) each shard wrote.
   """
 
-  REPORTS = 'reports'
-  SHARD_FILES = 'shard_files'
+  RUN_PARTS = 'run_parts'
 
   def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
                record_format: str | None = None):
@@ -144,6 +146,9 @@ class JoinShardFn(beam.DoFn):
     self._dead_to_sink = _counter('dead_letters_to_sink')
 
   def process(self, shard, sizes=None):
+    if isinstance(shard, dict):  # a manifest that could not be used: its report
+      yield pvalue.TaggedOutput(self.RUN_PARTS, (REPORTS, shard))
+      return
     shard_slice = slice_error = None
     if self._plan.split is not None:
       try:
@@ -172,13 +177,13 @@ class JoinShardFn(beam.DoFn):
         files.resubmit(value)
       else:
         for file_kind, uri in files.commit().items():
-          yield pvalue.TaggedOutput(self.SHARD_FILES, (file_kind, uri))
+          yield pvalue.TaggedOutput(self.RUN_PARTS, (file_kind, uri))
         self._dead_to_sink.inc(files.dead_letter_rows)
-        yield pvalue.TaggedOutput(self.SHARD_FILES,
+        yield pvalue.TaggedOutput(self.RUN_PARTS,
                                   (DEAD_COUNTS, (files.key, (files.dead_letter_rows, 0, 0))))
         if self._writers is not None:
           self._records_to_sink.inc(sum(files.record_counts))
-          yield pvalue.TaggedOutput(self.SHARD_FILES,
+          yield pvalue.TaggedOutput(self.RUN_PARTS,
                                     (RECORD_COUNTS, (files.key, files.record_counts)))
         self._rows_in.inc(value.input_rows or 0)
         self._joined.inc(value.joined_rows)
@@ -192,14 +197,16 @@ class JoinShardFn(beam.DoFn):
         report['input_uri'] = redact(report['input_uri'])
         report['result_uri'] = redact(report['result_uri'])
         report['manifest_uri'] = redact(report['manifest_uri'])
-        yield pvalue.TaggedOutput(self.REPORTS, report)
+        yield pvalue.TaggedOutput(self.RUN_PARTS, (REPORTS, report))
 
 
 class EnrichPredictions(beam.PTransform):
-  """PCollection of manifest URIs -> ``{'records', 'reports', 'shard_files'}``; each shard's
+  """PCollection of manifest URIs -> ``{'records', 'reports', 'run_parts'}``; each shard's
   records (with ``record_format``: avro, parquet or jsonl), dead letters and resubmit lines go
-  to files under ``output`` (``transforms/shardfiles.py``), which ``shard_files`` names for the
-  summary. Without ``record_format``, ``records`` holds the record batches (else it is empty).
+  to files under ``output`` (``transforms/shardfiles.py``). ``run_parts`` holds what the
+  summary needs (``JoinShardFn.RUN_PARTS``), ``reports`` the shards' and bad manifests'
+  reports (dicts). Without ``record_format``, ``records`` holds the record batches (else it is
+  empty).
   """
 
   def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
@@ -220,7 +227,7 @@ class EnrichPredictions(beam.PTransform):
     shards = manifests | 'ReadManifests' >> beam.ParDo(
         ReadManifestFn(self._storage_config, self._rebase_rules,
                        self._access_policy, with_index=sliced)).with_outputs(
-            ReadManifestFn.PROBLEMS, ReadManifestFn.INDEXED, main='shards')
+            ReadManifestFn.INDEXED, main='shards')
     side = {}
     if sliced:
       side['sizes'] = pvalue.AsList(
@@ -232,13 +239,12 @@ class EnrichPredictions(beam.PTransform):
         | 'SpreadShards' >> beam.Reshuffle()
         | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config, self._output,
                                                  self._record_format),
-                                     **side).with_outputs(
-            JoinShardFn.REPORTS, JoinShardFn.SHARD_FILES, main='records'))
+                                     **side).with_outputs(JoinShardFn.RUN_PARTS, main='records'))
     joined.records.element_type = pa.RecordBatch  # coded by sinks.RecordBatchCoder
-    reports = ((joined[JoinShardFn.REPORTS], shards[ReadManifestFn.PROBLEMS])
-               | 'AllReports' >> beam.Flatten())
-    return {'records': joined.records, 'reports': reports,
-            'shard_files': joined[JoinShardFn.SHARD_FILES]}
+    run_parts = joined[JoinShardFn.RUN_PARTS]
+    reports = run_parts | 'Reports' >> beam.FlatMap(
+        lambda part: [part[1]] if part[0] == REPORTS else [])
+    return {'records': joined.records, 'reports': reports, 'run_parts': run_parts}
 
 
 class RecordsAsDicts(beam.PTransform):
@@ -259,7 +265,8 @@ def _add(counts: tuple | None, more: tuple) -> tuple:
 
 
 RECORD_COUNTS, DEAD_COUNTS = 'record_counts', 'dead_counts'
-_LISTS = ('reports', 'record_files', 'dead_letter_files', 'resubmit_files')
+REPORTS = 'reports'
+_LISTS = (REPORTS, 'record_files', 'dead_letter_files', 'resubmit_files')
 
 
 class CollectRun(beam.CombineFn):
@@ -391,11 +398,11 @@ def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_sche
 class WriteSummary(beam.PTransform):
   """Shard reports + what reached each sink + written files -> ``<output>/summary.json``.
 
-  Takes a dict of PCollections: ``reports``, and ``shard_files`` (the join's ``(kind, value)``
-  elements: the files each shard wrote, its records and dead letters counted as written); when
-  the records go to a sink of their own (BigQuery), also ``records`` (the record batches as they
-  go to it) and ``record_files`` (what that sink returns). All go into one combine
-  (``CollectRun``), whose result writes the summary once every sink has finished. With
+  Takes a dict of PCollections: ``run_parts`` (``EnrichPredictions``' ``(kind, value)``
+  elements: reports, the files each shard wrote, its records and dead letters counted as
+  written); when the records go to a sink of their own (BigQuery), also ``records`` (the record
+  batches as they go to it) and ``record_files`` (what that sink returns). All go into one
+  combine (``CollectRun``), whose result writes the summary once every sink has finished. With
   ``resubmit_schema_text``,
   it also writes the copy of the input's schema beside the resubmit files, when there are any.
   """
@@ -413,15 +420,16 @@ class WriteSummary(beam.PTransform):
 
   def expand(self, inputs):
     parts = [
+        inputs['run_parts'],
         *([inputs['records'] | 'CountRecords' >> beam.Map(
             _counted, _record_counts, 'records_to_sink', RECORD_COUNTS)]
           if 'records' in inputs else []),
         *[inputs[kind] | f'Tag_{kind}' >> beam.Map(lambda value, kind=kind: (kind, value))
           for kind in _LISTS if kind in inputs],
-        *([inputs['shard_files']] if 'shard_files' in inputs else []),
     ]
-    return (parts
-            | 'Flatten' >> beam.Flatten()
+    # A Flatten is a stage of its own on the local runner: only when there is more than one.
+    collected = parts[0] if len(parts) == 1 else parts | 'Flatten' >> beam.Flatten()
+    return (collected
             # Never empty: every manifest (there is at least one) reports a problem or has
             # shards, and every shard reports. Without Beam's default value for an empty
             # input: one stage and three DoFns fewer.
