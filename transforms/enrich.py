@@ -266,7 +266,8 @@ def _add(counts: tuple | None, more: tuple) -> tuple:
 
 RECORD_COUNTS, DEAD_COUNTS = 'record_counts', 'dead_counts'
 REPORTS = 'reports'
-_LISTS = (REPORTS, 'record_files', 'dead_letter_files', 'resubmit_files')
+_LISTS = (REPORTS, shardfiles.RECORD_FILES, shardfiles.DEAD_LETTER_FILES,
+          shardfiles.RESUBMIT_FILES)
 
 
 class CollectRun(beam.CombineFn):
@@ -376,9 +377,11 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
 
 def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_schema=None,
                    output_dirs=OUTPUT_DIRS, resubmit_schema_text=None):
-  resubmit_files = run_parts['resubmit_files']
+  resubmit_files = run_parts[shardfiles.RESUBMIT_FILES]
+  record_files = run_parts[shardfiles.RECORD_FILES]
+  dead_files = run_parts[shardfiles.DEAD_LETTER_FILES]
   summary = summarize(run_parts['reports'], run_parts[RECORD_COUNTS], run_parts[DEAD_COUNTS],
-                      run_parts['record_files'], run_parts['dead_letter_files'],
+                      record_files, dead_files,
                       max_bad_shards, run, sorted(resubmit_files), resubmit_schema)
   if resubmit_files and resubmit_schema and resubmit_schema_text:
     write_text(resubmit_schema, resubmit_schema_text)  # the copy beside resubmit/part-*.csv
@@ -386,7 +389,7 @@ def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_sche
   # files) go before the summary that lists this run's files is written.
   remove_output_leftovers(
       FileSystems.split(uri)[0],
-      [*run_parts['record_files'], *run_parts['dead_letter_files'], *resubmit_files],
+      [*record_files, *dead_files, *resubmit_files],
       output_dirs)
   write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
   if not summary['identity']['holds']:

@@ -36,9 +36,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.manifest import Shard
-from transforms.storage import local_path, redact
+from transforms.storage import OUTPUT_DIRS, local_path, redact
 
-RECORDS_DIR, DEAD_LETTER_DIR, RESUBMIT_DIR = 'records', 'dead_letter', 'resubmit'
+RECORDS_DIR, DEAD_LETTER_DIR, RESUBMIT_DIR = OUTPUT_DIRS
 RECORD_FILES, DEAD_LETTER_FILES, RESUBMIT_FILES = \
     'record_files', 'dead_letter_files', 'resubmit_files'
 
@@ -134,9 +134,8 @@ class ShardFiles:
     self._dead = _File(output, DEAD_LETTER_DIR, file_name(shard, '.jsonl'))
     self._resubmit = _File(output, RESUBMIT_DIR, file_name(shard, '.csv'), resubmit_header)
     self._writers = writers
-    self._records = None if writers is None else \
-        _File(output, RECORDS_DIR, file_name(shard, writers.suffix),
-                                          mime='application/octet-stream')
+    self._records = None if writers is None else _File(
+        output, RECORDS_DIR, file_name(shard, writers.suffix), mime='application/octet-stream')
     self._writer = None
     self.record_counts = (0, 0, 0)  # (ok, failed, not predicted) records written
     self.key = (shard.batch_prediction_id, redact(shard.input_uri))

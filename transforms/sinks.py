@@ -309,19 +309,20 @@ class RecordWriters:
       raise ValueError(f'no block-wise writer for {fmt!r}')
     self.fmt = fmt
     self.suffix = SUFFIX[fmt]
-    self._schema = schema
+    self._arrow_schema = lay.arrow_schema(schema)
     self._avro_schema = lay.avro_schema(schema) if fmt == 'avro' else None
     self._blockwise = None
+    if fmt == 'parquet':  # the same for every file: worked out once, not per shard
+      self._statistics = parquet_statistics_columns(schema)
+      self._dictionary = parquet_dictionary_columns(schema)
 
   def open(self, f):
     if self.fmt == 'jsonl':
       return _JsonLinesWriter(f)
     if self.fmt == 'parquet':
-      return _ParquetWriter(f, lay.arrow_schema(self._schema),
-                            parquet_statistics_columns(self._schema),
-                            parquet_dictionary_columns(self._schema))
+      return _ParquetWriter(f, self._arrow_schema, self._statistics, self._dictionary)
     if self._blockwise is None:
-      self._blockwise = block_encoding_matches(lay.arrow_schema(self._schema), self._avro_schema)
+      self._blockwise = block_encoding_matches(self._arrow_schema, self._avro_schema)
       if not self._blockwise:
         _LOG.warning('the Arrow-to-Avro encoder does not encode like predjoin\'s Avro schema; '
                      'writing records one by one (slower)')
