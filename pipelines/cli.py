@@ -13,6 +13,7 @@ import logging
 import sys
 
 from pipelines import workers
+from pipelines.handover import quiet_grpc
 
 
 def warm_up(argv: list[str]) -> None:
@@ -35,6 +36,7 @@ def warm_up(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else argv
+  quiet_grpc()  # before gRPC is imported here and in the workers forked from here
   # Nothing else has started yet: safe to fork.
   pool = workers.prewarm(argv, fork=True, warm_up=functools.partial(warm_up, argv))
   try:

@@ -22,6 +22,16 @@ import time
 WARM_DIR_ENV = 'PREDJOIN_WARM_WORKERS'  # where warm workers' sockets appear (set by prewarm)
 WAIT_FOR_WARM_S = 120.0  # a claimed-for worker waits this long for a warm one that is starting
 POLL_S = 0.02
+GRPC_VERBOSITY_ENV = 'GRPC_VERBOSITY'
+
+
+def quiet_grpc() -> None:
+  """gRPC's core logs routine events on stderr at INFO level (grpcio initializes absl logging
+  with an INFO threshold), such as a worker's ``Got goaway ... Cancelling all calls`` when the
+  runner's servers stop at the end of a job. Unless the user set ``GRPC_VERBOSITY`` themselves,
+  keep it to errors, for this process and those it starts; it must be set before gRPC starts.
+  """
+  os.environ.setdefault(GRPC_VERBOSITY_ENV, 'ERROR')
 
 
 def _pending_alive(directory: str) -> bool:
@@ -61,6 +71,7 @@ def hand_over(directory: str) -> int | None:
 
 
 def main() -> None:
+  quiet_grpc()  # for a warm worker started by a launcher that did not set it, and for the exec
   directory = os.environ.pop(WARM_DIR_ENV, None)
   if directory and os.path.isdir(directory):
     code = hand_over(directory)

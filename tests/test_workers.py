@@ -21,6 +21,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipelines import local, workers
 from pipelines.enrich import local_runner
+from pipelines.handover import GRPC_VERBOSITY_ENV
 
 MP2 = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
 
@@ -312,16 +313,69 @@ def test_the_runners_worker_command_hands_over_without_site_packages(tmp_path):
   # The command LocalRunner gives the FnApiRunner, run through a shell as the runner runs it.
   got, thread = _stand_in_warm_worker(tmp_path, 7)
   env = dict(os.environ, WORKER_ID='worker_9', **{workers.WARM_DIR_ENV: str(tmp_path)})
+  env.pop(GRPC_VERBOSITY_ENV, None)
   command = f'{shlex.quote(sys.executable)} -X importtime {local.OUR_WORKER}'
   done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True,
                         timeout=60)
   thread.join(10)
   assert done.returncode == 7  # the warm worker's exit code, relayed
   assert got['WORKER_ID'] == 'worker_9' and workers.WARM_DIR_ENV not in got
+  assert got[GRPC_VERBOSITY_ENV] == 'ERROR'  # none was set: gRPC's INFO lines are not shown
   imported = [line.rsplit('|', 1)[-1].strip() for line in done.stderr.splitlines()
               if line.startswith('import time:')]
   assert 'socket' in imported and 'site' not in imported
   assert not [m for m in imported if m.split('.')[0] in ('pipelines', 'apache_beam', 'grpc')]
+
+
+_GOAWAY_SERVER = '''
+import os, time
+from concurrent import futures
+import grpc
+def never_answers(request, context):
+  time.sleep(60)
+server = grpc.server(futures.ThreadPoolExecutor(2))
+server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+    'svc', {'m': grpc.unary_unary_rpc_method_handler(never_answers)})])
+print(server.add_insecure_port('[::1]:0'), flush=True)
+server.start()
+time.sleep(0.5)
+server.stop(None).wait()  # with a call open, as the runner's servers stop at the end of a job
+time.sleep(0.5)  # the connection stays open: the client reads the GOAWAY
+os._exit(0)
+'''
+
+_GOAWAY_CLIENT = '''
+import subprocess, sys
+if sys.argv[1] == 'launcher':
+  from pipelines import cli  # what the predjoin command runs first
+  cli.quiet_grpc()
+import grpc
+server = subprocess.Popen([sys.executable, '-c', sys.argv[2]], stdout=subprocess.PIPE, text=True)
+channel = grpc.insecure_channel('[::1]:' + server.stdout.readline().strip())
+try:
+  channel.unary_unary('/svc/m')(b'x')
+except grpc.RpcError as e:
+  print(e.code().name)
+server.wait()
+'''
+
+
+@pytest.mark.parametrize('setup, verbosity, quiet', [
+    ('launcher', None, True),
+    ('launcher', 'INFO', False),  # the user's own setting stays
+    ('none', None, False),  # what the launcher prevents
+])
+def test_the_launcher_keeps_grpc_core_info_lines_off_stderr(setup, verbosity, quiet):
+  # A real gRPC server on loopback stops while a client's stream is open, as at a job's end:
+  # the client's core logs "Got goaway ... Cancelling all calls" at INFO on stderr.
+  env = {k: v for k, v in os.environ.items() if k != GRPC_VERBOSITY_ENV}
+  if verbosity:
+    env[GRPC_VERBOSITY_ENV] = verbosity
+  done = subprocess.run([sys.executable, '-c', _GOAWAY_CLIENT, setup, _GOAWAY_SERVER], env=env,
+                        capture_output=True, text=True, timeout=60, check=True)
+  assert done.stdout.split() == ['UNAVAILABLE']
+  goaway = [line for line in done.stderr.splitlines() if 'goaway' in line.lower()]
+  assert (goaway == []) is quiet, done.stderr
 
 
 @pytest.mark.parametrize('argv, uses', [
