@@ -22,6 +22,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipelines import local, workers
 from pipelines.enrich import local_runner
 from pipelines.handover import GRPC_VERBOSITY_ENV
+from transforms import transports
 
 MP2 = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
 
@@ -391,25 +392,48 @@ def test_the_launcher_keeps_grpc_core_info_lines_off_stderr(setup, verbosity, qu
 ])
 def test_a_run_uses_google_cloud_when_its_arguments_say_so(argv, uses):
   assert workers.uses_google_cloud(argv) is uses
+  assert (set(workers.GOOGLE_CLOUD_ONLY) <= set(workers.not_needed(argv))) is not uses
 
 
-def test_the_harness_imports_without_google_cloud_modules_a_local_run_never_uses():
-  # Beam skips them as it does without its [gcp] extra, quietly; afterwards they import again.
+@pytest.mark.parametrize('argv, uses', [
+    ([*MP2, '--output', 'out/', '--manifest', 'm.manifest'], False),
+    ([*MP2, '--output', 'gs://b/out/', '--manifest', 'gs://b/m.manifest'], False),
+    ([*MP2, '--output', 's3://b/out/'], True),
+    ([*MP2, '--manifest=s3://b/bp/*.manifest'], True),
+    ([*MP2, '--allowed_prefix', 's3://b/in/'], True),  # the only way to read S3 inputs here
+    ([*MP2, '--rebase_uri', 'gs://b/=s3://c/'], True),
+    ([*MP2, '--s3_endpoint_url', 'http://127.0.0.1:9000'], False),
+    (['--runner', 'DataflowRunner'], True),
+])
+def test_a_run_uses_s3_through_beam_when_its_arguments_say_so(argv, uses):
+  assert workers.uses_s3(argv) is uses
+  names = workers.not_needed(argv)
+  assert (set(workers.AWS_ONLY) <= set(names)) is not uses
+  assert set(transports.MODULES) <= set(names)  # always: registered when a URI needs one
+
+
+def test_the_harness_imports_without_cloud_modules_a_local_run_never_uses():
+  # Beam and smart_open skip them as they do when those libraries are missing, quietly;
+  # afterwards they import again.
   code = ('import sys; from pipelines import workers\n'
-          'workers.import_harness(without=workers.GOOGLE_CLOUD_ONLY)\n'
+          'workers.import_harness(without=workers.not_needed(["--output", "out/"]))\n'
           'print(sorted(m for m in sys.modules if m.startswith(("google.cloud.dataflow", '
           '"google.cloud.bigquery", "google.cloud.pubsub", "apache_beam.io.gcp.bigquery", '
-          '"apache_beam.io.gcp.gcsfilesystem"))))\n'
+          '"apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.aws.s3filesystem", "boto3", '
+          '"botocore", "google.cloud.storage", "requests", "smart_open.s3", "smart_open.gcs", '
+          '"smart_open.http"))))\n'
           'import apache_beam as beam\n'
           'print(hasattr(beam.io, "WriteToBigQuery"), '
           'any(isinstance(f, workers._Without) for f in sys.meta_path))\n'
           'from apache_beam.io.gcp.bigquery import WriteToBigQuery\n'
           'from apache_beam.io.gcp.gcsfilesystem import GCSFileSystem\n'
           'from apache_beam.io.filesystems import FileSystems\n'
-          'print(type(FileSystems.get_filesystem("gs://b/x")).__name__)\n')
+          'print(type(FileSystems.get_filesystem("gs://b/x")).__name__)\n'
+          'from apache_beam.io.aws.s3filesystem import S3FileSystem\n'
+          'print(type(FileSystems.get_filesystem("s3://b/x")).__name__)\n')
   done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                         timeout=120, check=True)
   assert done.stdout.splitlines()[0] == '[]'
   assert done.stdout.splitlines()[1] == 'False False'  # skipped; the finder is gone
-  assert done.stdout.splitlines()[2] == 'GCSFileSystem'
+  assert done.stdout.splitlines()[2:] == ['GCSFileSystem', 'S3FileSystem']
   assert 'Failed to import' not in done.stderr and 'Traceback' not in done.stderr
