@@ -282,13 +282,14 @@ def test_ctrl_c_ends_forked_workers_quietly():
     (['--format', 'xml'], False),  # the launcher reports it; the warm-up does nothing
     (['--format'], False),
 ])
-def test_the_cli_warm_up_preloads_the_sink_encoder_quietly(argv, polars):
+def test_the_cli_warm_up_preloads_what_a_first_bundle_imports_quietly(argv, polars):
   code = ('import json, logging, sys; from pipelines import cli; cli.warm_up(sys.argv[1:]); '
-          'print(json.dumps(["polars" in sys.modules, len(logging.root.handlers)]))')
+          'print(json.dumps(["polars" in sys.modules, "numpy.ma" in sys.modules, '
+          'len(logging.root.handlers)]))')
   done = subprocess.run([sys.executable, '-c', code, *argv], capture_output=True, text=True,
                         timeout=120, check=True)
   # No root handler: the worker's harness would print every INFO line on stderr through it.
-  assert json.loads(done.stdout) == [polars, 0] and done.stderr == ''
+  assert json.loads(done.stdout) == [polars, True, 0] and done.stderr == ''
 
 
 def _stand_in_warm_worker(directory, code):
