@@ -96,45 +96,49 @@ def can_fork() -> bool:
 
 # Modules Beam imports only when it can, each inside ``try ... except ImportError`` (so Beam runs
 # without its [gcp] extra): the Dataflow API client (for the DataflowRunner), the BigQuery IO
-# (and after it, in the same ``try``, Pub/Sub, the GCS client and the cross-language IOs), and
-# the GCS filesystem. A local run that uses no Google Cloud service never calls them; importing
-# them took 0.2-0.4 s of the launcher's 1-1.4 s import (8 alternated imports each).
+# (and after it, in the same ``try``, Pub/Sub, the GCS client and the cross-language IOs), the
+# GCS filesystem, and apitools (Beam's retry filters recognise its HttpError and, in the same
+# ``try``, google-api-core's errors: only Google's clients raise them). A local run that uses
+# no Google Cloud service never calls them; importing them took 0.2-0.4 s of the launcher's
+# 1-1.4 s import (8 alternated imports each), apitools (with oauth2client and pyasn1) 0.03 s.
 GOOGLE_CLOUD_ONLY = ('google.cloud.dataflow', 'apache_beam.io.gcp.bigquery',
-                     'apache_beam.io.gcp.gcsfilesystem')
+                     'apache_beam.io.gcp.gcsfilesystem', 'apitools')
+# Beam's S3 and Azure filesystems (imported inside ``try ... except ImportError``, as the GCS
+# one). Beam uses a filesystem for the paths in the arguments only; inputs named by manifests
+# are read by smart_open.
+AWS_ONLY = ('apache_beam.io.aws.s3filesystem',)
+AZURE_ONLY = ('apache_beam.io.azure.blobstoragefilesystem',)
 
 
-def uses_google_cloud(argv: list[str]) -> bool:
-  """Whether a run of ``argv`` may use Google Cloud through Beam: a runner other than the local
-  one, ``--format bigquery``, or a ``gs://`` path in any argument (outputs, manifests, temp
-  and staging locations; inputs named by manifests are read by smart_open, not Beam)."""
+def _runner_and_format(argv: list[str]):
   parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
   parser.add_argument('--runner')
   parser.add_argument('--format')
   try:
-    known, _ = parser.parse_known_args(argv)
+    return parser.parse_known_args(argv)[0]
   except SystemExit:
-    return True
-  return (known.runner not in LOCAL_RUNNERS or known.format == 'bigquery'
-          or any('gs://' in arg for arg in argv))
+    return None
 
 
-# Beam's S3 filesystem (imported inside ``try ... except ImportError``, as the GCS one), with
-# its client's imports (apitools, google-api-core; boto3 when smart_open's S3 transport is not
-# imported either). Beam uses it for the paths in the arguments only; inputs named by
-# manifests are read by smart_open.
-AWS_ONLY = ('apache_beam.io.aws.s3filesystem',)
+def _uses_scheme(argv: list[str], scheme: str) -> bool:
+  """Whether a run of ``argv`` may use ``scheme`` through Beam: a runner other than the local
+  one, or such a path in any argument (outputs, manifests, temp and staging locations)."""
+  known = _runner_and_format(argv)
+  return (known is None or known.runner not in LOCAL_RUNNERS
+          or any(f'{scheme}://' in arg for arg in argv))
+
+
+def uses_google_cloud(argv: list[str]) -> bool:
+  """Whether a run of ``argv`` may use Google Cloud through Beam: a runner other than the local
+  one, ``--format bigquery``, or a ``gs://`` path in any argument (inputs named by manifests
+  are read by smart_open, not Beam)."""
+  known = _runner_and_format(argv)
+  return _uses_scheme(argv, 'gs') or known.format == 'bigquery'
 
 
 def uses_s3(argv: list[str]) -> bool:
-  """Whether a run of ``argv`` may use S3 through Beam: an ``s3://`` path in any argument, or
-  a runner other than the local one."""
-  parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-  parser.add_argument('--runner')
-  try:
-    known, _ = parser.parse_known_args(argv)
-  except SystemExit:
-    return True
-  return known.runner not in LOCAL_RUNNERS or any('s3://' in arg for arg in argv)
+  """Whether a run of ``argv`` may use S3 through Beam (``_uses_scheme``)."""
+  return _uses_scheme(argv, 's3')
 
 
 # What Beam's MongoDB IO imports, inside ``try ... except ImportError`` (predjoin never uses
@@ -147,13 +151,15 @@ _MONGODB_IO_LOGGER = 'apache_beam.io.mongodbio'
 def not_needed(argv: list[str]) -> tuple[str, ...]:
   """The modules the launcher's import of a local run of ``argv`` leaves out (``_Without``):
   MongoDB's and smart_open's transports always (``transforms/transports.py`` registers one
-  when a URI first needs it), Google Cloud's and S3's Beam modules when no argument can use
-  them. Together 0.17-0.2 s less of a 0.75 s import (7 alternated imports each)."""
+  when a URI first needs it), Google Cloud's, S3's and Azure's Beam modules when no argument
+  can use them. Together 0.25 s less of a 0.75 s import (7 alternated imports each)."""
   names = MONGODB_ONLY + transports.MODULES
   if not uses_google_cloud(argv):
     names += GOOGLE_CLOUD_ONLY
   if not uses_s3(argv):
     names += AWS_ONLY
+  if not _uses_scheme(argv, 'azfs'):
+    names += AZURE_ONLY
   return names
 
 

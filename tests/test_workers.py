@@ -6,6 +6,7 @@ their pids and exit.
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -329,37 +330,14 @@ def test_the_runners_worker_command_hands_over_without_site_packages(tmp_path):
   assert not [m for m in imported if m.split('.')[0] in ('pipelines', 'apache_beam', 'grpc')]
 
 
-_GOAWAY_SERVER = '''
-import os, time
-from concurrent import futures
-import grpc
-def never_answers(request, context):
-  time.sleep(60)
-server = grpc.server(futures.ThreadPoolExecutor(2))
-server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-    'svc', {'m': grpc.unary_unary_rpc_method_handler(never_answers)})])
-print(server.add_insecure_port('[::1]:0'), flush=True)
-server.start()
-time.sleep(0.5)
-server.stop(None).wait()  # with a call open, as the runner's servers stop at the end of a job
-time.sleep(0.5)  # the connection stays open: the client reads the GOAWAY
-os._exit(0)
-'''
-
-_GOAWAY_CLIENT = '''
-import subprocess, sys
+_GRPC_CLIENT = """
+import sys
 if sys.argv[1] == 'launcher':
   from pipelines import cli  # what the predjoin command runs first
   cli.quiet_grpc()
 import grpc
-server = subprocess.Popen([sys.executable, '-c', sys.argv[2]], stdout=subprocess.PIPE, text=True)
-channel = grpc.insecure_channel('[::1]:' + server.stdout.readline().strip())
-try:
-  channel.unary_unary('/svc/m')(b'x')
-except grpc.RpcError as e:
-  print(e.code().name)
-server.wait()
-'''
+grpc.insecure_channel('[::1]:1').close()
+"""
 
 
 @pytest.mark.parametrize('setup, verbosity, quiet', [
@@ -368,16 +346,20 @@ server.wait()
     ('none', None, False),  # what the launcher prevents
 ])
 def test_the_launcher_keeps_grpc_core_info_lines_off_stderr(setup, verbosity, quiet):
-  # A real gRPC server on loopback stops while a client's stream is open, as at a job's end:
-  # the client's core logs "Got goaway ... Cancelling all calls" at INFO on stderr.
+  # CI once failed on gRPC core's INFO line "Got goaway ... Cancelling all calls", printed by
+  # a worker when the runner's servers stopped; whether it shows is a race. GRPC_TRACE=api
+  # makes gRPC core log INFO lines every time (grpc_channel_destroy, grpc_shutdown), through
+  # the same logging the GOAWAY line goes through.
   env = {k: v for k, v in os.environ.items() if k != GRPC_VERBOSITY_ENV}
+  env['GRPC_TRACE'] = 'api'
   if verbosity:
     env[GRPC_VERBOSITY_ENV] = verbosity
-  done = subprocess.run([sys.executable, '-c', _GOAWAY_CLIENT, setup, _GOAWAY_SERVER], env=env,
+  done = subprocess.run([sys.executable, '-c', _GRPC_CLIENT, setup], env=env,
                         capture_output=True, text=True, timeout=60, check=True)
-  assert done.stdout.split() == ['UNAVAILABLE']
-  goaway = [line for line in done.stderr.splitlines() if 'goaway' in line.lower()]
-  assert (goaway == []) is quiet, done.stderr
+  info = [line for line in done.stderr.splitlines() if re.match(r'I\d{4} .*\.cc:\d+\]', line)]
+  assert (info == []) is quiet, done.stderr
+  if quiet:
+    assert done.stderr == ''
 
 
 @pytest.mark.parametrize('argv, uses', [
@@ -414,6 +396,15 @@ def test_a_run_uses_s3_through_beam_when_its_arguments_say_so(argv, uses):
   assert set(workers.MONGODB_ONLY) <= set(names)  # always: predjoin never uses MongoDB
 
 
+@pytest.mark.parametrize('argv, uses', [
+    ([*MP2, '--output', 'out/', '--manifest', 's3://b/m.manifest'], False),
+    ([*MP2, '--output', 'azfs://account/container/out/'], True),
+    (['--runner', 'DataflowRunner'], True),
+])
+def test_beams_azure_filesystem_is_imported_when_an_argument_names_azfs(argv, uses):
+  assert (set(workers.AZURE_ONLY) <= set(workers.not_needed(argv))) is not uses
+
+
 def test_the_harness_imports_without_cloud_modules_a_local_run_never_uses():
   # Beam and smart_open skip them as they do when those libraries are missing, quietly;
   # afterwards they import again.
@@ -423,7 +414,8 @@ def test_the_harness_imports_without_cloud_modules_a_local_run_never_uses():
           '"google.cloud.bigquery", "google.cloud.pubsub", "apache_beam.io.gcp.bigquery", '
           '"apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.aws.s3filesystem", "boto3", '
           '"botocore", "google.cloud.storage", "requests", "smart_open.s3", "smart_open.gcs", '
-          '"smart_open.http", "pymongo", "bson"))))\n'
+          '"smart_open.http", "pymongo", "bson", "apitools", "oauth2client", '
+          '"apache_beam.io.azure.blobstoragefilesystem"))))\n'
           'import apache_beam as beam\n'
           'print(hasattr(beam.io, "WriteToBigQuery"), '
           'any(isinstance(f, workers._Without) for f in sys.meta_path))\n'
