@@ -6,6 +6,7 @@ import zlib
 
 import fastavro
 import fastavro.write
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,18 +22,22 @@ class _File(io.BytesIO):
     super().close()
 
 
+ENCODE_OFFSET = sinks.ENCODE_ROWS + 11  # a batch that is a slice, starting inside a frame
+
+
 @pytest.mark.parametrize('blockwise', [True, False])
 def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
   batch, schema = multiclass_batch(sinks.ENCODE_ROWS * 2 + 123)
   f = _File()
   writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), blockwise)
   writer.write(batch)
-  writer.write(batch.slice(0, 5))
+  writer.write(batch.slice(ENCODE_OFFSET, 5))
   writer.close()
   reader = fastavro.block_reader(io.BytesIO(f.value))
   blocks = list(reader)
   assert reader.metadata['avro.codec'] == 'deflate'
-  assert [r for block in blocks for r in block] == batch.to_pylist() + batch.slice(0, 5).to_pylist()
+  assert [r for block in blocks for r in block] == (batch.to_pylist()
+                                                    + batch.slice(ENCODE_OFFSET, 5).to_pylist())
   if blockwise:  # one Avro block per encoding slice
     assert [b.num_records for b in blocks] == [sinks.ENCODE_ROWS, sinks.ENCODE_ROWS, 123, 5]
 
@@ -79,7 +84,7 @@ def test_avro_block_framing_matches_fastavro_block_reader(block_rows):
   assert mine == theirs and sum(count for count, _ in mine) == 50
   assert len(mine) == -(-50 // block_rows)
   # polars' output, as the writer gets it: one block per slice, the records of the batch
-  polars_blocks = list(sinks.avro_blocks(sinks._polars_avro(batch)))
+  polars_blocks = list(sinks.avro_blocks(sinks._polars_avro(pl.from_arrow(batch))))
   assert [count for count, _ in polars_blocks] == [50]
 
 
@@ -102,10 +107,12 @@ def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
   f = _File()
   writer = sinks._JsonLinesWriter(f)
   writer.write(batch)
+  writer.write(batch.slice(3, sinks.ENCODE_ROWS + 2))  # a slice of a batch, across two frames
   writer.close()
   lines = f.value.decode('utf-8').split('\n')
-  assert lines[-1] == '' and len(lines) == batch.num_rows + 1
-  assert [json.loads(line) for line in lines[:-1]] == batch.to_pylist()
+  expected = batch.to_pylist() + batch.slice(3, sinks.ENCODE_ROWS + 2).to_pylist()
+  assert lines[-1] == '' and len(lines) == len(expected) + 1
+  assert [json.loads(line) for line in lines[:-1]] == expected
 
 
 def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():

@@ -48,9 +48,17 @@ PARQUET_ROW_GROUP_ROWS = 65536
 ENCODE_ROWS = 8192
 
 
-def _slices(batch: pa.RecordBatch):
+def _frames(batch: pa.RecordBatch):
+  """The batch as polars frames of ``ENCODE_ROWS`` rows, for polars' encoders.
+
+  The batch is converted once and sliced (zero-copy): converting each slice on its own cost
+  0.03-0.05 s more CPU per million binary records (median of 15 alternated, 1.6 s a million in
+  all with Avro), the conversion's per-call cost; the encoders' buffers stay a slice's.
+  """
+  import polars as pl  # imported on workers only when Avro or JSON Lines is written
+  frame = pl.from_arrow(batch)
   for offset in range(0, batch.num_rows, ENCODE_ROWS):
-    yield batch.slice(offset, ENCODE_ROWS)
+    yield frame.slice(offset, ENCODE_ROWS)
 
 
 class RecordBatchCoder(beam.coders.Coder):
@@ -106,10 +114,10 @@ def preload(fmt: str) -> None:
     import polars  # noqa: F401
 
 
-def _polars_avro(batch: pa.RecordBatch) -> bytes:
-  import polars as pl  # imported on workers only when Avro or JSON Lines is written
+def _polars_avro(frame) -> bytes:
+  """An uncompressed Avro container file of a polars frame's records."""
   buf = io.BytesIO()
-  pl.from_arrow(batch).write_avro(buf, compression='uncompressed')
+  frame.write_avro(buf, compression='uncompressed')
   return buf.getvalue()
 
 
@@ -155,7 +163,8 @@ def avro_blocks(data: bytes):
 
 def block_encoding_matches(arrow_schema: pa.Schema, avro_schema: dict) -> bool:
   """Whether polars encodes blocks of ``arrow_schema`` exactly as ``avro_schema`` declares."""
-  empty = pa.RecordBatch.from_pylist([], schema=arrow_schema)
+  import polars as pl
+  empty = pl.from_arrow(pa.RecordBatch.from_pylist([], schema=arrow_schema))
   written = fastavro.reader(io.BytesIO(_polars_avro(empty))).writer_schema
   return _shape(written) == _shape(avro_schema)
 
@@ -193,7 +202,7 @@ class _AvroBlockWriter:
       for record in batch.to_pylist():
         self._writer.write(record)
       return
-    for part in _slices(batch):
+    for part in _frames(batch):
       for count, block in avro_blocks(_polars_avro(part)):
         data = deflate(block)
         self._encoder.write_long(count)
@@ -211,10 +220,9 @@ class _JsonLinesWriter:
     self._f = f
 
   def write(self, batch: pa.RecordBatch) -> None:
-    import polars as pl
-    for part in _slices(batch):
+    for part in _frames(batch):
       buf = io.BytesIO()
-      pl.from_arrow(part).write_ndjson(buf)
+      part.write_ndjson(buf)
       self._f.write(buf.getbuffer())
 
   def close(self) -> None:
