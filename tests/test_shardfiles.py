@@ -71,7 +71,7 @@ def test_a_retried_shard_rewrites_the_same_files_and_a_failed_one_leaves_none(tm
 
 @pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])
 def test_a_shard_writes_its_records_into_one_file_and_counts_them_by_status(tmp_path, fmt):
-  batch, schema = multiclass_batch(sinks.ENCODE_ROWS + 50)
+  batch, schema = multiclass_batch(max(sinks.ENCODE_ROWS.values()) + 50)
   out = str(tmp_path)
   files = shardfiles.ShardFiles(out, _shard(), resubmit_header=None,
                                 writers=sinks.RecordWriters(fmt, schema))

@@ -22,12 +22,13 @@ class _File(io.BytesIO):
     super().close()
 
 
-ENCODE_OFFSET = sinks.ENCODE_ROWS + 11  # a batch that is a slice, starting inside a frame
+ENCODE_OFFSET = sinks.ENCODE_ROWS['avro'] + 11  # a batch that is a slice, starting inside a frame
 
 
 @pytest.mark.parametrize('blockwise', [True, False])
 def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
-  batch, schema = multiclass_batch(sinks.ENCODE_ROWS * 2 + 123)
+  rows = sinks.ENCODE_ROWS['avro']
+  batch, schema = multiclass_batch(rows * 2 + 123)
   f = _File()
   writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), blockwise)
   writer.write(batch)
@@ -39,7 +40,7 @@ def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
   assert [r for block in blocks for r in block] == (batch.to_pylist()
                                                     + batch.slice(ENCODE_OFFSET, 5).to_pylist())
   if blockwise:  # one Avro block per encoding slice
-    assert [b.num_records for b in blocks] == [sinks.ENCODE_ROWS, sinks.ENCODE_ROWS, 123, 5]
+    assert [b.num_records for b in blocks] == [rows, rows, 123, 5]
 
 
 def test_avro_deflate_is_raw_deflate_any_inflater_reads():
@@ -103,14 +104,15 @@ def test_avro_block_framing_refuses_damaged_files(damage):
 
 
 def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
-  batch, _ = multiclass_batch(sinks.ENCODE_ROWS + 7)
+  batch, _ = multiclass_batch(sinks.ENCODE_ROWS['jsonl'] + 7)
   f = _File()
   writer = sinks._JsonLinesWriter(f)
   writer.write(batch)
-  writer.write(batch.slice(3, sinks.ENCODE_ROWS + 2))  # a slice of a batch, across two frames
+  # a slice of a batch, across two frames
+  writer.write(batch.slice(3, sinks.ENCODE_ROWS['jsonl'] + 2))
   writer.close()
   lines = f.value.decode('utf-8').split('\n')
-  expected = batch.to_pylist() + batch.slice(3, sinks.ENCODE_ROWS + 2).to_pylist()
+  expected = batch.to_pylist() + batch.slice(3, sinks.ENCODE_ROWS['jsonl'] + 2).to_pylist()
   assert lines[-1] == '' and len(lines) == len(expected) + 1
   assert [json.loads(line) for line in lines[:-1]] == expected
 
