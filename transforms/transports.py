@@ -41,13 +41,14 @@ def ensure(uri: str) -> None:
   A transport whose libraries are not installed is left for smart_open to report when the
   URI is opened, as it always does.
   """
-  module = BY_SCHEME.get(scheme_of(uri))
+  scheme = scheme_of(uri)
+  module = BY_SCHEME.get(scheme)
   if module is None:  # a local path
     return
   from smart_open import transport
   with _lock:
     try:
-      transport.get_transport(scheme_of(uri))
+      transport.get_transport(scheme)
       return
     except NotImplementedError:  # not registered: its module was not imported
       transport.register_transport(module)
