@@ -17,10 +17,40 @@ REGRESSION = lay.detect_layout(('score',))
 
 
 class Chunky(io.BytesIO):
-  """Returns at most 3 bytes per read, so lines straddle chunk boundaries."""
+  """Returns at most 3 bytes per read (and per readinto), so lines straddle chunk boundaries."""
 
   def read(self, size=-1):
     return super().read(3)
+
+  def readinto(self, buffer):
+    with memoryview(buffer) as view:
+      return super().readinto(view[:3])
+
+
+class ReadOnly:
+  """A file object with ``read`` only (no ``readinto``)."""
+
+  def __init__(self, data: bytes):
+    self._f = io.BytesIO(data)
+
+  def read(self, size=-1):
+    return self._f.read(size)
+
+
+class Counted(io.BytesIO):
+  """Counts the calls of ``read`` and ``readinto``."""
+
+  def __init__(self, data: bytes):
+    super().__init__(data)
+    self.calls = {'read': 0, 'readinto': 0}
+
+  def read(self, size=-1):
+    self.calls['read'] += 1
+    return super().read(size)
+
+  def readinto(self, buffer):
+    self.calls['readinto'] += 1
+    return super().readinto(buffer)
 
 
 @pytest.mark.parametrize('data, lines', [
@@ -58,10 +88,12 @@ def test_take_respects_max_bytes_but_always_one_line():
   assert reader.take(10, max_bytes=10)[1] >= 1
 
 
+@pytest.mark.parametrize('opener', [io.BytesIO, Chunky, ReadOnly])
 @pytest.mark.parametrize('seed', range(6))
-def test_mixed_takes_return_every_line_once_in_order(seed):
-  # take, take_exactly and readline interleaved, over reads of every size: the lines come
-  # back exactly as the line rule splits the data, whatever is left between reads.
+def test_mixed_takes_return_every_line_once_in_order(seed, opener):
+  # take, take_exactly and readline interleaved, over reads of every size, from files that
+  # fill a whole read, return 3 bytes a read, or have no readinto: the lines come back exactly
+  # as the line rule splits the data, whatever is left between reads.
   rng = random.Random(seed)
   lines = [b'x' * rng.choice([0, 0, 1, 5, 40, 300]) + (b'\r' if rng.random() < 0.1 else b'')
            for _ in range(rng.randint(0, 400))]
@@ -70,7 +102,7 @@ def test_mixed_takes_return_every_line_once_in_order(seed):
   if data.endswith(b'\n') or not data:
     expected.pop()
   chunk = rng.choice([1, 7, 64, 1000, 1 << 20])
-  reader = LineReader(io.BytesIO(data), chunk_bytes=chunk)
+  reader = LineReader(opener(data), chunk_bytes=chunk)
   got = []
   while True:
     how = rng.random()
@@ -119,6 +151,23 @@ def test_take_lines_cuts_blocks_like_take(seed):
       break
   else:
     pytest.fail('the data should have ended')
+
+
+def test_reads_go_into_one_buffer_of_bounded_size():
+  # A big file is read into the reader's buffer (readinto), not into a new bytes object per
+  # read, and the buffer stays a few blocks long, whatever the file's size.
+  data = b''.join(b'z' * (i % 200) + b'\n' for i in range(20000))  # 2 MB
+  f = Counted(data)
+  reader = LineReader(f, chunk_bytes=4096)
+  lines = 0
+  while True:
+    block, n, _ = reader.take_lines(100, max_bytes=8192)
+    if not n:
+      break
+    lines += n
+  assert lines == 20000
+  assert f.calls['readinto'] > 200 and f.calls['read'] <= 2
+  assert len(reader._buf) <= 4 * (4096 + 8192)
 
 
 def test_count_rest_after_a_partial_read_follows_the_line_rule():
