@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from transforms import blocks
+from transforms import blocks, lines
 from transforms import layout as lay
 from transforms.lines import LineReader, count_lines, line_lengths, split_lines
 
@@ -168,6 +168,15 @@ def test_reads_go_into_one_buffer_of_bounded_size():
   assert lines == 20000
   assert f.calls['readinto'] > 200 and f.calls['read'] <= 2
   assert len(reader._buf) <= 4 * (4096 + 8192)
+
+
+def test_a_header_line_reads_only_the_start_of_a_file():
+  # Readers that only want the header (of inputs and results, once per shard) read the first
+  # FIRST_READ_BYTES, not a whole 4 MB chunk into a buffer of twice that.
+  data = b'a,b,c\n' + b'1,2,3\n' * 1_000_000
+  f = io.BytesIO(data)
+  assert LineReader(f).readline() == b'a,b,c'
+  assert f.tell() == lines.FIRST_READ_BYTES < lines.CHUNK_BYTES
 
 
 def test_count_rest_after_a_partial_read_follows_the_line_rule():

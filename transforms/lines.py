@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 CHUNK_BYTES = 4 << 20
+FIRST_READ_BYTES = 64 << 10
 NEWLINE = 10
 CR = 13
 
@@ -36,17 +37,18 @@ def count_lines(f, chunk_bytes: int = CHUNK_BYTES) -> int:
 class LineReader:
   """Takes whole lines from a binary file object, a block at a time.
 
-  The bytes read and not yet taken are ``_buf[_pos:_end]``, in one buffer that the file is read
-  into (``readinto``) and that is reused: taking a block copies the block only; what is left
-  after it moves to the front of the buffer when the next read needs the room. Reading into a
-  new ``bytes`` and joining it to what was left copied every byte once more (0.03 s of CPU per
-  million input rows).
+  The bytes read and not yet taken are ``_buf[_pos:_end]``. The first read is small
+  (``FIRST_READ_BYTES``) and is the buffer as it comes, so a header line or a small file costs
+  no more; a file that goes on is then read into one buffer (``readinto``) that is reused:
+  taking a block copies the block only, and what is left after it moves to the front of the
+  buffer when the next read needs the room. Reading into a new ``bytes`` and joining it to what
+  was left copied every byte once more (0.02-0.03 s of CPU per million input rows).
   """
 
   def __init__(self, f, chunk_bytes: int = CHUNK_BYTES):
     self._f = f
     self._chunk_bytes = chunk_bytes
-    self._buf = bytearray()
+    self._buf: bytes | bytearray = b''
     self._pos = self._end = 0
     self._eof = False
     self._bytes_per_line = 64.0  # a running estimate, to scan only what take_exactly needs
@@ -60,18 +62,22 @@ class LineReader:
       return False
     left = self._left()
     want = max(self._chunk_bytes, at_least - left)
-    if left + want <= len(self._buf):
+    if isinstance(self._buf, bytearray) and left + want <= len(self._buf):
       if self._end + want > len(self._buf):  # room only if what is left moves to the front
         view = memoryview(self._buf)
         view[:left] = view[self._pos:self._end]
         view.release()
         self._pos, self._end = 0, left
       got = _read_into(self._f, memoryview(self._buf)[self._end:self._end + want])
-    else:  # a new buffer, twice the size when the file fills a whole read
+    elif not self._buf:  # the first read, small: a header line or a small file needs no more
+      data = self._f.read(min(want, FIRST_READ_BYTES))
+      got = len(data)
+      self._buf, self._pos, self._end = data, 0, 0
+    else:  # a buffer that later reads go into, with room for a read and what a block leaves
       data = self._f.read(want)
       got = len(data)
       if got:
-        buf = bytearray(2 * (left + want) if got == want else left + got)
+        buf = bytearray(max(left + want, 2 * self._chunk_bytes))
         buf[:left] = memoryview(self._buf)[self._pos:self._end]
         buf[left:left + got] = data
         self._buf, self._pos, self._end = buf, 0, left
