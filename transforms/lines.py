@@ -76,11 +76,14 @@ class LineReader:
     else:  # a buffer that later reads go into, with room for a read and what a block leaves
       data = self._f.read(want)
       got = len(data)
-      if got:
+      if got == want:
         buf = bytearray(max(left + want, 2 * self._chunk_bytes))
         buf[:left] = memoryview(self._buf)[self._pos:self._end]
         buf[left:left + got] = data
         self._buf, self._pos, self._end = buf, 0, left
+      elif got:  # a short read: the end of the file (or near it), joined to what is left
+        self._buf = b''.join((memoryview(self._buf)[self._pos:self._end], data))
+        self._pos, self._end = 0, left
     if not got:
       self._eof = True
       return False
