@@ -179,6 +179,21 @@ def test_a_header_line_reads_only_the_start_of_a_file():
   assert f.tell() == lines.FIRST_READ_BYTES < lines.CHUNK_BYTES
 
 
+def test_a_small_file_gets_no_buffer_bigger_than_itself():
+  # A file that ends at its second read (a small shard) is joined as it is: no buffer of two
+  # 4 MB chunks is made (and zero-filled) for reads that never come.
+  data = b'1,2,3\n' * 100_000  # 600 KB: more than the first read, less than a chunk
+  reader = LineReader(io.BytesIO(data))
+  blocks_read = []
+  while True:
+    block, n, _ = reader.take_lines(65536)
+    if not n:
+      break
+    blocks_read.append(block)
+  assert b''.join(blocks_read) == data
+  assert len(reader._buf) <= len(data)
+
+
 def test_count_rest_after_a_partial_read_follows_the_line_rule():
   for data, taken, rest in ((b'a\nb\nc', 1, 2), (b'a\nb\n', 1, 1), (b'a\n', 1, 0),
                             (b'a\n\n\n', 2, 1), (b'a', 0, 1), (b'', 0, 0)):
