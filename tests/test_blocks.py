@@ -7,9 +7,16 @@ import random
 import numpy as np
 import pytest
 
-from transforms import blocks, lines
+from transforms import blocks
 from transforms import layout as lay
-from transforms.lines import LineReader, count_lines, line_lengths, split_lines
+from transforms.lines import (
+  CHUNK_BYTES,
+  FIRST_READ_BYTES,
+  LineReader,
+  count_lines,
+  line_lengths,
+  split_lines,
+)
 
 BINARY = lay.detect_layout(('trueLabel', 'bestAnswer', 'score'))
 MULTI = lay.detect_layout(('a', 'b', 'c'))
@@ -176,7 +183,7 @@ def test_a_header_line_reads_only_the_start_of_a_file():
   data = b'a,b,c\n' + b'1,2,3\n' * 1_000_000
   f = io.BytesIO(data)
   assert LineReader(f).readline() == b'a,b,c'
-  assert f.tell() == lines.FIRST_READ_BYTES < lines.CHUNK_BYTES
+  assert f.tell() == FIRST_READ_BYTES < CHUNK_BYTES
 
 
 def test_a_small_file_gets_no_buffer_bigger_than_itself():
