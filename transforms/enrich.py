@@ -380,7 +380,7 @@ def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_sche
   resubmit_files = run_parts[shardfiles.RESUBMIT_FILES]
   record_files = run_parts[shardfiles.RECORD_FILES]
   dead_files = run_parts[shardfiles.DEAD_LETTER_FILES]
-  summary = summarize(run_parts['reports'], run_parts[RECORD_COUNTS], run_parts[DEAD_COUNTS],
+  summary = summarize(run_parts[REPORTS], run_parts[RECORD_COUNTS], run_parts[DEAD_COUNTS],
                       record_files, dead_files,
                       max_bad_shards, run, sorted(resubmit_files), resubmit_schema)
   if resubmit_files and resubmit_schema and resubmit_schema_text:
