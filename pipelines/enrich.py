@@ -165,7 +165,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
                 opts.write_disposition)}
   schema_copy = None
   if plan.aml_schema is not None:
-    schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
+    schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header.has_header)
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,

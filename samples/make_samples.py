@@ -7,8 +7,8 @@ Three batch predictions, laid out as the service lays them out, with manifests t
   observations first, in the middle and last; a score exactly at the 0.5 cut-off.
 - ``bp-sample-multiclass``: 3 header-less shards under a prefix with its ``.schema``; result
   header ``tag, 1_star, 2_stars, 3_stars`` (spaces after commas), a tie, scientific notation.
-- ``bp-sample-regression``: 2 shards with headers and no schema (header found by the line
-  counts); one result shard ends with a blank failed observation.
+- ``bp-sample-regression``: 2 shards with headers and no schema (the header is inferred from
+  the first lines: text above numbers); one result shard ends with a blank failed observation.
 
 Run ``python samples/make_samples.py`` to regenerate.
 """

@@ -75,6 +75,49 @@ def oracle_rows(manifest: str, has_header: bool = True) -> list[dict]:
   return rows
 
 
+def check_predictions(records: list[dict], manifest: str, rebase: tuple[str, str] = ('', ''),
+                      has_header: bool = True, id_column: str = 'id') -> None:
+  """Asserts that ``records`` (sorted by input and row) hold, row by row, each input row's id and
+  the prediction of its own result line, by value, for any model type; read with csv and gzip.
+
+  ``rebase``: the manifest's URI prefix and where those files are here. The prediction is read
+  off the result header: ``score`` (binary, regression) or one score per class (multiclass).
+  """
+  text = open(manifest).read().replace(rebase[0], rebase[1]) if rebase[0] else open(manifest).read()
+  pairs = {k.strip(): v.strip() for k, v in json.loads(text, strict=False).items()}
+  expected = []
+  for input_path, result_path in sorted(pairs.items()):
+    with open(input_path, newline='') as f:
+      rows = list(csv.reader(f))[1 if has_header else 0:]
+    lines = gzip.decompress(open(result_path, 'rb').read()).decode().split('\n')
+    if lines[-1] == '':
+      lines.pop()
+    header = [name.strip() for name in lines[0].split(',')]
+    assert len(lines) - 1 == len(rows), 'the oracle expects matching shards'
+    for number, (values, line) in enumerate(zip(rows, lines[1:], strict=True), start=1):
+      expected.append((input_path, number, values[0], header, line))
+  assert len(records) == len(expected)
+  for got, (input_path, number, row_id, header, line) in zip(records, expected, strict=True):
+    where = f'{input_path} row {number}'
+    assert os.path.basename(got['input_uri']) == os.path.basename(input_path), where
+    assert (got['row_number'], str(got[id_column])) == (number, row_id), where
+    assert got['input_line_number'] == number + has_header and \
+        got['result_line_number'] == number + 1, where
+    if not line.strip():
+      assert got['status'] == 'failed', where
+      continue
+    cells = dict(zip(header, [cell.strip() for cell in line.split(',')], strict=True))
+    assert got['status'] == 'ok', where
+    if 'score' in cells:
+      assert got['score'] == float(cells['score']), where
+    else:
+      classes = [name for name in header if name not in ('tag', 'trueLabel', 'bestAnswer')]
+      assert [(e['label'], e['score']) for e in got['scores']] == [
+          (name, float(cells[name])) for name in classes], where
+    if 'tag' in cells:
+      assert got['tag'] == cells['tag'], where
+
+
 def read_records_file(path: str) -> list[dict]:
   """The records of one file, in file order, read back with fastavro, pyarrow or json."""
   if path.endswith('.avro'):
@@ -128,6 +171,7 @@ def multiclass_batch(rows: int) -> tuple[pa.RecordBatch, lay.OutputSchema]:
     best = max(range(3), key=scores.__getitem__)
     record = {name: None for name in arrow.names}
     record.update(batch_prediction_id='bp-1', input_uri='s3://b/in/data-1.csv', row_number=i + 1,
+                  input_line_number=i + 2, result_line_number=i + 2,
                   status='failed' if failed else 'ok', tag=f't{i}',
                   customer_id=str(1000 + i), comment=f'"quoted, {i}"\nnext line é')
     if not failed:

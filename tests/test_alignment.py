@@ -52,7 +52,10 @@ def test_aligned_shards_pass_every_check(tmp_path):
   records, dead, summary = vd.results_of(out)
   assert code == 0 and dead == [] and len(records) == 40
   assert summary['alignment'] == {'checks': ['tag = customerId', 'trueLabel = willRespond'],
-                                  'shards_checked': 2, 'misaligned_shards': 0, 'misaligned': []}
+                                  'shards_checked': 2, 'shards_verified': 2,
+                                  'shards_positional': 0, 'shards_refused': 0,
+                                  'misaligned_shards': 0, 'misaligned': []}
+  assert [s['alignment'] for s in summary['shards']] == ['verified', 'verified']
   assert all(s['checks'] == summary['alignment']['checks'] for s in summary['shards'])
 
 

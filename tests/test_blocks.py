@@ -10,8 +10,10 @@ import pytest
 from transforms import blocks
 from transforms import layout as lay
 from transforms.lines import (
+  BOM,
   CHUNK_BYTES,
   FIRST_READ_BYTES,
+  EndOfLines,
   LineReader,
   count_lines,
   line_lengths,
@@ -111,12 +113,13 @@ def test_mixed_takes_return_every_line_once_in_order(seed, opener):
   chunk = rng.choice([1, 7, 64, 1000, 1 << 20])
   reader = LineReader(opener(data), chunk_bytes=chunk)
   got = []
+  counted = 0  # lines counted, not taken one by one, at the end
   while True:
     how = rng.random()
     if how < 0.03 and got:  # the rest, counted
-      assert reader.count_rest() == len(expected) - len(got)
+      counted = reader.count_rest()
+      assert counted == len(expected) - len(got)
       assert reader.take(1) == (b'', 0)
-      got = expected
       break
     if how < 0.15:
       line = reader.readline()
@@ -140,8 +143,54 @@ def test_mixed_takes_return_every_line_once_in_order(seed, opener):
     if ends is not None:  # the line ends come from the same scan: exactly the block's
       assert ends.tolist() == [i for i, byte in enumerate(block) if byte == 10]
     got.extend(block.split(b'\n')[:-1])
-  assert got == expected
+  assert got == expected[:len(expected) - counted]
+  assert reader.lines == len(expected)  # the reader's own count of the lines it handed out
+  assert reader.trailing_empty_lines == _trailing_empty(expected)
   assert count_lines(io.BytesIO(data), chunk_bytes=chunk) == len(expected)
+
+
+def _trailing_empty(lines: list[bytes]) -> int:
+  """The empty lines (nothing, or only the \\r of \\r\\n) after the last line with content."""
+  n = 0
+  for line in reversed(lines):
+    if line not in (b'', b'\r'):
+      break
+    n += 1
+  return n
+
+
+@pytest.mark.parametrize('seed', range(8))
+def test_the_empty_lines_at_the_end_are_counted_however_the_bytes_arrive(seed):
+  # Files of empty lines, \r, \n and text, fed in pieces of every size: the count of empty
+  # lines at the end equals the one read off the whole file's lines.
+  rng = random.Random(seed)
+  for _ in range(500):
+    data = b''.join(rng.choice([b'\n', b'\r', b'x', b'\r\n', b'\n\n'])
+                    for _ in range(rng.randint(0, 14)))
+    lines = data.split(b'\n')
+    if data.endswith(b'\n') or not data:
+      lines.pop()
+    ends = EndOfLines()
+    i = 0
+    while i < len(data):
+      step = rng.randint(1, 5)
+      ends.feed(data[i:i + step])
+      i += step
+    assert ends.trailing() == _trailing_empty(lines), data
+    reader = LineReader(Chunky(data))
+    assert reader.count_rest() == len(lines)
+    assert reader.trailing_empty_lines == _trailing_empty(lines), data
+
+
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_line():
+  for opener in (io.BytesIO, Chunky):
+    reader = LineReader(opener(BOM + b'id,v\r\n1,2\n'), chunk_bytes=1)
+    assert reader.readline() == b'id,v' and reader.take(5) == (b'1,2\n', 1)
+    assert reader.lines == 2
+    assert LineReader(opener(BOM + b'a\nb')).count_rest() == 2
+    assert LineReader(opener(BOM)).count_rest() == 0
+  # Only at the start of a file: a reader that starts mid-file keeps the bytes.
+  assert LineReader(io.BytesIO(BOM + b'a\n'), at_start=False).readline() == BOM + b'a'
 
 
 @pytest.mark.parametrize('seed', range(4))
@@ -292,7 +341,8 @@ def test_regression_blank_and_values():
 
 def _join(input_lines, result_lines, layout=BINARY, columns=('id', 'name', 'amount')):
   schema = lay.output_schema(layout, list(columns))
-  return blocks.join_block(schema, lay.arrow_schema(schema), layout, 'bp', 'in.csv', 11,
+  place = blocks.BlockPlace('bp', 'in.csv', 11, 12, 21)  # a header line; the result's 20 lines
+  return blocks.join_block(schema, lay.arrow_schema(schema), layout, place,
                            _block(input_lines), _block(result_lines), len(input_lines), 0.5,
                            None)
 
@@ -303,6 +353,8 @@ def test_join_block_keeps_positions_and_dead_letters_bad_rows():
   outcome = _join(inputs, results)
   rows = outcome.batch.to_pylist()
   assert [r['row_number'] for r in rows] == [11, 12, 16]
+  assert [(r['input_line_number'], r['result_line_number']) for r in rows] == [
+      (12, 21), (13, 22), (17, 26)]
   assert [r['status'] for r in rows] == ['ok', 'failed', 'ok']
   assert rows[0]['amount'] == 'x, y' and rows[1]['score'] is None and rows[2]['name'] == 'f'
   assert [(i, reason) for i, reason, _ in outcome.dead] == [

@@ -120,7 +120,11 @@ def test_a_result_corrupt_mid_stream_is_unreadable_not_short(tmp_path, damage, e
   records, dead, reports = _run(manifest)
   bad = [r for r in reports if r.status == join.ERROR]
   assert len(bad) == 1 and bad[0].result_uri == second and bad[0].input_rows == 3000
-  assert bad[0].error.split(':')[0] in errors, bad[0].error
+  # The error names the damaged file first, then the inflater's error.
+  prefix = f'result unreadable: {second}: '
+  assert bad[0].error.startswith(prefix), bad[0].error
+  assert bad[0].error[len(prefix):].split(':')[0] in errors, bad[0].error
+  assert all(d['error'] == bad[0].error for d in dead)
   assert len(records) == 3000 and len(dead) == 3000
   assert {d['reason'] for d in dead} == {'result_unreadable'}
 
@@ -151,13 +155,28 @@ def test_result_header_that_differs_from_the_plan(tmp_path):
   assert {d['reason'] for d in dead} == {'result_header_mismatch'}
 
 
-def test_header_found_by_line_counts_when_no_schema(tmp_path):
+def test_header_inferred_from_the_first_lines_when_no_schema(tmp_path):
   with_header = write_bp(tmp_path / 'a', 'bp-1', [(INPUTS, ['1,0.5'] * 10)])
   without = write_bp(tmp_path / 'b', 'bp-1', [(INPUTS, ['1,0.5'] * 10)], input_header=None)
   assert [r['id'] for r in _run(with_header)[0]] == [str(i) for i in range(1, 11)]
   records, _, [report] = _run(without)
   assert [r['col_1'] for r in records] == [str(i) for i in range(1, 11)]
   assert report.input_header is False
+
+
+@pytest.mark.parametrize('header, results', [
+    (None, 9),   # no header, one result line short: never "a header and 9 rows"
+    ('id,name,amount', 11),  # a header, one line too many: never "no header and 11 rows"
+])
+def test_a_count_off_by_one_is_refused_never_read_as_a_header(tmp_path, header, results):
+  manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, [f'1,0.{i}' for i in range(results)])],
+                      input_header=header)
+  records, dead, [report] = _run(manifest)
+  assert records == [] and report.status == join.ROW_COUNT_MISMATCH
+  assert report.input_rows == 10 and report.result_rows == results
+  assert report.alignment == join.REFUSED
+  assert [d['input_line_number'] for d in dead] == [i + 1 + bool(header) for i in range(10)]
+  assert 'never read as a missing or extra header' in report.error
 
 
 def test_schema_gives_names_to_a_headerless_input(tmp_path):
@@ -171,17 +190,39 @@ def test_schema_gives_names_to_a_headerless_input(tmp_path):
   assert records[0]['full_name'] == 'name 1' and records[9]['amount'] == '10, more'
 
 
-def test_multiclass_and_regression_shards(tmp_path):
-  multi = write_bp(tmp_path / 'm', 'bp-m', [(INPUTS, ['t,0.1,0.9'] * 9 + [''])],
-                   result_header='tag, 1_star, 2_stars')
+def _multiclass_line(i: int) -> str:
+  """Row i's scores: distinct per row, the best class moving from row to row."""
+  a = (i + 1) / 100
+  return f't{i},{a:.4f},{1 - a:.4f}' if i % 3 else f't{i},{1 - a:.4f},{a:.4f}'
+
+
+def test_multiclass_shards_by_value_row_by_row(tmp_path):
+  lines = [_multiclass_line(i) for i in range(9)] + ['']
+  multi = write_bp(tmp_path / 'm', 'bp-m', [(INPUTS, lines)], result_header='tag, 1_star, 2_stars')
   records, dead, _ = _run(multi, min_score=0.95)
-  assert dead == [] and records[0]['tag'] == 't' and records[9]['status'] == 'failed'
-  assert records[0]['scores'] == [{'label': '1_star', 'score': 0.1},
-                                  {'label': '2_stars', 'score': 0.9}]
-  assert records[0]['unknown'] is True and records[0]['best_answer'] is None
-  regression = write_bp(tmp_path / 'r', 'bp-r', [(INPUTS, ['-1.5E1'] * 10)],
-                        result_header='score')
-  assert {r['score'] for r in _run(regression)[0]} == {-15.0}
+  assert dead == [] and len(records) == 10
+  for i, (record, line) in enumerate(zip(records, lines, strict=True)):
+    assert record['row_number'] == i + 1 and record['id'] == str(i + 1)
+    if not line:
+      assert record['status'] == 'failed' and record['scores'] is None
+      continue
+    tag, one, two = line.split(',')
+    scores = [float(one), float(two)]
+    assert record['tag'] == tag
+    assert record['scores'] == [{'label': '1_star', 'score': scores[0]},
+                                {'label': '2_stars', 'score': scores[1]}]
+    best = max(range(2), key=scores.__getitem__)
+    assert record['best_score'] == scores[best]
+    assert record['unknown'] is (scores[best] < 0.95)
+    assert record['best_answer'] == (None if scores[best] < 0.95 else ['1_star', '2_stars'][best])
+
+
+def test_regression_shards_by_value_row_by_row(tmp_path):
+  values = [f'{(-1) ** i * (i + 1) * 1.5:.6E}' for i in range(10)]
+  regression = write_bp(tmp_path / 'r', 'bp-r', [(INPUTS, values)], result_header='score')
+  records = _run(regression)[0]
+  assert [(r['id'], r['score']) for r in records] == [
+      (str(i + 1), float(v)) for i, v in enumerate(values)]
 
 
 def test_plan_error_lists_every_problem(tmp_path):
@@ -226,7 +267,7 @@ def test_a_result_kept_from_pass_1_joins_exactly_like_one_read_again(tmp_path):
   outputs = []
   for keep, kept in ((1 << 20, data[data.index(b'\n') + 1:-1]), (len(data) // 2, None), (0, None)):
     joiner = join.ShardJoiner(dataclasses.replace(base, result_keep_bytes=keep), storage)
-    assert joiner._check_result(shard) == (40, kept)
+    assert joiner._count_result(shard) == (40, kept)
     outputs.append([(kind, value.to_pylist() if kind == join.RECORDS else
                      value.as_dict() if kind == join.REPORT else value)
                     for kind, value in joiner.join(shard)])

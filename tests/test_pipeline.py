@@ -61,6 +61,9 @@ def assert_matches_oracle(records, expected):
   assert len(records) == len(expected)
   for got, want in zip(records, expected, strict=True):
     assert (got['input_uri'], got['row_number']) == (want['input_uri'], want['row_number'])
+    # Each row's lines in its two files (a header line above the rows, the result's on line 1).
+    assert (got['input_line_number'], got['result_line_number']) == (
+        want['row_number'] + 1, want['row_number'] + 1)
     assert [got['id'], got['name'], got['amount']] == want['values']
     if want['result']:
       answer, score = want['result'].split(',')
@@ -156,6 +159,59 @@ def test_cli_each_format_row_by_row(good_bp, tmp_path, fmt, capsys):
     assert len({r['input_uri'] for r in rows}) == 1
     assert stem.startswith(f'part-{os.path.basename(rows[0]["input_uri"]).split(".")[0]}-')
     assert [r['row_number'] for r in rows] == list(range(1, len(rows) + 1))
+
+
+def _multiclass_scores(shard: int, i: int) -> list[float]:
+  """Three scores distinct per row and per shard, the best class moving from row to row."""
+  low, mid = (shard * 50 + i + 1) / 1000, (shard * 7 + i % 5 + 1) / 100
+  scores = [low, mid, round(1 - low - mid, 6)]
+  return scores[i % 3:] + scores[:i % 3]
+
+
+@pytest.mark.parametrize('fmt', ['avro', 'parquet', 'jsonl'])
+def test_cli_multiclass_row_by_row_against_the_oracle(tmp_path, fmt):
+  shards = []
+  for shard in range(1, 4):
+    lines = ['' if (shard + i) % 5 == 0 else
+             ','.join([f't{shard}-{i}'] + [f'{v:.6E}' for v in _multiclass_scores(shard, i)])
+             for i in range(12)]
+    shards.append((INPUTS, lines))
+  manifest = write_bp(tmp_path, 'bp-multi', shards, result_header='tag, a, b, c')
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', manifest, '--output', out, '--format', fmt, '--block_rows', '5',
+              *trusted(tmp_path)]) == 0
+  records, expected = read_records(out), oracle_rows(manifest)
+  assert len(records) == len(expected) == 36
+  for got, want in zip(records, expected, strict=True):
+    assert (got['input_uri'], got['row_number']) == (want['input_uri'], want['row_number'])
+    assert [got['id'], got['name'], got['amount']] == want['values']
+    if not want['result']:
+      assert got['status'] == 'failed' and got['scores'] in (None, [])
+      continue
+    tag, *cells = want['result'].split(',')
+    scores = [float(c) for c in cells]
+    best = scores.index(max(scores))
+    assert got['status'] == 'ok' and got['tag'] == tag
+    assert [(e['label'], e['score']) for e in got['scores']] == list(zip('abc', scores,
+                                                                         strict=True))
+    assert (got['best_answer'], got['best_score']) == ('abc'[best], scores[best])
+
+
+def test_cli_regression_row_by_row_against_the_oracle(tmp_path):
+  shards = [(INPUTS, ['' if i == shard else f'{(shard * 100 + i) * (-1) ** i / 7:.6E}'
+                      for i in range(12)]) for shard in range(1, 4)]
+  manifest = write_bp(tmp_path, 'bp-reg', shards, result_header='score')
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', manifest, '--output', out, '--format', 'parquet',
+              *trusted(tmp_path)]) == 0
+  records, expected = read_records(out), oracle_rows(manifest)
+  assert len(records) == len(expected) == 36
+  assert len({r['score'] for r in records if r['score'] is not None}) == 33  # all distinct
+  for got, want in zip(records, expected, strict=True):
+    assert (got['input_uri'], got['row_number'], got['id']) == (
+        want['input_uri'], want['row_number'], want['values'][0])
+    assert got['score'] == (float(want['result']) if want['result'] else None)
+    assert got['status'] == ('ok' if want['result'] else 'failed')
 
 
 def test_cli_count_mismatch_exit_code_and_allowance(mixed_bp, tmp_path, capsys):

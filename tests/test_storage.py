@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.enrich import build_pipeline, run
 from tests import s3_fixtures as fx
-from tests.builders import read_dead_letters, read_records, read_summary
+from tests.builders import check_predictions, read_dead_letters, read_records, read_summary
 from transforms import transports
 from transforms.storage import (
   Storage,
@@ -62,6 +62,9 @@ def aws(monkeypatch):
 
 
 _LOCAL = {}
+# Each bundled sample's id column, and whether its inputs have a header line.
+SAMPLE_IDS = {'bp-sample-binary': ('customerId', True), 'bp-sample-multiclass': ('reviewId', False),
+              'bp-sample-regression': ('houseId', True)}
 
 
 def local_reference(bp: str, fmt: str, tmp_path_factory) -> str:
@@ -71,6 +74,10 @@ def local_reference(bp: str, fmt: str, tmp_path_factory) -> str:
     manifest = os.path.join(SAMPLES, MANIFEST_KEY.format(bp=bp))
     assert run(['--manifest', manifest, '--output', out, '--format', fmt,
                 '--rebase_uri', f's3://{SAMPLE_BUCKET}/={SAMPLES}/']) == 0
+    # The reference is itself checked, row by row, against the files read with csv and gzip.
+    id_column, header = SAMPLE_IDS[bp]
+    check_predictions(read_records(out), manifest, (f's3://{SAMPLE_BUCKET}/', f'{SAMPLES}/'),
+                      header, id_column)
     _LOCAL[bp, fmt] = out
   return _LOCAL[bp, fmt]
 

@@ -129,7 +129,8 @@ def test_bigquery_schema_loads_as_a_beam_table_schema():
 def test_typed_block_writes_as_avro():
   schema = _typed_schema(top_k=1)
   layout = lay.detect_layout(('tag', 'a', 'b', 'c'))
-  outcome = blocks.join_block(schema, lay.arrow_schema(schema), layout, 'bp', 'in', 1,
+  outcome = blocks.join_block(schema, lay.arrow_schema(schema), layout,
+                              blocks.BlockPlace('bp', 'in', 1, 1, 2),
                               b'r1,1.5,yes,x\nr2,,no,y\n', b't1,0.2,0.3,0.5\n\n', 2, 0.5, None,
                               top_k=1)
   buf = io.BytesIO()

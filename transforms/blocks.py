@@ -473,15 +473,35 @@ def _type_error(schema: lay.OutputSchema, inputs: Parsed, bad: dict, i: int):
   return detail, {'columns': [schema.input_columns[j] for j in where]}
 
 
+def _numbers(first: int, n: int) -> pa.Array:
+  return pa.array(np.arange(first, first + n, dtype=np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockPlace:
+  """Where a block's rows come from: their shard, and the line of each file its first row is on.
+
+  The line numbers are counted by the readers of the two files, each on its own
+  (``LineReader.lines``); every record carries them, as the evidence of its pairing.
+  """
+
+  batch_prediction_id: str
+  input_uri: str                  # as it appears in the records (redacted)
+  first_row: int                  # the 1-based row number of the block's first row
+  first_input_line: int           # the input line it is on (1-based, a header line counted)
+  first_result_line: int | None   # the result line answering it (the header is line 1); None
+                                  # for rows the batch prediction did not answer
+
+
 def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.ResultLayout,
-               bp_id: str, input_uri: str, first_row: int, input_block: bytes,
+               place: BlockPlace, input_block: bytes,
                result_block: bytes | None, n: int, cutoff: float, min_score: float | None, *,
                on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
                threads: bool = True, result_ends: np.ndarray | None = None) -> BlockOutcome:
   """Joins n input lines with the n result lines answering them, by position.
 
   Args:
-    first_row: the 1-based row number of the block's first observation in its shard.
+    place: the block's shard and the first row's number and lines.
     result_block: None for rows the batch prediction did not cover (outside the datasource's
       slice): their records have status ``not_predicted`` and null prediction fields.
     on_type_error: ``dead_letter`` sends a row with a value that does not fit its column's type
@@ -521,11 +541,14 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
                                   else (mask & keep).sum())
       for j, mask in bad.items()}
   columns = {
-      'batch_prediction_id': constant(bp_id, n),
-      'input_uri': constant(input_uri, n),
-      'row_number': pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+      'batch_prediction_id': constant(place.batch_prediction_id, n),
+      'input_uri': constant(place.input_uri, n),
+      'row_number': _numbers(place.first_row, n),
+      'input_line_number': _numbers(place.first_input_line, n),
       **dict(zip(schema.input_fields, typed, strict=True)),
   }
+  if place.first_result_line is not None:
+    columns['result_line_number'] = _numbers(place.first_result_line, n)
   if predicted:
     ok = keep & (result.kind == OK)
     prediction = interpret(result, layout, ok, cutoff, min_score, top_k)

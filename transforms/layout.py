@@ -13,8 +13,6 @@ import re
 BINARY, MULTICLASS, REGRESSION = 'binary', 'multiclass', 'regression'
 TAG, TRUE_LABEL, BEST_ANSWER, SCORE = 'tag', 'trueLabel', 'bestAnswer', 'score'
 
-# Provenance fields every record carries, in output order.
-PROVENANCE = ('batch_prediction_id', 'input_uri', 'row_number', 'status')
 
 
 class LayoutError(ValueError):
@@ -187,7 +185,8 @@ def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ..
     input_types: per input column, its Amazon ML attribute type, for messages.
   """
   provenance = [('batch_prediction_id', 'string', False), ('input_uri', 'string', False),
-                ('row_number', 'long', False), ('status', 'string', False)]
+                ('row_number', 'long', False), ('input_line_number', 'long', False),
+                ('result_line_number', 'long', True), ('status', 'string', False)]
   prediction = prediction_fields(layout) + audit_fields(layout, top_k)
   reserved = {name for name, _, _ in provenance + prediction}
   names = output_names(input_columns, reserved)

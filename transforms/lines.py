@@ -5,6 +5,12 @@ The line rule (``FORMAT.md`` section 4, documented in the README): a line ends a
 ``"a\\n\\n"`` holds two lines, the second blank, and a blank last observation is kept. Memory is
 bounded by the block size, never by the file size.
 
+A UTF-8 byte order mark at the very start of a file is not part of its first line. Every
+reader counts the lines it has handed out (``lines``), so the join can check, block by block,
+which line of each file a row came from, and it tracks the empty lines at the end of what it
+has read (``trailing_empty_lines``): the input rule (README, "Rules predjoin follows") does not
+count those as observations.
+
 Input blocks are cut by size (``take``: one ``rfind`` and one NumPy count per block); result
 blocks by line count (``take_exactly``, to match an input block), which finds the n-th newline
 with NumPy over the few bytes that hold it. ``take_lines`` and ``take_exactly_lines`` also
@@ -20,6 +26,61 @@ CHUNK_BYTES = 4 << 20
 FIRST_READ_BYTES = 64 << 10
 NEWLINE = 10
 CR = 13
+BOM = b'\xef\xbb\xbf'
+
+
+class EndOfLines:
+  """Follows the bytes of a file, in order, to tell how many empty lines it ends with.
+
+  An empty line has nothing on it: no byte, or only the ``\r`` of a ``\r\n`` ending (and an
+  unterminated last line of one ``\r``). ``trailing`` counts the empty lines after the last line
+  that has anything on it (all of them when no line has). Each ``feed`` looks only at the bytes
+  after the chunk's last byte that is neither ``\r`` nor ``\n``, so following a file costs a
+  few operations per chunk.
+  """
+
+  def __init__(self):
+    self._run = 0      # complete empty lines since the last complete line with content
+    self._partial = 0  # the line not yet ended: its number of \r bytes, or -1 if it has content
+
+  def _line_ends(self, length: int) -> None:
+    """The current line ends after ``length`` bytes of only \r (-1: it has content)."""
+    self._run = self._run + 1 if 0 <= length <= 1 else 0
+
+  def _parts(self, parts: list[bytes]) -> None:
+    """Whole lines (``parts[:-1]``, each only \r bytes) and the start of the next one."""
+    for part in parts[:-1]:
+      self._line_ends(len(part))
+    self._partial = len(parts[-1])
+
+  def feed(self, chunk) -> None:
+    data = bytes(chunk) if not isinstance(chunk, bytes) else chunk
+    i = len(data) - 1
+    while i >= 0 and data[i] in (NEWLINE, CR):
+      i -= 1
+    if i >= 0:  # a byte with content: the line holding it has content
+      parts = data[i + 1:].split(b'\n')
+      if len(parts) == 1:
+        self._partial = -1
+        return
+      self._line_ends(-1)
+      self._parts(parts[1:])
+      return
+    if not data:
+      return
+    parts = data.split(b'\n')
+    if len(parts) == 1:
+      if self._partial >= 0:
+        self._partial += len(parts[0])
+      return
+    self._line_ends(-1 if self._partial < 0 else self._partial + len(parts[0]))
+    self._parts(parts[1:])
+
+  def trailing(self) -> int:
+    """The empty lines at the end, once the whole file has been fed."""
+    if self._partial == 0:  # the file ends with \n (or is empty)
+      return self._run
+    return self._run + 1 if self._partial == 1 else 0
 
 
 def count_newlines(data, start: int = 0, end: int | None = None) -> int:
@@ -45,13 +106,25 @@ class LineReader:
   was left copied every byte once more (0.02-0.03 s of CPU per million input rows).
   """
 
-  def __init__(self, f, chunk_bytes: int = CHUNK_BYTES):
+  def __init__(self, f, chunk_bytes: int = CHUNK_BYTES, lines_before: int = 0,
+               at_start: bool = True):
+    """``lines_before``: lines of the file before ``f``'s first byte (``f`` may start mid-file);
+    ``at_start``: ``f`` starts at the file's first byte, where a byte order mark is dropped."""
     self._f = f
     self._chunk_bytes = chunk_bytes
     self._buf: bytes | bytearray = b''
     self._pos = self._end = 0
     self._eof = False
+    self._started = not at_start  # whether the first read (and its BOM check) happened
     self._bytes_per_line = 64.0  # a running estimate, to scan only what take_exactly needs
+    self.lines = lines_before  # lines handed out so far, counting those before f
+    self._ends = EndOfLines()
+
+  @property
+  def trailing_empty_lines(self) -> int:
+    """How many of the lines handed out so far are empty lines at the end of the file (exact
+    once the whole file has been read)."""
+    return self._ends.trailing()
 
   def _left(self) -> int:
     return self._end - self._pos
@@ -72,7 +145,21 @@ class LineReader:
     elif not self._buf:  # the first read, small: a header line or a small file needs no more
       data = self._f.read(min(want, FIRST_READ_BYTES))
       got = len(data)
-      self._buf, self._pos, self._end = data, 0, 0
+      skip = 0
+      if not self._started:
+        self._started = True
+        while len(data) < len(BOM) and BOM.startswith(data) and data:  # a BOM cut by a read
+          more = self._f.read(len(BOM) - len(data))
+          if not more:
+            break
+          data += more
+        got = len(data)
+        skip = len(BOM) if data.startswith(BOM) else 0
+      self._buf, self._pos, self._end = data, skip, skip
+      got -= skip
+      if not got and data:  # the file holds only a BOM so far: read on
+        self._buf, self._pos, self._end = b'', 0, 0
+        return self._fill(at_least)
     else:  # a buffer that later reads go into, with room for a read and what a block leaves
       data = self._f.read(want)
       got = len(data)
@@ -95,9 +182,11 @@ class LineReader:
     return memoryview(self._buf)[self._pos:min(self._pos + size, self._end)]
 
   def _cut(self, end: int, n: int) -> tuple[bytes, int]:
-    """The lines from ``_pos`` to ``end`` (an index into ``_buf``), taken."""
+    """The lines from ``_pos`` to ``end`` (an index into ``_buf``), taken: ``n`` of them."""
     block = bytes(memoryview(self._buf)[self._pos:end])
     self._pos = end
+    self.lines += n
+    self._ends.feed(block)
     return block, n
 
   def _rest(self) -> bytes:
@@ -108,6 +197,7 @@ class LineReader:
     """At the end of the file: the unterminated last line, if any."""
     if not self._left():
       return b'', 0
+    self.lines += 1
     return self._rest() + b'\n', 1
 
   def readline(self) -> bytes | None:
@@ -131,15 +221,20 @@ class LineReader:
         kept.append(chunk)
       else:
         kept = None
-    return count + (last != NEWLINE), None if kept is None else b''.join(kept)
+    count += last != NEWLINE
+    self.lines += count
+    return count, None if kept is None else b''.join(kept)
 
   def _remaining_chunks(self):
     """The bytes not yet taken, then the rest of the file a chunk at a time (taking them)."""
+    if not self._started:
+      self._fill()  # the first read drops a byte order mark
     if self._left():
-      yield self._rest()
+      yield self._cut(self._end, 0)[0]
     while not self._eof:
       data = self._f.read(self._chunk_bytes)
       if data:
+        self._ends.feed(data)
         yield data
       else:
         self._eof = True
@@ -202,7 +297,9 @@ class LineReader:
       if self._eof and want >= self._left():  # every line left, the unterminated tail too
         block = self._rest()
         if block and not block.endswith(b'\n'):
+          self.lines += len(positions) + 1
           return block + b'\n', len(positions) + 1, np.append(positions, len(block))
+        self.lines += len(positions)
         return block, len(positions), positions
       want *= 2
 

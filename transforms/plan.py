@@ -1,16 +1,19 @@
-"""The run's plan, made at launch: model type, result header and input columns, from one shard.
+"""The run's plan, made at launch: model type, result header, header decision and input columns.
 
-Sinks need their schema before the pipeline runs, so the launcher reads the manifests and the
-first readable shard's headers (a few KB). Every shard is checked against the plan when it is
-joined; one that differs is reported, not guessed at.
+Sinks need their schema before the pipeline runs, so the launcher reads the manifests, the
+first readable shard's result header and input, and the first bytes of a few more inputs (a
+few KB each) to decide whether inputs start with a header line (``transforms/header.py``).
+Every shard is checked against the plan when it is joined; one that differs is reported, not
+guessed at.
 """
 
 from __future__ import annotations
 
-import csv
+import concurrent.futures
 import dataclasses
 
 from transforms import align, amlschema, coltypes
+from transforms import header as headers
 from transforms import layout as lay
 from transforms import split as splitting
 from transforms.access import AccessPolicy
@@ -19,57 +22,53 @@ from transforms.lines import LineReader
 from transforms.manifest import ManifestError, Shard, shards_of
 from transforms.storage import Storage, StorageError, redact
 
-_SNIFF_BYTES = 64 << 10
+SAMPLE_BYTES = 64 << 10
+SAMPLE_SHARDS = 16  # inputs whose first bytes the header inference looks at
+_SAMPLE_THREADS = 8
 
 
 class PlanError(ValueError):
-  """No shard of any manifest could be read to learn the run's columns; says why for each."""
+  """The run cannot be planned (no readable shard, a schema that cannot be used, or no safe
+  header decision); says why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class _Columns:
   names: list[str]
-  from_header: bool        # the names came from a header line or a schema
-  default_header: bool     # whether the sampled input has a header line
   schema: amlschema.AmlSchema | None
   header_line: str | None  # the header line as written, when there is one
 
 
-def _input_columns(shard: Shard, input_header: str, storage: Storage,
-                   given: amlschema.AmlSchema | None) -> _Columns:
-  """The input columns of one shard, from its header line and its schema.
+def _first_line(sample: bytes) -> bytes:
+  return LineReader(_Bytes(sample)).readline() or b''
+
+
+def _input_columns(shard: Shard, decision: headers.HeaderDecision, sample: bytes,
+                   schema: amlschema.AmlSchema | None) -> _Columns:
+  """The run's input columns, from the first shard's header line or its schema.
 
   Raises:
-    amlschema.SchemaError: the schema beside the shard cannot be read, or the shard's header
-      line differs from the schema's attributes.
+    amlschema.SchemaError: the shard's header line differs from the schema's attributes.
   """
-  schema = given if given is not None else amlschema.find_schema(shard.input_uri, storage)
-  with storage.open(shard.input_uri) as f:
-    sample = f.read(_SNIFF_BYTES)
-  first = LineReader(_Bytes(sample)).readline() or b''
+  first = _first_line(sample)
   cells = lay.split_header(first)
-  if input_header == 'true':
-    has_header = True
-  elif input_header == 'false':
-    has_header = False
-  elif schema is not None:
-    has_header = schema.contains_header
-  else:
-    try:
-      has_header = csv.Sniffer().has_header(sample.decode('utf-8', 'replace'))
-    except csv.Error:
-      has_header = False
-  line = first.decode('utf-8', 'replace').lstrip('\ufeff').rstrip('\r') if has_header else None
-  if schema is not None and not has_header:
-    return _Columns(list(schema.names), True, has_header, schema, None)
-  if has_header:
-    if schema is not None and tuple(cells) != schema.names:
-      raise amlschema.SchemaError(
-          f'{redact(shard.input_uri)} line 1: header {",".join(cells)!r} differs from the '
-          f'attributes of {redact(schema.uri)}, {",".join(schema.names)!r}; the header and the '
-          'schema must name the same columns in the same order')
-    return _Columns(list(cells), True, has_header, schema, line)
-  return _Columns([f'col_{i}' for i in range(1, len(cells) + 1)], False, has_header, None, None)
+  if not decision.has_header:
+    if schema is not None:
+      return _Columns(list(schema.names), schema, None)
+    # Without a header or a schema, the first line with anything on it says how many columns.
+    row = next((line for line in sample.split(b'\n') if line.strip(b'\r')), b'')
+    return _Columns([f'col_{i}' for i in range(1, len(lay.split_header(row)) + 1)], None, None)
+  if not any(cells):
+    raise amlschema.SchemaError(
+        f'{redact(shard.input_uri)} line 1 is empty, but this run reads a header line there '
+        f'({decision.reason}): the columns cannot be learned from it')
+  if schema is not None and tuple(cells) != schema.names:
+    raise amlschema.SchemaError(
+        f'{redact(shard.input_uri)} line 1: header {",".join(cells)!r} differs from the '
+        f'attributes of {redact(schema.uri)}, {",".join(schema.names)!r}; the header and the '
+        'schema must name the same columns in the same order')
+  line = first.decode('utf-8', 'replace').rstrip('\r')
+  return _Columns(list(cells), schema, line)
 
 
 class _Bytes:
@@ -79,6 +78,46 @@ class _Bytes:
   def read(self, _size: int = -1) -> bytes:
     data, self._data = self._data, b''
     return data
+
+
+def _sample(storage: Storage, shard: Shard) -> headers.Sample | None:
+  """The first bytes of a shard's input, or None when it cannot be read (the join reports it)."""
+  try:
+    with storage.open(shard.input_uri) as f:
+      data = f.read(SAMPLE_BYTES + 1)
+  except (StorageError, OSError, EOFError):
+    return None
+  return headers.Sample(redact(shard.input_uri), data[:SAMPLE_BYTES], len(data) <= SAMPLE_BYTES)
+
+
+def _spread(manifests: list[list[Shard]], first: Shard, count: int) -> list[Shard]:
+  """Up to ``count`` shards, ``first`` first, then taking each manifest's shards in turn."""
+  picked = [first]
+  for i in range(max((len(m) for m in manifests), default=0)):
+    for shards in manifests:
+      if len(picked) >= count:
+        return picked
+      if i < len(shards) and shards[i] != first:
+        picked.append(shards[i])
+  return picked
+
+
+def decide_header(option: str, schema: amlschema.AmlSchema | None, first: headers.Sample,
+                  manifests: list[list[Shard]], first_shard: Shard,
+                  storage: Storage) -> headers.HeaderDecision:
+  """The run's header decision (``transforms/header.py``); samples more inputs only when the
+  option and the schema leave it to the inference.
+
+  Raises:
+    headers.HeaderUndecided: the inference cannot decide.
+  """
+  if option != 'auto' or schema is not None:
+    return headers.decide(option, schema.contains_header if schema else None,
+                          redact(schema.uri) if schema else None, [first])
+  others = _spread(manifests, first_shard, SAMPLE_SHARDS)[1:]
+  with concurrent.futures.ThreadPoolExecutor(_SAMPLE_THREADS) as pool:
+    samples = [first] + [s for s in pool.map(lambda shard: _sample(storage, shard), others) if s]
+  return headers.decide(option, None, None, samples)
 
 
 def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = 'auto',
@@ -91,14 +130,16 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
   """Builds the plan from the first shard whose result and input can be read.
 
   The input's schema (``schema_uri``, else the ``.schema`` beside the shard) gives the column
-  names when the input has no header, the output type of each column, and the alignment checks.
+  names when the input has no header, the output type of each column, the alignment checks,
+  and, unless ``input_header`` says it, whether inputs start with a header line.
 
   Every manifest is read and checked against ``access_policy`` (default: the manifest's own
   bucket or directory, and the rebase targets) before any shard is read.
 
   Raises:
     PlanError: nothing could be sampled (the message lists each manifest's or shard's
-      problem), or the schema cannot be read or differs from the header.
+      problem), the schema cannot be read or differs from the header, or whether inputs start
+      with a header line cannot be decided safely.
     AccessError: a manifest names a URI outside the allowed prefixes; nothing else was read.
   """
   if access_policy is None:
@@ -126,27 +167,31 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
           raise StorageError(f'{redact(shard.result_uri)} is empty: no header line')
         layout = lay.detect_layout(lay.split_header(header), model_type,
                                    where=redact(shard.result_uri))
-        columns = _input_columns(shard, input_header, storage, given)
-      except amlschema.SchemaError as e:
+        schema = given if given is not None else amlschema.find_schema(shard.input_uri, storage)
+        first = _sample(storage, shard)
+        if first is None:
+          raise StorageError(f'cannot read {redact(shard.input_uri)}')
+        decision = decide_header(input_header, schema, first, manifests, shard, storage)
+        columns = _input_columns(shard, decision, first.data, schema)
+      except (amlschema.SchemaError, headers.HeaderUndecided) as e:
         raise PlanError(str(e)) from None
       except (StorageError, OSError, EOFError) as e:
         problems.append(str(e))
         continue
-      return _plan(layout, columns, given is not None, input_header=input_header,
-                   cutoff=cutoff, min_score=min_score, block_rows=block_rows,
-                   on_type_error=on_type_error, top_k=top_k, split=data_rearrangement,
-                   parse_threads=parse_threads)
+      return _plan(layout, columns, decision, given is not None, cutoff=cutoff,
+                   min_score=min_score, block_rows=block_rows, on_type_error=on_type_error,
+                   top_k=top_k, split=data_rearrangement, parse_threads=parse_threads)
   raise PlanError('no shard could be read to learn the columns of this run:\n  - ' +
                   '\n  - '.join(problems or ['the manifests name no shards']))
 
 
-def _plan(layout: lay.ResultLayout, columns: _Columns, schema_given: bool, **options) -> JoinPlan:
+def _plan(layout: lay.ResultLayout, columns: _Columns, decision: headers.HeaderDecision,
+          schema_given: bool, **options) -> JoinPlan:
   schema = columns.schema
   types = [schema.output_type(name) if schema else '' for name in columns.names]
   kinds = [coltypes.kind_of(t or None) for t in types]
   output = lay.output_schema(layout, columns.names, kinds, types, top_k=options['top_k'])
-  return JoinPlan(layout=layout, schema=output, header_names=columns.from_header,
-                  default_header=columns.default_header, aml_schema=schema,
+  return JoinPlan(layout=layout, schema=output, header=decision, aml_schema=schema,
                   schema_given=schema_given,
                   checks=align.plan_checks(layout, schema, columns.names),
                   header_line=columns.header_line, **options)

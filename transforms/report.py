@@ -28,6 +28,7 @@ def run_facts(plan: joining.JoinPlan, service_records: dict | None = None) -> di
                       schema.input_types or [''] * len(schema.input_fields),
                       schema.input_kinds, strict=True)],
       'checks': [check.name for check in plan.checks],
+      'input_header': plan.header.as_dict(),
       'data_rearrangement': plan.split.as_dict() if plan.split else None,
       'service_records': service_records,
   }
@@ -54,11 +55,30 @@ def typing_section(shards: list[dict], facts: dict) -> dict:
   }
 
 
+# The input rules every shard is read by (README, "Rules predjoin follows").
+ROWS_RULE = ('a shard\'s rows are its input lines, less its header line when the run decided '
+             'inputs have one, and less the empty lines at the end of the file; every row needs '
+             'exactly one result line, and row k is answered by result line k + 1 (line 1 is the '
+             'result\'s header)')
+EMPTY_LINES_RULE = ('an empty input line (nothing on it, or only the \\r of \\r\\n) at the start or '
+                    'in the middle of a file is an observation, answered by its own result line; '
+                    'empty lines after the last line with anything on it are not observations')
+
+
+def header_section(facts: dict) -> dict:
+  return {**facts['input_header'], 'rows_rule': ROWS_RULE, 'empty_lines_rule': EMPTY_LINES_RULE}
+
+
 def alignment_section(shards: list[dict], facts: dict) -> dict:
   checked = [r for r in shards if r.get('checks')]
   misaligned = [{'input_uri': r['input_uri'], 'result_uri': r['result_uri'], **r['misaligned']}
                 for r in shards if r.get('misaligned')]
+  by_method = {method: sum(r.get('alignment') == method for r in shards)
+               for method in (joining.VERIFIED, joining.POSITIONAL, joining.REFUSED)}
   return {'checks': facts['checks'], 'shards_checked': len(checked),
+          'shards_verified': by_method[joining.VERIFIED],
+          'shards_positional': by_method[joining.POSITIONAL],
+          'shards_refused': by_method[joining.REFUSED],
           'misaligned_shards': len(misaligned), 'misaligned': misaligned}
 
 
@@ -95,10 +115,11 @@ def audit_section(shards: list[dict], facts: dict) -> dict:
 
 def sections(reports: list[dict], facts: dict, resubmit_files: list[str],
              resubmit_schema: str | None) -> dict:
-  """``typing``, ``alignment``, ``audit``, ``data_rearrangement``, ``reconciliation``,
-  ``resubmit`` and ``warnings`` for the summary."""
+  """``input_header``, ``typing``, ``alignment``, ``audit``, ``data_rearrangement``,
+  ``reconciliation``, ``resubmit`` and ``warnings`` for the summary."""
   shards = _shards(reports)
   out = {
+      'input_header': header_section(facts),
       'typing': typing_section(shards, facts),
       'alignment': alignment_section(shards, facts),
       'audit': audit_section(shards, facts),

@@ -260,7 +260,8 @@ def parquet_statistics_columns(schema: lay.OutputSchema) -> list[str]:
 
 # predjoin's own columns whose values are (nearly) all distinct: a dictionary would only fill up
 # and fall back to plain encoding, after hashing every value of the first pages.
-DISTINCT_COLUMNS = ('row_number', 'tag', 'score', 'best_score', 'margin')
+DISTINCT_COLUMNS = ('row_number', 'input_line_number', 'result_line_number', 'tag', 'score',
+                    'best_score', 'margin')
 DISTINCT_PATHS = ('scores.list.element.score',)
 
 
