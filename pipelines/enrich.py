@@ -39,7 +39,7 @@ from transforms.storage import (
   Storage,
   StorageConfig,
   StorageError,
-  prepare_output,
+  check_writable,
   read_text,
   redact,
   remove_summary,
@@ -144,7 +144,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
   if to_table and opts.write_disposition == 'append' and not _dry_run(options):
     check_table(opts, plan.schema, bigquery_client)
   output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
-  prepare_output(opts.output, output_dirs)  # the launch checks passed: local output directories
+  # The launch checks passed: make a local output's directories, and prove the output can be
+  # written before any shard is read (a dry run writes nothing).
+  check_writable(opts.output, output_dirs, probe=not _dry_run(options))
   if not _dry_run(options):  # an earlier run's summary would not match the files while this runs
     try:
       remove_summary(opts.output)
@@ -241,6 +243,11 @@ def local_runner(options: PipelineOptions):
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
+def _one_line(error: BaseException) -> str:
+  text = ' '.join(str(error).split('\n', 1)[0].split())
+  return text if len(text) <= 600 else text[:597] + '...'
+
+
 def run(argv: list[str] | None = None) -> int:
   """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
   options = Options(argv)
@@ -252,13 +259,17 @@ def run(argv: list[str] | None = None) -> int:
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:
     print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
-  result = p.run()
-  if 'Dataflow' in runner:  # the launcher returns once the job is submitted
-    job = getattr(result, 'job_id', lambda: None)()
-    print(f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
-          f'{built["summary_uri"]} when it is done')
-    return 0
-  result.wait_until_finish()
+  try:
+    result = p.run()
+    if 'Dataflow' in runner:  # the launcher returns once the job is submitted
+      job = getattr(result, 'job_id', lambda: None)()
+      print(f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
+            f'{built["summary_uri"]} when it is done')
+      return 0
+    result.wait_until_finish()
+  except Exception as e:  # noqa: BLE001  # the runner logged the worker's traceback already
+    print(f'predjoin: error: the job failed: {redact(_one_line(e))}', file=sys.stderr)
+    return 1
   summary = json.loads(read_text(built['summary_uri']))
   if opts.format == 'bigquery':
     print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '

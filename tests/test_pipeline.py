@@ -317,6 +317,40 @@ def test_cli_multi_processing_direct_runner(good_bp, tmp_path):
                                         'ok, in 12, joined 11, failed 1, dead-lettered 0']
 
 
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(good_bp, tmp_path):
+  blocker = tmp_path / 'a-file'
+  blocker.write_text('not a directory')
+  predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')
+  done = subprocess.run([predjoin, '--manifest', good_bp, '--output', str(blocker / 'out'),
+                         *trusted(tmp_path)], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2, done.stderr
+  assert done.stderr.startswith(f'predjoin: error: cannot write to --output {blocker}/out: ')
+  assert done.stderr.count('\n') == 1 and 'Traceback' not in done.stderr
+
+
+@pytest.mark.parametrize('damage', [
+    lambda data: b'be' + data[2:],                 # not gzip
+    lambda data: data[:len(data) // 2],            # cut short
+    lambda data: data[:-8] + bytes(4) + data[-4:],  # a wrong CRC
+])
+def test_a_damaged_result_is_named_in_the_dead_letter_and_on_the_console(good_bp, tmp_path,
+                                                                          damage, capsys):
+  result = list(json.load(open(good_bp)).values())[1]
+  with open(result, 'rb') as f:
+    data = f.read()
+  with open(result, 'wb') as f:
+    f.write(damage(data))
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', good_bp, '--output', out, *trusted(tmp_path)]) == 1
+  printed = capsys.readouterr().out
+  [line] = [line for line in printed.splitlines() if 'part-2.csv: error' in line]
+  assert f'result unreadable: {result}: ' in line
+  dead = read_dead_letters(out)
+  assert len(dead) == 12 and {d['reason'] for d in dead} == {'result_unreadable'}
+  assert all(d['error'].startswith(f'result unreadable: {result}: ') for d in dead)
+  assert [d['input_line_number'] for d in dead] == list(range(2, 14))
+
+
 def test_cli_exit_codes_survive_the_quick_exit(mixed_bp, tmp_path):
   out = str(tmp_path / 'out')
   predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')

@@ -301,6 +301,18 @@ def test_missing_manifest_names_the_uri_it_looked_for(s3, out_bucket, aws, capsy
   assert s3.keys(out_bucket) == []
 
 
+def test_an_output_bucket_that_cannot_be_written_stops_at_launch(s3, aws):
+  # No such bucket: one line naming the output, exit 2, as the command runs it.
+  manifest = f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary')
+  result = fx.run_cli(['--manifest', manifest, '--output', 's3://no-such-bucket-here/o/',
+                       *fx.s3_args(s3.endpoint)], fx.aws_env())
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.startswith('predjoin: error: cannot write to --output '
+                                  's3://no-such-bucket-here/o/: '), result.stderr
+  assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+  assert 'rows in' not in result.stdout  # nothing was joined
+
+
 def test_faults_on_every_kind_of_request_do_not_change_the_output(s3, out_bucket, tmp_path,
                                                                    tmp_path_factory):
   proxy = fx.FaultProxy(s3.endpoint, share=0.3)
@@ -400,7 +412,7 @@ def test_output_leftovers_are_other_runs_part_files_and_temp_dirs(tmp_path):
 
 
 def test_a_failed_run_leaves_nothing_under_records_and_a_rerun_cleans_up(
-    s3, out_bucket, aws, monkeypatch, tmp_path, tmp_path_factory):
+    s3, out_bucket, aws, monkeypatch, tmp_path, tmp_path_factory, capsys):
   # Every request for a final record file fails: the run dies while renaming its temporary
   # files into records/. Nothing may show under records/; the temporary files sit beside it.
   monkeypatch.setenv('AWS_MAX_ATTEMPTS', '2')
@@ -411,10 +423,13 @@ def test_a_failed_run_leaves_nothing_under_records_and_a_rerun_cleans_up(
   # summary beside files it does not describe.
   s3.client.put_object(Bucket=out_bucket, Key='o/summary.json', Body=b'{"ok": true}')
   try:
-    with pytest.raises(Exception):  # noqa: B017  # whatever the runner raises: the run failed
-      run([*args, *fx.s3_args(proxy.endpoint)])
+    assert run([*args, *fx.s3_args(proxy.endpoint)]) == 1
   finally:
     proxy.stop()
+  err = capsys.readouterr().err
+  # One line that says the job failed, and on which object.
+  assert err.startswith('predjoin: error: the job failed: ') and err.count('\n') == 1, err
+  assert 'Rename operation failed' in err and f'{out_bucket}/o/records/part-' in err
   keys = s3.keys(out_bucket)
   assert not [k for k in keys if k.startswith('o/records/')], keys
   assert [k for k in keys if k.startswith('o/beam-temp-records-')], keys

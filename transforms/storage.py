@@ -29,6 +29,7 @@ import dataclasses
 import io
 import os
 import re
+import uuid
 import zlib
 
 import smart_open
@@ -290,6 +291,38 @@ def prepare_output(output: str, names=OUTPUT_DIRS) -> None:
     return
   for name in names:
     os.makedirs(os.path.join(root, name), exist_ok=True)
+
+
+def check_writable(output: str, names=OUTPUT_DIRS, probe: bool = True) -> None:
+  """Makes a local output's directories and, with ``probe``, proves the prefix can be written:
+  a small file is created under it and deleted again (local, ``s3://`` and ``gs://`` alike).
+
+  Raises:
+    StorageError: the prefix cannot be written (a read-only directory, a missing permission,
+      no such bucket); the message names it and says why.
+  """
+  import logging
+
+  from apache_beam.io.filesystems import FileSystems
+  # Beam's S3 and GCS writers log a failed upload's traceback before they raise; the error
+  # below says it in one line.
+  logging.disable(logging.ERROR)
+  try:
+    prepare_output(output, names)
+    if probe:
+      check = FileSystems.join(output, f'.predjoin-write-check-{uuid.uuid4().hex}')
+      with FileSystems.create(check) as f:
+        f.write(b'predjoin checks that it can write here\n')
+      FileSystems.delete([check])
+  except Exception as e:  # noqa: BLE001  # every filesystem raises its own: say it in one line
+    cause = e
+    inner = getattr(e, 'exception_details', None)  # Beam's BeamIOError wraps the real one
+    if isinstance(inner, dict) and inner:
+      cause = next(iter(inner.values()))
+    raise StorageError(f'cannot write to --output {redact(output)}: '
+                       f'{_describe(cause).splitlines()[0]}') from None
+  finally:
+    logging.disable(logging.NOTSET)
 
 
 SUMMARY = 'summary.json'
