@@ -8,7 +8,7 @@ Writes, under a directory D::
   D/batch-prediction/result/<bp-id>-<name>.csv.gz      gzip CSV, header + one line per input row
   D/truth.json                                         counts and sampled expected rows for check.py
 
-A failed observation is a blank result line at its position (FORMAT.md section 4); the generator
+A failed observation is a blank result line at its position (docs/amazon-ml-format.md, section 4); the generator
 also forces the awkward places: a run of consecutive blank lines, a blank first data line and a
 blank last line of a shard.
 
@@ -192,7 +192,7 @@ def result_header(model: str, labels: list[str]) -> str:
     return 'bestAnswer,score'
   if model == 'regression':
     return 'score'
-  # Amazon ML writes multiclass headers with a space after each comma (FORMAT.md section 4).
+  # Amazon ML writes multiclass headers with a space after each comma (docs/amazon-ml-format.md, section 4).
   return ', '.join(labels)
 
 

@@ -1,4 +1,4 @@
-"""One shard joined by ShardJoiner over real local files: every outcome of FORMAT.md's rules."""
+"""One shard joined by ShardJoiner over real local files: every outcome of the format's rules (docs/amazon-ml-format.md)."""
 
 import dataclasses
 import gzip

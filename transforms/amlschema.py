@@ -1,4 +1,4 @@
-"""Amazon ML ``.schema`` files (``FORMAT.md`` section 6): column names, order, types, header flag.
+"""Amazon ML ``.schema`` files (``docs/amazon-ml-format.md`` section 6): column names, order, types, header flag.
 
 A schema is found beside an input shard (``<file>.schema``, or ``<prefix>/.schema``) or given
 with ``--schema URI``. The legacy key names (``fieldName``, ``fieldType``, ``targetFieldName``,

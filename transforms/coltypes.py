@@ -1,6 +1,6 @@
 """Typing input columns by their Amazon ML attribute type, a whole column at a time.
 
-The rule (``FORMAT.md`` sections 5 and 6, documented in the README):
+The rule (``docs/amazon-ml-format.md`` sections 5 and 6, documented in the README):
 
 - ``NUMERIC`` -> double. Surrounding spaces are ignored; an empty value is null; anything else
   that is not a finite number does not fit.

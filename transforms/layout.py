@@ -1,6 +1,6 @@
 """Result-file headers, input column names, and the one output schema derived from them.
 
-Pure functions, no Beam. ``FORMAT.md`` section 4 gives the header rules; the naming rule for
+Pure functions, no Beam. ``docs/amazon-ml-format.md`` section 4 gives the header rules; the naming rule for
 input columns is documented in the README ("Output contract").
 """
 

@@ -1,6 +1,6 @@
 """Streaming line blocks: count lines, and take whole lines a block at a time from a file.
 
-The line rule (``FORMAT.md`` section 4, documented in the README): a line ends at ``\\n``
+The line rule (``docs/amazon-ml-format.md`` section 4, documented in the README): a line ends at ``\\n``
 (``\\r\\n`` included); bytes after the last ``\\n`` form one more line when there are any. So
 ``"a\\n\\n"`` holds two lines, the second blank, and a blank last observation is kept. Memory is
 bounded by the block size, never by the file size.

@@ -1,6 +1,6 @@
 """Batch-prediction manifests: locate them, parse them, name their shards.
 
-Pure functions, no Beam. The rules are those of ``FORMAT.md`` section 2.
+Pure functions, no Beam. The rules are those of ``docs/amazon-ml-format.md`` section 2.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``--service_record`` takes the ``GetBatchPrediction`` response, and optionally the
 ``GetMLModel`` response, saved as JSON (``aws machinelearning get-batch-prediction ... >
 bp.json``): inline JSON text or a URI, repeatable; a value may hold one response or a list of
-them. The summary compares (``FORMAT.md`` section 7):
+them. The summary compares (``docs/amazon-ml-format.md`` section 7):
 
 - ``TotalRecordCount`` with the result lines read (the rows the service answered);
 - ``InvalidRecordCount`` with the failed observations (blank result lines);

@@ -1,4 +1,4 @@
-"""Datasource slices (``FORMAT.md`` section 8): which input rows a batch prediction answered.
+"""Datasource slices (``docs/amazon-ml-format.md`` section 8): which input rows a batch prediction answered.
 
 A datasource may use part of its data: ``--data_rearrangement`` takes the datasource's
 ``DataRearrangement``, ``{"splitting": {"percentBegin": 80, "percentEnd": 100}}`` (optionally
