@@ -29,7 +29,14 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines import local, workers
-from pipelines.options import Options, OptionsError, PredjoinOptions, validate
+from pipelines.options import (
+  Options,
+  OptionsError,
+  PredjoinOptions,
+  UsageError,
+  check_arguments,
+  validate,
+)
 from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
 from transforms import split as splitting
 from transforms.manifest import manifest_uri, parse_rebase_rules
@@ -243,6 +250,12 @@ def local_runner(options: PipelineOptions):
 
 def run(argv: list[str] | None = None) -> int:
   """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    check_arguments(argv)
+  except UsageError as e:
+    print(f'predjoin: error: {e}', file=sys.stderr)
+    return 2
   options = Options(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
