@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
   DirectOptions,
+  GoogleCloudOptions,
   PipelineOptions,
   StandardOptions,
   TestOptions,
@@ -173,10 +174,13 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
+  # No launcher waits for a job on another runner than the local one to read its summary: the
+  # job itself fails when there are too many bad shards.
+  fail_job = options.view_as(StandardOptions).runner not in workers.LOCAL_RUNNERS
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
-                                      output_dirs, schema_copy)
+                                      output_dirs, schema_copy, fail_job)
   summary = ({'run_parts': out['run_parts'], **sink}
              | 'WriteSummary' >> write_summary)
   return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
@@ -248,8 +252,33 @@ def local_runner(options: PipelineOptions):
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
+def launch_message(result, options: PipelineOptions, summary_uri: str) -> str:
+  """What the launcher says once a Dataflow run is handed over: the job it submitted, or, for a
+  Flex Template launch (``--template_location``), the job file the Dataflow service then starts
+  the job from. Such a run submits no job itself: its result has none."""
+  template = options.view_as(GoogleCloudOptions).template_location
+  if template:
+    return (f'wrote the Dataflow job to {template}; the Dataflow service runs it, and the job '
+            f'writes {summary_uri} when it is done')
+  job = result.job_id() if getattr(result, 'has_job', False) else None  # a dry run has none
+  return (f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
+          f'{summary_uri} when it is done')
+
+
+def _read_summary(uri: str) -> dict | None:
+  try:
+    return json.loads(read_text(uri))
+  except (OSError, ValueError, StorageError):  # the job failed before it wrote one
+    return None
+
+
 def run(argv: list[str] | None = None) -> int:
-  """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
+  """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage).
+
+  On Dataflow it returns once the job is submitted. On the local runner it waits, prints the
+  summary and decides the exit code; on any other runner the job itself fails when the bad
+  shards exceed ``--max_bad_shards`` (``enrich.WriteSummary``), and the command says why.
+  """
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
     check_arguments(argv)
@@ -259,20 +288,29 @@ def run(argv: list[str] | None = None) -> int:
   options = Options(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
-  p = beam.Pipeline(runner=local_runner(options), options=options)
+  local = local_runner(options)
+  p = beam.Pipeline(runner=local, options=options)
   try:
     built = build_pipeline(p, options)
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:
     print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
-  result = p.run()
-  if 'Dataflow' in runner:  # the launcher returns once the job is submitted
-    job = getattr(result, 'job_id', lambda: None)()
-    print(f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
-          f'{built["summary_uri"]} when it is done')
-    return 0
-  result.wait_until_finish()
-  summary = json.loads(read_text(built['summary_uri']))
+  failure = None
+  try:
+    result = p.run()
+    if 'Dataflow' in runner:  # the launcher returns once the job is handed over
+      print(launch_message(result, options, built['summary_uri']))
+      return 0
+    result.wait_until_finish()
+  except Exception as e:  # noqa: BLE001  # a job that failed on a runner of its own: say why
+    if local is not None:
+      raise
+    failure = e
+  summary = _read_summary(built['summary_uri'])
+  if summary is None:
+    print(f'predjoin: error: the job failed before it wrote {built["summary_uri"]}: '
+          f'{redact(str(failure))}', file=sys.stderr)
+    return 1
   if opts.format == 'bigquery':
     print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '
           f'({opts.write_disposition})')
@@ -280,13 +318,14 @@ def run(argv: list[str] | None = None) -> int:
     print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
   print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
   print(format_summary(summary, built['summary_uri']))
-  differences = check_counters(summary, _counters(result))
+  differences = [] if failure is not None else check_counters(summary, _counters(result))
   for line in differences:
     print(f'predjoin: error: {line}', file=sys.stderr)
-  if not summary['ok'] or differences:
+  if not summary['ok'] or differences or failure is not None:
     bad = summary['totals']['bad_shards'] + summary['totals']['bad_manifests']
     print(f'predjoin: {bad} bad shard(s) or manifest(s), --max_bad_shards '
-          f'{summary["max_bad_shards"]}', file=sys.stderr)
+          f'{summary["max_bad_shards"]}' + ('; the job failed' if failure else ''),
+          file=sys.stderr)
     return 1
   return 0
 

@@ -1,4 +1,5 @@
-"""The ``predjoin`` command as a user meets it: --help, --help-beam, --version, mistyped options.
+"""The ``predjoin`` command as a user meets it: --help, --help-beam, --version, mistyped options,
+and a job that fails on its own runner when it has too many bad shards.
 
 The command runs as a subprocess (the installed console script) wherever its output or exit code
 is what is checked.
@@ -11,13 +12,21 @@ import re
 import subprocess
 import sys
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.enrich import run
+from pipelines.enrich import build_pipeline, run
 from pipelines.options import UsageError, check_arguments
+from tests.builders import read_summary, write_bp
+from tests.test_dataflow import LAUNCHER_ARGS
+from transforms.enrich import TooManyBadShards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = os.path.join(ROOT, 'deploy', 'metadata.json')
+# Beam's FnApiRunner named as any other runner: it runs the job in this process, but it is not
+# the local runner predjoin's launcher waits on and judges (pipelines/workers.LOCAL_RUNNERS).
+IN_PROCESS_RUNNER = 'apache_beam.runners.portability.fn_api_runner.FnApiRunner'
 
 
 def predjoin(*args: str) -> subprocess.CompletedProcess:
@@ -106,13 +115,7 @@ def test_arguments_neither_predjoin_nor_beam_declares_are_refused(args, message)
 
 
 def test_the_options_a_flex_template_launch_adds_are_beams_and_pass():
-  check_arguments(['--runner=DataflowRunner', '--project=p', '--region=europe-west1',
-                   '--template_location=gs://b/staging/template_launches/1/job_object',
-                   '--staging_location=gs://b/staging', '--temp_location=gs://b/tmp',
-                   '--sdk_container_image=r/predjoin:1', '--service_account_email=w@p.iam',
-                   '--labels={"goog-dataflow-provided-template-type":"flex"}',
-                   '--job_name=predjoin-1', '--max_num_workers=10', '--no_use_public_ips',
-                   '--output_location=gs://b/o/', '--batch_prediction_id=bp-1',
+  check_arguments([*LAUNCHER_ARGS, '--output_location=gs://b/o/', '--batch_prediction_id=bp-1',
                    '--output=gs://b/enriched/', '--cutoff=0.7'])
   # Local runs' options too, in both spellings.
   check_arguments(['--manifest', 'm', '--output', 'o', '--direct_num_workers=2',
@@ -123,3 +126,72 @@ def test_the_options_a_flex_template_launch_adds_are_beams_and_pass():
 def test_run_refuses_a_mistyped_option_with_exit_code_2(tmp_path, capsys):
   assert run(['--manifest', 'm.manifest', '--output', str(tmp_path), '--max_bad_shard', '3']) == 2
   assert 'did you mean --max_bad_shards?' in capsys.readouterr().err
+
+
+# A job on a runner other than the local one fails itself when it has too many bad shards -------
+
+INPUTS = [f'{i},name {i},{i}.5' for i in range(12)]
+RESULTS = [f'{i % 2},0.{i:02d}' for i in range(12)]
+
+
+@pytest.fixture
+def bad_bp(tmp_path):
+  """One good shard and one whose result has a line too few (row_count_mismatch)."""
+  return write_bp(tmp_path, 'bp-bad', [(INPUTS, RESULTS), (INPUTS, RESULTS[:-1])])
+
+
+def test_a_job_on_another_runner_fails_after_writing_its_summary(bad_bp, tmp_path):
+  out = str(tmp_path / 'out')
+  options = PipelineOptions(['--manifest', bad_bp, '--output', out, '--allowed_prefix',
+                             f'{tmp_path}/', '--runner', IN_PROCESS_RUNNER])
+  p = beam.Pipeline(options=options)
+  build_pipeline(p, options)
+  with pytest.raises(TooManyBadShards) as failed:  # Beam re-raises the job's own error
+    p.run().wait_until_finish()
+  message = str(failed.value)
+  assert '1 bad shard(s) or manifest(s), more than --max_bad_shards 0 allows' in message
+  assert 'part-2.csv: row_count_mismatch: ' in message and 'has 11 result lines' in message
+  assert "[while running 'WriteSummary/WriteSummaryJson']" in message
+  summary = read_summary(out)
+  assert summary['ok'] is False and summary['totals']['bad_shards'] == 1
+  assert summary['identity']['holds']
+
+
+def test_the_command_on_another_runner_says_the_job_failed(bad_bp, tmp_path):
+  out = str(tmp_path / 'out')
+  result = predjoin('--manifest', bad_bp, '--output', out, '--allowed_prefix', f'{tmp_path}/',
+                    '--runner', IN_PROCESS_RUNNER)
+  assert result.returncode == 1
+  assert 'TooManyBadShards: 1 bad shard(s) or manifest(s), more than --max_bad_shards 0' \
+      in result.stderr
+  assert result.stderr.rstrip().endswith(
+      'predjoin: 1 bad shard(s) or manifest(s), --max_bad_shards 0; the job failed')
+  assert 'row_count_mismatch' in result.stdout  # the summary, printed
+  assert read_summary(out)['ok'] is False
+
+
+def test_within_the_limit_the_job_on_another_runner_succeeds(bad_bp, tmp_path):
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', bad_bp, '--output', out, '--allowed_prefix', f'{tmp_path}/',
+              '--runner', IN_PROCESS_RUNNER, '--max_bad_shards', '1']) == 0
+  assert read_summary(out)['ok'] is True
+
+
+def test_the_local_runner_leaves_the_verdict_to_the_launcher(bad_bp, tmp_path, capsys):
+  # The job succeeds; the launcher reads the summary and exits 1 (README, "Exit codes").
+  out = str(tmp_path / 'out')
+  assert run(['--manifest', bad_bp, '--output', out, '--allowed_prefix', f'{tmp_path}/']) == 1
+  assert 'the job failed' not in capsys.readouterr().err
+  assert read_summary(out)['ok'] is False
+
+
+def test_the_error_names_the_count_the_limit_and_at_most_ten_shards():
+  from transforms.enrich import bad_shards_message
+  shards = [{'input_uri': f's3://b/in/{i}.csv', 'manifest_uri': 's3://b/m', 'status': 'error',
+             'error': f'cannot read {i}.csv'} for i in range(12)]
+  shards.append({'input_uri': None, 'manifest_uri': 's3://b/bad.manifest', 'status': 'error',
+                 'error': 'not JSON'})
+  message = bad_shards_message({'shards': shards, 'max_bad_shards': 2}, 's3://o/summary.json')
+  assert message.startswith('13 bad shard(s) or manifest(s), more than --max_bad_shards 2 '
+                            'allows (see s3://o/summary.json): s3://b/in/0.csv: error: cannot')
+  assert message.endswith('s3://b/in/9.csv: error: cannot read 9.csv; and 3 more')

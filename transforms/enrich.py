@@ -315,6 +315,25 @@ class IdentityError(RuntimeError):
   """The outputs do not account for every input row: a bug, never a data problem."""
 
 
+class TooManyBadShards(RuntimeError):
+  """More bad shards (or manifests) than ``--max_bad_shards`` allows: the job fails with this."""
+
+
+SHARD_ERRORS_SHOWN = 10  # in the job's error; summary.json lists every one
+
+
+def bad_shards_message(summary: dict, summary_uri: str) -> str:
+  """Why a run with too many bad shards failed: the count, the limit and the shards' errors."""
+  bad = [s for s in summary['shards']
+         if s['input_uri'] is None or s['status'] in joining.BAD_STATUSES]
+  errors = [f'{s["input_uri"] or "manifest " + s["manifest_uri"]}: {s["status"]}: {s["error"]}'
+            for s in bad[:SHARD_ERRORS_SHOWN]]
+  more = f'; and {len(bad) - SHARD_ERRORS_SHOWN} more' if len(bad) > SHARD_ERRORS_SHOWN else ''
+  return (f'{len(bad)} bad shard(s) or manifest(s), more than --max_bad_shards '
+          f'{summary["max_bad_shards"]} allows (see {summary_uri}): '
+          + '; '.join(errors) + more)
+
+
 def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, record_files: list,
               dead_files: list, max_bad_shards: int, run: dict | None = None,
               resubmit_files: list = (), resubmit_schema: str | None = None) -> dict:
@@ -376,7 +395,7 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
 
 
 def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_schema=None,
-                   output_dirs=OUTPUT_DIRS, resubmit_schema_text=None):
+                   output_dirs=OUTPUT_DIRS, resubmit_schema_text=None, fail_job=False):
   resubmit_files = run_parts[shardfiles.RESUBMIT_FILES]
   record_files = run_parts[shardfiles.RECORD_FILES]
   dead_files = run_parts[shardfiles.DEAD_LETTER_FILES]
@@ -395,6 +414,8 @@ def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_sche
   if not summary['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +
                         '; '.join(summary['identity']['problems']))
+  if fail_job and not summary['ok']:
+    raise TooManyBadShards(bad_shards_message(summary, uri))
   return summary
 
 
@@ -408,11 +429,16 @@ class WriteSummary(beam.PTransform):
   combine (``CollectRun``), whose result writes the summary once every sink has finished. With
   ``resubmit_schema_text``,
   it also writes the copy of the input's schema beside the resubmit files, when there are any.
+
+  With ``fail_job``, a run with more bad shards than ``max_bad_shards`` fails once the summary
+  is written (``TooManyBadShards``, naming the shards' errors), so the job ends failed where no
+  launcher waits for it to read the summary (Dataflow); the local launcher reads the summary
+  and sets the exit code instead.
   """
 
   def __init__(self, output: str, max_bad_shards: int, run: dict | None = None,
                resubmit_schema: str | None = None, output_dirs=OUTPUT_DIRS,
-               resubmit_schema_text: str | None = None):
+               resubmit_schema_text: str | None = None, fail_job: bool = False):
     super().__init__()
     self.uri = FileSystems.join(output, SUMMARY)
     self._max_bad_shards = max_bad_shards
@@ -420,6 +446,7 @@ class WriteSummary(beam.PTransform):
     self._resubmit_schema = resubmit_schema
     self._output_dirs = tuple(output_dirs)  # the directories whose leftovers go
     self._resubmit_schema_text = resubmit_schema_text
+    self._fail_job = fail_job
 
   def expand(self, inputs):
     parts = [
@@ -439,4 +466,5 @@ class WriteSummary(beam.PTransform):
             | 'CollectRun' >> beam.CombineGlobally(CollectRun()).without_defaults()
             | 'WriteSummaryJson' >> beam.Map(
                 _write_summary, self.uri, self._max_bad_shards, self._run,
-                self._resubmit_schema, self._output_dirs, self._resubmit_schema_text))
+                self._resubmit_schema, self._output_dirs, self._resubmit_schema_text,
+                self._fail_job))
