@@ -83,7 +83,8 @@ class PredjoinOptions(PipelineOptions):
         help='URI of the input\'s Amazon ML .schema file, for every shard; default: the '
         '<input>.schema or <prefix>/.schema beside each input. It names the columns of an '
         'input without a header, types them (NUMERIC -> double, BINARY -> boolean, others '
-        'string) and names the rowId and target attributes the alignment checks use.')
+        'string; the rowId attribute stays a string) and names the rowId and target '
+        'attributes the alignment checks use.')
     inputs.add_argument(
         '--data_rearrangement', default=None, metavar='JSON',
         help='The datasource\'s DataRearrangement, e.g. {"splitting":{"percentBegin":70,'

@@ -59,9 +59,10 @@ def test_schema_differences_are_each_named():
   problems = bq.schema_differences(existing, wanted)
   assert any(p.startswith('x: the table has no such column') for p in problems)
   assert any(p.startswith('best_score: the table has STRING/NULLABLE') for p in problems)
+  assert any(p.startswith('scores.label:') for p in problems)
   assert any(p.startswith('scores.score:') for p in problems)
   assert any(p.startswith('must_have: REQUIRED') for p in problems)
-  assert len(problems) == 4
+  assert len(problems) == 5
 
 
 def test_rows_turn_null_lists_into_empty_ones():
