@@ -101,18 +101,38 @@ def one_worker_process(options: PipelineOptions) -> bool:
 
 
 def check_table(opts: PredjoinOptions, schema, client=None) -> None:
-  """Before an append: the existing table must take the records. Raises LaunchError."""
+  """Before a replace or an append: the existing table must take the records. Raises
+  LaunchError."""
   table = bigquery.parse_table(opts.bigquery_table)
   try:
-    differences = bigquery.check_existing_table(table, layout.bigquery_schema(schema), client)
+    differences = bigquery.check_existing_table(table, layout.bigquery_schema(schema), client,
+                                                layout.never_null(schema))
   except Exception as e:  # noqa: BLE001  # credentials, permissions, network: say which table
     raise LaunchError(f'cannot read the schema of BigQuery table {table}: {redact(str(e))}') \
         from None
   if differences:
     raise LaunchError(
-        f'BigQuery table {table} cannot take these records (--write_disposition append): '
-        + '; '.join(differences) + '. Load into another table, or use --write_disposition '
-        'truncate to replace the table and its schema.')
+        f'BigQuery table {table} cannot take these records (--write_disposition '
+        f'{opts.write_disposition}): ' + '; '.join(differences) + '. Load into another table, '
+        'or use --write_disposition truncate to replace the table and its schema.')
+
+
+def prepare_table(opts: PredjoinOptions, schema, dry_run: bool, client=None):
+  """The run's way into its BigQuery table (``bigquery.TableLoad``). Unless it is a dry run,
+  the table's schema is checked (replace and append) and the run's staging table is created,
+  so a table the records cannot reach stops the launch. Raises LaunchError."""
+  load = bigquery.TableLoad.create(opts.bigquery_table, layout.bigquery_schema(schema),
+                                   opts.write_disposition)
+  if dry_run:
+    return load
+  if opts.write_disposition != 'truncate':
+    check_table(opts, schema, client)
+  try:
+    load.create_staging(client)
+  except Exception as e:  # noqa: BLE001  # a missing dataset, permissions: say which table
+    raise LaunchError(f'cannot create the staging table {load.staging}: {redact(str(e))}') \
+        from None
+  return load
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=None) -> dict:
@@ -124,8 +144,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
       raised before any shard is read.
 
   ``bigquery_client`` (a ``google.cloud.bigquery.Client``) reads an existing table's schema
-  before an append; by default one is made from the environment's credentials. A dry run
-  skips that check.
+  before a replace or an append and creates the run's staging table; by default one is made
+  from the environment's credentials. A dry run does neither.
   """
   opts = validate(options)
   config = StorageConfig.from_options(options)
@@ -149,8 +169,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
   to_table = opts.format == 'bigquery'
-  if to_table and opts.write_disposition == 'append' and not _dry_run(options):
-    check_table(opts, plan.schema, bigquery_client)
+  table_load = prepare_table(opts, plan.schema, _dry_run(options), bigquery_client) \
+      if to_table else None
   output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
   prepare_output(opts.output, output_dirs)  # the launch checks passed: local output directories
   if not _dry_run(options):  # an earlier run's summary would not match the files while this runs
@@ -166,11 +186,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
          | 'Enrich' >> enrich.EnrichPredictions(plan, config, opts.output, rules, policy,
                                                 None if to_table else opts.format))
   sink = {}
-  if to_table:  # record_files: the tables' load jobs
+  if to_table:  # record_files: the jobs that stage the records, which the summary publishes
     sink = {'records': out['records'],
-            'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(
-                opts.bigquery_table, layout.bigquery_schema(plan.schema),
-                opts.write_disposition)}
+            'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(table_load)}
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header_line is not None)
@@ -180,10 +198,11 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
-                                      output_dirs, schema_copy, fail_job)
+                                      output_dirs, schema_copy, fail_job, table_load)
   summary = ({'run_parts': out['run_parts'], **sink}
              | 'WriteSummary' >> write_summary)
-  return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
+  return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan,
+          'table_load': table_load}
 
 
 def _counters(result) -> dict[str, int]:
@@ -312,8 +331,9 @@ def run(argv: list[str] | None = None) -> int:
           f'{redact(str(failure))}', file=sys.stderr)
     return 1
   if opts.format == 'bigquery':
+    published = (summary.get('bigquery') or {}).get('published')
     print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '
-          f'({opts.write_disposition})')
+          f'({opts.write_disposition}; {"published" if published else "unchanged"})')
   else:
     print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
   print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')

@@ -15,7 +15,7 @@ import importlib.metadata
 from apache_beam.options.pipeline_options import PipelineOptions
 
 FORMATS = ('avro', 'parquet', 'jsonl', 'bigquery')
-WRITE_DISPOSITIONS = ('append', 'truncate')
+WRITE_DISPOSITIONS = ('replace', 'append', 'truncate')
 MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression')
 INPUT_HEADER = ('auto', 'true', 'false')
 ON_TYPE_ERROR = ('dead_letter', 'null')
@@ -103,12 +103,14 @@ class PredjoinOptions(PipelineOptions):
     output.add_argument(
         '--bigquery_table', default=None, metavar='PROJECT:DATASET.TABLE',
         help='With --format bigquery: the table to load (or PROJECT.DATASET.TABLE). Created '
-        'when missing, partitioned by load date (daily). Dead letters and the summary still '
-        'go to --output.')
+        'when missing, partitioned by load date (daily) and clustered by '
+        'batch_prediction_id. Dead letters and the summary still go to --output.')
     output.add_argument(
-        '--write_disposition', default='append', choices=WRITE_DISPOSITIONS,
-        help='With --format bigquery: append to the table (its schema must take the records; '
-        'checked at launch) or truncate it (replace its rows and schema).')
+        '--write_disposition', default='replace', choices=WRITE_DISPOSITIONS,
+        help='With --format bigquery: replace the rows of this run\'s batch predictions and '
+        'keep every other row (a re-run replaces its own rows); append the records to the '
+        'table; or truncate the table (replace all its rows and its schema). The table '
+        'changes only when the run succeeds.')
     output.add_argument(
         '--block_rows', type=int, default=65536, metavar='N',
         help='Rows per block passed between transforms (memory per shard scales with it).')

@@ -16,6 +16,7 @@ from apache_beam.runners.runner import PipelineState
 
 from pipelines.enrich import build_pipeline, launch_message, run
 from tests import s3_fixtures as fx
+from transforms import bigquery as bq
 from transforms import layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,27 +61,45 @@ def test_translates_to_a_dataflow_job(fmt):
   assert fn._plan.layout.model_type == 'multiclass'
 
 
-def test_bigquery_format_translates_to_a_dataflow_job_with_avro_file_loads():
+def _unpickled(proto, name):
+  """The DoFn and its extra arguments of the transform ``name`` in the translated job."""
+  transform = next(t for t in proto.components.transforms.values() if t.unique_name == name)
+  return pickler.loads(beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
+                       .do_fn.payload)
+
+
+@pytest.mark.parametrize('disposition', ['replace', 'append', 'truncate'])
+def test_bigquery_format_stages_the_records_and_publishes_them_with_the_summary(disposition):
   result, proto = _translate(dataflow_args(
       'bigquery', '--bigquery_table', 'demo-project:warehouse.predictions',
-      '--write_disposition', 'truncate'))
+      '--write_disposition', disposition))
   assert result.state == PipelineState.DONE
   labels = {t.unique_name for t in proto.components.transforms.values()}
-  assert any(name.startswith('LoadRecords/LoadIntoBigQuery/') for name in labels), labels
+  assert any(name.startswith('LoadRecords/LoadIntoStaging/') for name in labels), labels
   assert not any(name.startswith('WriteRecords') for name in labels)
   assert any(name.startswith('WriteSummary/CountRecords') for name in labels), labels
-  # The summary still goes to --output (and so do the join's dead-letter files).
-  assert any(name.startswith('WriteSummary/WriteSummaryJson') for name in labels), labels
-  # The load's settings reach the job: unpickle the load DoFn that the job would run.
-  load = next(t for t in proto.components.transforms.values() if t.unique_name.endswith(
-      'TriggerLoadJobsWithoutTempTables/ParDo(TriggerLoadJobs)'))
-  fn = pickler.loads(beam_runner_api_pb2.ParDoPayload.FromString(load.spec.payload)
-                     .do_fn.payload)[0]
-  assert (fn.source_format, fn.write_disposition) == ('AVRO', 'WRITE_TRUNCATE')
-  assert fn.additional_bq_parameters == {'timePartitioning': {'type': 'DAY'}}
+  # The summary still goes to --output (and so do the join's dead-letter files), and the same
+  # step publishes the staged records: it carries the run's TableLoad.
+  args = _unpickled(proto, 'WriteSummary/WriteSummaryJson')[1]
+  load = args[-1]
+  assert isinstance(load, bq.TableLoad)
+  assert (load.table, load.disposition) == ('demo-project:warehouse.predictions', disposition)
+  # The load's settings reach the job: into the run's own staging table, appending (a retried
+  # load job reuses its ID), partitioned and clustered like a new table.
+  fn = _unpickled(proto, 'LoadRecords/LoadIntoStaging/BigQueryBatchFileLoads/'
+                  'TriggerLoadJobsWithoutTempTables/ParDo(TriggerLoadJobs)')[0]
+  assert (fn.source_format, fn.write_disposition, fn.create_disposition) == (
+      'AVRO', 'WRITE_APPEND', 'CREATE_IF_NEEDED')
+  assert fn.additional_bq_parameters == {'timePartitioning': {'type': 'DAY'},
+                                         'clustering': {'fields': ['batch_prediction_id']}}
+  destination = _unpickled(proto, 'LoadRecords/LoadIntoStaging/BigQueryBatchFileLoads/'
+                           'AppendDestination')[0]
+  table = destination.destination(None)  # the table of each element: the run's staging table
+  assert f'{table.projectId}:{table.datasetId}.{table.tableId}' == load.staging
   plan = build_pipeline(beam.Pipeline(options=PipelineOptions(dataflow_args('avro'))),
                         PipelineOptions(dataflow_args('avro')))['plan']
-  assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)}
+  assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)} == {'fields': list(
+      load.schema)}
   scores = next(f for f in fn.schema['fields'] if f['name'] == 'scores')
   assert (scores['type'], scores['mode']) == ('RECORD', 'REPEATED')
 

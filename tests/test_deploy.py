@@ -120,7 +120,7 @@ REGEX_EXAMPLES = {
     ['my-project:warehouse.predictions', 'my-project.warehouse.predictions_2025'],
     ['warehouse.predictions', 'my-project:warehouse', 'My-Project:ds.t', 'p:ds.t;drop', ''],
   ),
-  'write_disposition': (['append', 'truncate'], ['APPEND', 'replace', '']),
+  'write_disposition': (['replace', 'append', 'truncate'], ['APPEND', 'merge', '']),
   'model_type': (['auto', 'binary', 'multiclass', 'regression'], ['BINARY', 'multi', '']),
   'cutoff': (['0', '0.5', '.5', '1', '1.0', '0.75'], ['1.5', '-0.1', '0,5', 'half', '2', '']),
   'min_score': (['0.4', '0', '1'], ['1.01', '-1', 'none']),
