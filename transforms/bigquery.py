@@ -217,7 +217,7 @@ class TableLoad:
     job leaves behind does not stay; partitioned and clustered like a new table, which a
     ``truncate`` copies."""
     client = client or _client(self.table)
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     client.create_table(self._table_object(self.staging, now + STAGING_EXPIRES), exists_ok=True)
 
   def publish(self, batch_prediction_ids: list[str], jobs: list[str], expected_rows: int,
