@@ -285,9 +285,11 @@ def launch_message(result, options: PipelineOptions, summary_uri: str) -> str:
 
 
 def _read_summary(uri: str) -> dict | None:
+  """The run's summary, or None when the job failed before it wrote one (or it is unreadable:
+  the job's own error is what the command reports then)."""
   try:
     return json.loads(read_text(uri))
-  except (OSError, ValueError, StorageError):  # the job failed before it wrote one
+  except Exception:  # noqa: BLE001
     return None
 
 
@@ -314,21 +316,25 @@ def run(argv: list[str] | None = None) -> int:
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:
     print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
+  dataflow = 'Dataflow' in runner
   failure = None
   try:
     result = p.run()
-    if 'Dataflow' in runner:  # the launcher returns once the job is handed over
-      print(launch_message(result, options, built['summary_uri']))
-      return 0
-    result.wait_until_finish()
+    if not dataflow:
+      result.wait_until_finish()
   except Exception as e:  # noqa: BLE001  # a job that failed on a runner of its own: say why
-    if local is not None:
+    if local is not None or dataflow:
       raise
     failure = e
+  if dataflow:  # the launcher returns once the job is handed over
+    print(launch_message(result, options, built['summary_uri']))
+    return 0
+  why = '' if failure is None else \
+      f': {type(failure).__name__}: {redact(str(failure).strip().splitlines()[0])}'
   summary = _read_summary(built['summary_uri'])
   if summary is None:
-    print(f'predjoin: error: the job failed before it wrote {built["summary_uri"]}: '
-          f'{redact(str(failure))}', file=sys.stderr)
+    print(f'predjoin: error: the job ended without writing {built["summary_uri"]}{why}',
+          file=sys.stderr)
     return 1
   if opts.format == 'bigquery':
     published = (summary.get('bigquery') or {}).get('published')
@@ -341,11 +347,12 @@ def run(argv: list[str] | None = None) -> int:
   differences = [] if failure is not None else check_counters(summary, _counters(result))
   for line in differences:
     print(f'predjoin: error: {line}', file=sys.stderr)
+  if failure is not None:
+    print(f'predjoin: error: the job failed{why}', file=sys.stderr)
   if not summary['ok'] or differences or failure is not None:
     bad = summary['totals']['bad_shards'] + summary['totals']['bad_manifests']
     print(f'predjoin: {bad} bad shard(s) or manifest(s), --max_bad_shards '
-          f'{summary["max_bad_shards"]}' + ('; the job failed' if failure else ''),
-          file=sys.stderr)
+          f'{summary["max_bad_shards"]}', file=sys.stderr)
     return 1
   return 0
 

@@ -162,10 +162,11 @@ def test_the_command_on_another_runner_says_the_job_failed(bad_bp, tmp_path):
   result = predjoin('--manifest', bad_bp, '--output', out, '--allowed_prefix', f'{tmp_path}/',
                     '--runner', IN_PROCESS_RUNNER)
   assert result.returncode == 1
-  assert 'TooManyBadShards: 1 bad shard(s) or manifest(s), more than --max_bad_shards 0' \
-      in result.stderr
-  assert result.stderr.rstrip().endswith(
-      'predjoin: 1 bad shard(s) or manifest(s), --max_bad_shards 0; the job failed')
+  *_, failed, verdict = result.stderr.rstrip().splitlines()
+  assert failed.startswith('predjoin: error: the job failed: TooManyBadShards: 1 bad shard(s) '
+                           'or manifest(s), more than --max_bad_shards 0 allows (see ')
+  assert 'part-2.csv: row_count_mismatch: ' in failed
+  assert verdict == 'predjoin: 1 bad shard(s) or manifest(s), --max_bad_shards 0'
   assert 'row_count_mismatch' in result.stdout  # the summary, printed
   assert read_summary(out)['ok'] is False
 
