@@ -465,6 +465,23 @@ def test_truncate_copies_the_staging_table_over_the_table_and_keeps_its_expirati
   assert server.tables[TARGET]['schema']['fields'] == _wanted()
   assert server.tables[TARGET].get('expirationTime') is None  # the staging table's was undone
   assert done['published'] and done['job'] == 'demo-project:EU.predjoin_r1_publish'
+  # Retried after the copy, the step finds its copy job and still leaves no expiration.
+  server.tables[TARGET]['expirationTime'] = server.tables[STAGING]['expirationTime']
+  assert load.publish(['bp-1'], [], 5, client)['job'] == done['job']
+  assert len(_posted_jobs(server)) == 2 and len(server.jobs) == 2
+  assert server.tables[TARGET].get('expirationTime') is None
+
+
+def test_the_load_jobs_beam_reports_are_followed_by_their_project_and_location():
+  from apache_beam.io.gcp.internal.clients.bigquery import JobReference
+  for reference, text in [
+      (JobReference(projectId='p-1', jobId='beam_bq_job_LOAD_1', location='EU'),
+       'p-1:EU.beam_bq_job_LOAD_1'),
+      (JobReference(projectId='example.com:p', jobId='beam_bq_job_LOAD_2'),
+       'example.com:p:beam_bq_job_LOAD_2')]:
+    assert bq._describe_job(('p-1:d.t', reference)) == text
+    assert bq._job_reference(text) == (reference.projectId, reference.location,
+                                       reference.jobId)
 
 
 def test_nothing_is_published_when_the_staging_table_does_not_hold_the_runs_rows(bigquery_api):

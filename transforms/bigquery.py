@@ -246,10 +246,6 @@ class TableLoad:
     location = staged.location
     try:
       if self.disposition == 'truncate':
-        try:
-          expires = client.get_table(_standard(self.table)).expires
-        except NotFound:
-          expires = None
         config = bigquery.CopyJobConfig(write_disposition='WRITE_TRUNCATE',
                                         create_disposition='CREATE_IF_NEEDED')
         job = client.copy_table(_standard(self.staging), _standard(self.table),
@@ -273,10 +269,10 @@ class TableLoad:
     except Conflict:  # a retry of this step: the job started before is the publish
       job = client.get_job(self.publish_job_id, location=location)
     job.result()
-    if self.disposition == 'truncate':  # the table keeps its own expiration, not the staging's
+    if self.disposition == 'truncate':  # the table must not expire with the staging table
       copied = client.get_table(_standard(self.table))
-      if copied.expires != expires:
-        copied.expires = expires
+      if copied.expires is not None and copied.expires == staged.expires:
+        copied.expires = None
         client.update_table(copied, ['expires'])
     done['job'] = f'{job.project}:{job.location}.{job.job_id}'
     return done
@@ -320,8 +316,10 @@ class WriteToTable(beam.PTransform):
 
 
 def _describe_job(pair) -> str:
+  """A (destination, JobReference) pair -> ``PROJECT:LOCATION.JOB_ID`` (``PROJECT:JOB_ID``
+  without a location), the form ``TableLoad.publish`` follows."""
   reference = pair[1]
-  project = getattr(reference, 'projectId', None)
-  if project is None:  # not a JobReference: keep what there is
+  if getattr(reference, 'projectId', None) is None:  # not a JobReference: keep what there is
     return str(reference)
-  return f'{project}:{reference.location or ""}.{reference.jobId}'.replace(':.', ':')
+  location = f'{reference.location}.' if reference.location else ''
+  return f'{reference.projectId}:{location}{reference.jobId}'
