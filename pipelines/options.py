@@ -242,7 +242,7 @@ def version() -> str:
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-  """Each option's help ends with its default, when it has one (None and lists have none)."""
+  """Each option's help ends with its default, unless it has none (None, or a flag's False)."""
 
   def _get_help_string(self, action):
     text = action.help or ''
@@ -286,7 +286,6 @@ def command_parser() -> argparse.ArgumentParser:
                       help="show Beam's standard options (runner, Dataflow, workers, ...) and exit")
   PredjoinOptions._add_argparse_args(parser)
   return parser
-
 
 
 class _EveryOption(argparse.ArgumentParser):
