@@ -26,7 +26,8 @@ setuptools.setup(
     name='predjoin',
     version='0.1.0',
     description='Join Amazon ML batch-prediction results to their input rows, typed and checked.',
-    python_requires='>=3.10',
+    # numpy 2.4, polars 2.1 and fastavro 1.13 (deploy/constraints.txt) need 3.11.
+    python_requires='>=3.11',
     packages=['pipelines', 'transforms'],
     install_requires=REQUIRED,
     extras_require={'test': TEST},

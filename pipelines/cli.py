@@ -15,6 +15,9 @@ import sys
 from pipelines import workers
 from pipelines.handover import quiet_grpc
 
+# The arguments that print help or the version and exit (``pipelines.options.command_parser``).
+HELP_ARGUMENTS = ('-h', '--help', '--version', '--help-beam')
+
 
 def warm_up(argv: list[str]) -> None:
   """What each forked worker does while the launcher builds the pipeline: imports what its
@@ -40,6 +43,9 @@ def warm_up(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else argv
+  if any(arg in HELP_ARGUMENTS for arg in argv):  # print and exit before any worker starts
+    from pipelines.options import command_parser
+    command_parser().parse_known_args(argv)
   quiet_grpc()  # before gRPC is imported here and in the workers forked from here
   # Nothing else has started yet: safe to fork.
   pool = workers.prewarm(argv, fork=True, warm_up=functools.partial(warm_up, argv))

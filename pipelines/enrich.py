@@ -23,13 +23,21 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
   DirectOptions,
+  GoogleCloudOptions,
   PipelineOptions,
   StandardOptions,
   TestOptions,
 )
 
 from pipelines import local, workers
-from pipelines.options import Options, OptionsError, PredjoinOptions, validate
+from pipelines.options import (
+  Options,
+  OptionsError,
+  PredjoinOptions,
+  UsageError,
+  check_arguments,
+  validate,
+)
 from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
 from transforms import split as splitting
 from transforms.manifest import manifest_uri, parse_rebase_rules
@@ -93,18 +101,38 @@ def one_worker_process(options: PipelineOptions) -> bool:
 
 
 def check_table(opts: PredjoinOptions, schema, client=None) -> None:
-  """Before an append: the existing table must take the records. Raises LaunchError."""
+  """Before a replace or an append: the existing table must take the records. Raises
+  LaunchError."""
   table = bigquery.parse_table(opts.bigquery_table)
   try:
-    differences = bigquery.check_existing_table(table, layout.bigquery_schema(schema), client)
+    differences = bigquery.check_existing_table(table, layout.bigquery_schema(schema), client,
+                                                layout.never_null(schema))
   except Exception as e:  # noqa: BLE001  # credentials, permissions, network: say which table
     raise LaunchError(f'cannot read the schema of BigQuery table {table}: {redact(str(e))}') \
         from None
   if differences:
     raise LaunchError(
-        f'BigQuery table {table} cannot take these records (--write_disposition append): '
-        + '; '.join(differences) + '. Load into another table, or use --write_disposition '
-        'truncate to replace the table and its schema.')
+        f'BigQuery table {table} cannot take these records (--write_disposition '
+        f'{opts.write_disposition}): ' + '; '.join(differences) + '. Load into another table, '
+        'or use --write_disposition truncate to replace the table and its schema.')
+
+
+def prepare_table(opts: PredjoinOptions, schema, dry_run: bool, client=None):
+  """The run's way into its BigQuery table (``bigquery.TableLoad``). Unless it is a dry run,
+  the table's schema is checked (replace and append) and the run's staging table is created,
+  so a table the records cannot reach stops the launch. Raises LaunchError."""
+  load = bigquery.TableLoad.create(opts.bigquery_table, layout.bigquery_schema(schema),
+                                   opts.write_disposition)
+  if dry_run:
+    return load
+  if opts.write_disposition != 'truncate':
+    check_table(opts, schema, client)
+  try:
+    load.create_staging(client)
+  except Exception as e:  # noqa: BLE001  # a missing dataset, permissions: say which table
+    raise LaunchError(f'cannot create the staging table {load.staging}: {redact(str(e))}') \
+        from None
+  return load
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=None) -> dict:
@@ -116,8 +144,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
       raised before any shard is read.
 
   ``bigquery_client`` (a ``google.cloud.bigquery.Client``) reads an existing table's schema
-  before an append; by default one is made from the environment's credentials. A dry run
-  skips that check.
+  before a replace or an append and creates the run's staging table; by default one is made
+  from the environment's credentials. A dry run does neither.
   """
   opts = validate(options)
   config = StorageConfig.from_options(options)
@@ -141,8 +169,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
   to_table = opts.format == 'bigquery'
-  if to_table and opts.write_disposition == 'append' and not _dry_run(options):
-    check_table(opts, plan.schema, bigquery_client)
+  table_load = prepare_table(opts, plan.schema, _dry_run(options), bigquery_client) \
+      if to_table else None
   output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
   # The launch checks passed: make a local output's directories, and prove the output can be
   # written before any shard is read (a dry run writes nothing).
@@ -160,21 +188,23 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
          | 'Enrich' >> enrich.EnrichPredictions(plan, config, opts.output, rules, policy,
                                                 None if to_table else opts.format))
   sink = {}
-  if to_table:  # record_files: the tables' load jobs
+  if to_table:  # record_files: the jobs that stage the records, which the summary publishes
     sink = {'records': out['records'],
-            'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(
-                opts.bigquery_table, layout.bigquery_schema(plan.schema),
-                opts.write_disposition)}
+            'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(table_load)}
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header.has_header)
+  # No launcher waits for a job on another runner than the local one to read its summary: the
+  # job itself fails when there are too many bad shards.
+  fail_job = options.view_as(StandardOptions).runner not in workers.LOCAL_RUNNERS
   write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
                                       report.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
-                                      output_dirs, schema_copy)
+                                      output_dirs, schema_copy, fail_job, table_load)
   summary = ({'run_parts': out['run_parts'], **sink}
              | 'WriteSummary' >> write_summary)
-  return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan}
+  return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan,
+          'table_load': table_load}
 
 
 def _counters(result) -> dict[str, int]:
@@ -244,44 +274,91 @@ def local_runner(options: PipelineOptions):
 
 
 def _one_line(error: BaseException) -> str:
-  text = ' '.join(str(error).split('\n', 1)[0].split())
-  return text if len(text) <= 600 else text[:597] + '...'
+  """An error's type and the first line of its message, shortened: for the console."""
+  text = ' '.join(str(error).strip().split('\n', 1)[0].split())
+  text = text if len(text) <= 600 else text[:597] + '...'
+  return f'{type(error).__name__}: {text}'
+
+
+def launch_message(result, options: PipelineOptions, summary_uri: str) -> str:
+  """What the launcher says once a Dataflow run is handed over: the job it submitted, or, for a
+  Flex Template launch (``--template_location``), the job file the Dataflow service then starts
+  the job from. Such a run submits no job itself: its result has none."""
+  template = options.view_as(GoogleCloudOptions).template_location
+  if template:
+    return (f'wrote the Dataflow job to {template}; the Dataflow service runs it, and the job '
+            f'writes {summary_uri} when it is done')
+  job = result.job_id() if getattr(result, 'has_job', False) else None  # a dry run has none
+  return (f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
+          f'{summary_uri} when it is done')
+
+
+def _read_summary(uri: str) -> dict | None:
+  """The run's summary, or None when the job failed before it wrote one (or it is unreadable:
+  the job's own error is what the command reports then)."""
+  try:
+    return json.loads(read_text(uri))
+  except Exception:  # noqa: BLE001
+    return None
 
 
 def run(argv: list[str] | None = None) -> int:
-  """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage)."""
+  """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage).
+
+  On Dataflow it returns once the job is submitted. On the local runner it waits, prints the
+  summary and decides the exit code; on any other runner the job itself fails when the bad
+  shards exceed ``--max_bad_shards`` (``enrich.WriteSummary``), and the command says why.
+  """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    check_arguments(argv)
+  except UsageError as e:
+    print(f'predjoin: error: {e}', file=sys.stderr)
+    return 2
   options = Options(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
-  p = beam.Pipeline(runner=local_runner(options), options=options)
+  local = local_runner(options)
+  p = beam.Pipeline(runner=local, options=options)
   try:
     built = build_pipeline(p, options)
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:
     print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
+  dataflow = 'Dataflow' in runner
+  failure = None
   try:
     result = p.run()
-    if 'Dataflow' in runner:  # the launcher returns once the job is submitted
-      job = getattr(result, 'job_id', lambda: None)()
-      print(f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
-            f'{built["summary_uri"]} when it is done')
-      return 0
-    result.wait_until_finish()
+    if not dataflow:
+      result.wait_until_finish()
   except Exception as e:  # noqa: BLE001  # the runner logged the worker's traceback already
-    print(f'predjoin: error: the job failed: {redact(_one_line(e))}', file=sys.stderr)
+    if dataflow:  # the job could not be submitted: Beam's own error says why
+      raise
+    failure = e
+  if dataflow:  # the launcher returns once the job is handed over
+    print(launch_message(result, options, built['summary_uri']))
+    return 0
+  why = '' if failure is None else f': {redact(_one_line(failure))}'
+  summary = _read_summary(built['summary_uri'])
+  if summary is None:
+    print(f'predjoin: error: the job failed{why}' if failure is not None else
+          f'predjoin: error: the job ended without writing {built["summary_uri"]}',
+          file=sys.stderr)
     return 1
-  summary = json.loads(read_text(built['summary_uri']))
   if opts.format == 'bigquery':
+    published = (summary.get('bigquery') or {}).get('published')
     print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '
-          f'({opts.write_disposition})')
+          f'({opts.write_disposition}; {"published" if published else "unchanged"})')
   else:
     print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
   print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
   print(format_summary(summary, built['summary_uri']))
-  differences = check_counters(summary, _counters(result))
+  differences = [] if failure is not None else check_counters(summary, _counters(result))
   for line in differences:
     print(f'predjoin: error: {line}', file=sys.stderr)
-  if not summary['ok'] or differences:
+  if failure is not None:
+    print(f'predjoin: error: the job failed{why}', file=sys.stderr)
+  if not summary['ok'] or differences or failure is not None:
     bad = summary['totals']['bad_shards'] + summary['totals']['bad_manifests']
     print(f'predjoin: {bad} bad shard(s) or manifest(s), --max_bad_shards '
           f'{summary["max_bad_shards"]}', file=sys.stderr)

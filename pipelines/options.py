@@ -1,17 +1,21 @@
 """predjoin's job parameters: one PipelineOptions subclass, validated before construction.
 
 Every name declared here is also declared in ``deploy/metadata.json`` (a test compares them).
-Standard Beam options (``--runner``, ``--direct_num_workers``, ``--project``, ...) pass through.
+Standard Beam options (``--runner``, ``--direct_num_workers``, ``--project``, ...) pass through;
+an argument that neither predjoin nor Beam declares is a usage error (``check_arguments``).
+The ``predjoin`` command's help (``command_parser``) is built from the same declarations.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib.metadata
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 FORMATS = ('avro', 'parquet', 'jsonl', 'bigquery')
-WRITE_DISPOSITIONS = ('append', 'truncate')
+WRITE_DISPOSITIONS = ('replace', 'append', 'truncate')
 MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression')
 INPUT_HEADER = ('auto', 'true', 'false')
 ON_TYPE_ERROR = ('dead_letter', 'null')
@@ -19,6 +23,10 @@ ON_TYPE_ERROR = ('dead_letter', 'null')
 
 class OptionsError(ValueError):
   """A combination of options that cannot run; the message says which and why."""
+
+
+class UsageError(ValueError):
+  """An argument the command cannot take (unknown, or a value its option refuses)."""
 
 
 def _probability(text: str) -> float:
@@ -49,90 +57,108 @@ def _rebase(text: str) -> str:
 
 
 class PredjoinOptions(PipelineOptions):
-  """Options of the predjoin enrichment job."""
+  """Options of the predjoin enrichment job, in the groups ``predjoin --help`` shows them in."""
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument(
-        '--manifest', action='append', default=None,
+    inputs = parser.add_argument_group(
+        'input', 'Which batch prediction to read: --manifest, or --output_location with '
+        '--batch_prediction_id.')
+    inputs.add_argument(
+        '--manifest', action='append', default=None, metavar='URI',
         help='URI of a batch-prediction manifest, or a glob of them. Repeatable.')
-    parser.add_argument(
-        '--output_location', default=None,
+    inputs.add_argument(
+        '--output_location', default=None, metavar='URI',
         help='The batch prediction\'s OutputUri (e.g. s3://bucket/output/); with '
         '--batch_prediction_id locates <output_location>batch-prediction/<id>.manifest.')
-    parser.add_argument(
-        '--batch_prediction_id', default=None,
+    inputs.add_argument(
+        '--batch_prediction_id', default=None, metavar='ID',
         help='The batch prediction\'s ID, used with --output_location.')
-    parser.add_argument(
-        '--output', default=None,
-        help='Output prefix: records/, dead_letter/ and summary.json are written under it.')
-    parser.add_argument(
-        '--format', default='avro', choices=FORMATS,
-        help='Format of the enriched records (default avro); bigquery loads them into '
-        '--bigquery_table instead of writing files under records/.')
-    parser.add_argument(
-        '--bigquery_table', default=None,
-        help='With --format bigquery: the table to load, PROJECT:DATASET.TABLE (or '
-        'PROJECT.DATASET.TABLE). Created when missing, partitioned by load date (daily). Dead '
-        'letters and the summary still go to --output.')
-    parser.add_argument(
-        '--write_disposition', default='append', choices=WRITE_DISPOSITIONS,
-        help='With --format bigquery: append to the table (its schema must take the records; '
-        'checked at launch) or truncate it (replace its rows and schema). Default append.')
-    parser.add_argument(
-        '--model_type', default='auto', choices=MODEL_TYPES,
-        help='Model type; auto reads it from the result header.')
-    parser.add_argument(
-        '--cutoff', type=_probability, default=0.5,
-        help='Binary models: best_answer is 1 when score >= cutoff (default 0.5).')
-    parser.add_argument(
-        '--min_score', type=_probability, default=None,
-        help='Multiclass models: a best score below this gives best_answer null (unknown).')
-    parser.add_argument(
+    inputs.add_argument(
         '--input_header', default='auto', choices=INPUT_HEADER,
         help='Whether input shards start with a header line; auto reads the .schema file '
         'beside the input, else compares the input and result line counts, else sniffs.')
-    parser.add_argument(
-        '--max_bad_shards', type=_non_negative_int, default=0,
-        help='How many shards (or manifests) may fail before the command exits non-zero.')
-    parser.add_argument(
-        '--rebase_uri', action='append', default=None, type=_rebase,
-        help='FROM=TO: read a URI the manifest names as FROM... from TO... instead, e.g. '
-        'after copying a batch prediction from S3 to GCS. Repeatable. A TO prefix is trusted '
-        'like an --allowed_prefix.')
-    parser.add_argument(
-        '--allowed_prefix', action='append', default=None,
+    inputs.add_argument(
+        '--schema', default=None, metavar='URI',
+        help='URI of the input\'s Amazon ML .schema file, for every shard; default: the '
+        '<input>.schema or <prefix>/.schema beside each input. It names the columns of an '
+        'input without a header, types them (NUMERIC -> double, BINARY -> boolean, others '
+        'string; the rowId attribute stays a string) and names the rowId and target '
+        'attributes the alignment checks use.')
+    inputs.add_argument(
+        '--data_rearrangement', default=None, metavar='JSON',
+        help='The datasource\'s DataRearrangement, e.g. {"splitting":{"percentBegin":70,'
+        '"percentEnd":100}}: the result answers only that sequential slice of the inputs; the '
+        'other rows become records with status not_predicted. Random splitting is refused.')
+
+    output = parser.add_argument_group('output', 'Where and how the records are written.')
+    output.add_argument(
+        '--output', default=None, metavar='PREFIX',
+        help='Output prefix (required): records/, dead_letter/, resubmit/ and summary.json '
+        'are written under it.')
+    output.add_argument(
+        '--format', default='avro', choices=FORMATS,
+        help='Format of the enriched records; bigquery loads them into --bigquery_table '
+        'instead of writing files under records/.')
+    output.add_argument(
+        '--bigquery_table', default=None, metavar='PROJECT:DATASET.TABLE',
+        help='With --format bigquery: the table to load (or PROJECT.DATASET.TABLE). Created '
+        'when missing, partitioned by load date (daily) and clustered by '
+        'batch_prediction_id. Dead letters and the summary still go to --output.')
+    output.add_argument(
+        '--write_disposition', default='replace', choices=WRITE_DISPOSITIONS,
+        help='With --format bigquery: replace the rows of this run\'s batch predictions and '
+        'keep every other row (a re-run replaces its own rows); append the records to the '
+        'table; or truncate the table (replace all its rows and its schema). The table '
+        'changes only when the run succeeds.')
+    output.add_argument(
+        '--block_rows', type=int, default=65536, metavar='N',
+        help='Rows per block passed between transforms (memory per shard scales with it).')
+
+    model = parser.add_argument_group('model', 'How the predictions are read.')
+    model.add_argument(
+        '--model_type', default='auto', choices=MODEL_TYPES,
+        help='Model type; auto reads it from the result header.')
+    model.add_argument(
+        '--cutoff', type=_probability, default=0.5, metavar='FLOAT',
+        help='Binary models: best_answer is 1 when score >= cutoff.')
+    model.add_argument(
+        '--min_score', type=_probability, default=None, metavar='FLOAT',
+        help='Multiclass models: a best score below this gives best_answer null (unknown).')
+    model.add_argument(
+        '--top_k', type=_positive_int, default=None, metavar='N',
+        help='Multiclass models: also write top_labels, the N best labels, best first.')
+
+    verification = parser.add_argument_group(
+        'verification', 'What counts as a failed run, and what the run is checked against.')
+    verification.add_argument(
+        '--max_bad_shards', type=_non_negative_int, default=0, metavar='N',
+        help='How many shards (or manifests) may fail before the run fails: the command '
+        'exits 1, and a job on Dataflow (or any runner but the local one) ends failed.')
+    verification.add_argument(
+        '--on_type_error', default='dead_letter', choices=ON_TYPE_ERROR,
+        help='What to do with a value that does not fit its column\'s type: dead_letter '
+        'sends its row to the dead letter (reason type_error); null makes it null and counts '
+        'it.')
+    verification.add_argument(
+        '--service_record', action='append', default=None, metavar='JSON_OR_URI',
+        help='The GetBatchPrediction (and optionally GetMLModel) response saved as JSON, '
+        'inline or as a URI; the summary compares TotalRecordCount, InvalidRecordCount, the '
+        'model type and ScoreThreshold with what was read. Repeatable.')
+
+    access = parser.add_argument_group(
+        'access', 'Which URIs a manifest may name, and where they are read from.')
+    access.add_argument(
+        '--allowed_prefix', action='append', default=None, metavar='PREFIX',
         help='A prefix (s3://bucket/path/, gs://bucket/path/ or a local directory) the '
         'manifests may name inputs and results under, besides the manifest\'s own bucket (or, '
         'for a local manifest, its own directory). A manifest naming anything else is refused '
         'before it is read. Repeatable.')
-    parser.add_argument(
-        '--schema', default=None,
-        help='URI of the input\'s Amazon ML .schema file, for every shard; default: the '
-        '<input>.schema or <prefix>/.schema beside each input. It names the columns of an '
-        'input without a header, types them (NUMERIC -> double, BINARY -> boolean, others '
-        'string) and names the rowId and target attributes the alignment checks use.')
-    parser.add_argument(
-        '--on_type_error', default='dead_letter', choices=ON_TYPE_ERROR,
-        help='What to do with a value that does not fit its column\'s type: dead_letter '
-        'sends its row to the dead letter (reason type_error); null makes it null and counts '
-        'it (default dead_letter).')
-    parser.add_argument(
-        '--data_rearrangement', default=None,
-        help='The datasource\'s DataRearrangement, e.g. {"splitting":{"percentBegin":70,'
-        '"percentEnd":100}}: the result answers only that sequential slice of the inputs; the '
-        'other rows become records with status not_predicted. Random splitting is refused.')
-    parser.add_argument(
-        '--top_k', type=_positive_int, default=None,
-        help='Multiclass models: also write top_labels, the N best labels, best first.')
-    parser.add_argument(
-        '--service_record', action='append', default=None,
-        help='The GetBatchPrediction (and optionally GetMLModel) response saved as JSON, '
-        'inline or as a URI; the summary compares TotalRecordCount, InvalidRecordCount, the '
-        'model type and ScoreThreshold with what was read. Repeatable.')
-    parser.add_argument(
-        '--block_rows', type=int, default=65536,
-        help='Rows per block passed between transforms (memory per shard scales with it).')
+    access.add_argument(
+        '--rebase_uri', action='append', default=None, type=_rebase, metavar='FROM=TO',
+        help='Read a URI the manifest names as FROM... from TO... instead, e.g. after '
+        'copying a batch prediction from S3 to GCS. Repeatable. A TO prefix is trusted like '
+        'an --allowed_prefix.')
 
 
 class Options(PipelineOptions):
@@ -188,3 +214,127 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
     except SplitError as e:
       raise OptionsError(str(e)) from None
   return opts
+
+
+# The predjoin command's help ------------------------------------------------------------------
+
+USAGE = ('predjoin (--manifest URI | --output_location URI --batch_prediction_id ID) '
+         '--output PREFIX [option ...] [Beam option ...]')
+DESCRIPTION = """\
+Joins Amazon ML batch-prediction results to their input rows and writes enriched, typed
+records (Avro, Parquet, JSON Lines under --output), or loads them into BigQuery."""
+EPILOG = """\
+Beam's standard options pass through to Beam: --runner (default DirectRunner), --project,
+--region, --temp_location, --direct_num_workers, --direct_running_mode, --s3_endpoint_url, ...
+`predjoin --help-beam` lists every one. An argument that is neither a predjoin option nor a
+Beam option is a usage error.
+
+Exit codes (local runners): 0 ok; 1 more bad shards than --max_bad_shards, or the outputs do
+not account for every input row; 2 usage error."""
+
+
+def version() -> str:
+  """The installed predjoin distribution's version."""
+  try:
+    return importlib.metadata.version('predjoin')
+  except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+    return 'unknown (not installed)'
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """Each option's help ends with its default, unless it has none (None, or a flag's False)."""
+
+  def _get_help_string(self, action):
+    text = action.help or ''
+    default = action.default
+    if (action.option_strings and '%(default)' not in text
+        and not any(default is none for none in (None, argparse.SUPPRESS, False))):
+      text += ' (default: %(default)s)'
+    return text
+
+
+class _BeamHelp(argparse.Action):
+  """``--help-beam``: the options of Beam's own PipelineOptions classes, one group per class."""
+
+  def __init__(self, option_strings, dest, **kwargs):
+    super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    beam_help = argparse.ArgumentParser(
+        prog='predjoin', usage='predjoin [predjoin option ...] [Beam option ...]',
+        description="Beam's standard options, which predjoin passes to Beam (predjoin --help "
+        "lists predjoin's own).", formatter_class=_HelpFormatter, add_help=False,
+        allow_abbrev=False)
+    for cls in _option_classes():
+      if cls is not PredjoinOptions:
+        group = beam_help.add_argument_group(cls.__name__)
+        group.add_value_provider_argument = group.add_argument  # see _EveryOption
+        cls._add_argparse_args(group)
+    beam_help.print_help()
+    parser.exit()
+
+
+def command_parser() -> argparse.ArgumentParser:
+  """The ``predjoin`` command's parser: predjoin's options in their groups, with their defaults
+  and choices, ``--version`` and ``--help-beam``. It serves ``--help``; the job itself reads its
+  options through ``PredjoinOptions``, from the same declarations."""
+  parser = argparse.ArgumentParser(
+      prog='predjoin', usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
+      formatter_class=_HelpFormatter, allow_abbrev=False)
+  parser.add_argument('--version', action='version', version=f'%(prog)s {version()}')
+  parser.add_argument('--help-beam', action=_BeamHelp,
+                      help="show Beam's standard options (runner, Dataflow, workers, ...) and exit")
+  PredjoinOptions._add_argparse_args(parser)
+  return parser
+
+
+class _EveryOption(argparse.ArgumentParser):
+  """A parser of the arguments of every registered PipelineOptions class, as Beam builds its own
+  (``PipelineOptions.get_all_options``): Beam's standard options and predjoin's."""
+
+  def add_value_provider_argument(self, *args, **kwargs):
+    # Beam's parser wraps such a value in a ValueProvider; the check needs its name and type only.
+    self.add_argument(*args, **kwargs)
+
+  def error(self, message):
+    raise UsageError(message)
+
+
+def _option_classes() -> list[type[PipelineOptions]]:
+  """Every registered PipelineOptions class, as Beam's parser takes them (one per name)."""
+  return list({str(cls): cls for cls in PipelineOptions.__subclasses__()}.values())
+
+
+def _every_option() -> _EveryOption:
+  parser = _EveryOption(prog='predjoin', add_help=False, allow_abbrev=False)
+  for cls in _option_classes():
+    cls._add_argparse_args(parser)
+  return parser
+
+
+def check_arguments(argv: list[str]) -> None:
+  """Refuses an argument that neither predjoin nor Beam declares, and a value its option refuses.
+
+  Beam's own parsing drops an argument it does not know with a warning in the log ("Discarding
+  unparseable args"), so a mistyped ``--cuttoff 0.9`` would run with the default cut-off. The
+  options of every PipelineOptions class count, Beam's included, so the options the Flex
+  Template launcher adds (``--template_location``, ``--sdk_container_image``, ``--labels``,
+  ...) pass.
+
+  Raises:
+    UsageError: naming the argument and, for an unknown one, the closest option name.
+  """
+  parser = _every_option()
+  _, unknown = parser.parse_known_args(argv)
+  if not unknown:
+    return
+  arg = unknown[0]
+  if not arg.startswith('-'):
+    raise UsageError(f'unrecognized argument {arg!r} (every option is --name=value or --name '
+                     'value)')
+  name = arg.split('=', 1)[0]
+  known = [s for action in parser._actions for s in action.option_strings]
+  close = difflib.get_close_matches(name, known, n=1)
+  hint = f'; did you mean {close[0]}?' if close else ''
+  raise UsageError(f'unrecognized argument {name}{hint} (predjoin --help lists predjoin\'s '
+                   'options, predjoin --help-beam Beam\'s)')

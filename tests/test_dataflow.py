@@ -1,6 +1,11 @@
-"""The job translates to a Dataflow job: DataflowRunner's dry run, no credentials, no network."""
+"""The job translates to a Dataflow job: DataflowRunner's dry run, no credentials, no network; and a
+Flex Template launch, run as the launcher runs it, writes the job to a GCS emulator on loopback."""
 
+import json
 import os
+import re
+import subprocess
+import sys
 
 import apache_beam as beam
 import pytest
@@ -9,7 +14,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.runner import PipelineState
 
-from pipelines.enrich import build_pipeline, run
+from pipelines.enrich import build_pipeline, launch_message, run
+from tests import s3_fixtures as fx
+from transforms import bigquery as bq
 from transforms import layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,27 +61,45 @@ def test_translates_to_a_dataflow_job(fmt):
   assert fn._plan.layout.model_type == 'multiclass'
 
 
-def test_bigquery_format_translates_to_a_dataflow_job_with_avro_file_loads():
+def _unpickled(proto, name):
+  """The DoFn and its extra arguments of the transform ``name`` in the translated job."""
+  transform = next(t for t in proto.components.transforms.values() if t.unique_name == name)
+  return pickler.loads(beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
+                       .do_fn.payload)
+
+
+@pytest.mark.parametrize('disposition', ['replace', 'append', 'truncate'])
+def test_bigquery_format_stages_the_records_and_publishes_them_with_the_summary(disposition):
   result, proto = _translate(dataflow_args(
       'bigquery', '--bigquery_table', 'demo-project:warehouse.predictions',
-      '--write_disposition', 'truncate'))
+      '--write_disposition', disposition))
   assert result.state == PipelineState.DONE
   labels = {t.unique_name for t in proto.components.transforms.values()}
-  assert any(name.startswith('LoadRecords/LoadIntoBigQuery/') for name in labels), labels
+  assert any(name.startswith('LoadRecords/LoadIntoStaging/') for name in labels), labels
   assert not any(name.startswith('WriteRecords') for name in labels)
   assert any(name.startswith('WriteSummary/CountRecords') for name in labels), labels
-  # The summary still goes to --output (and so do the join's dead-letter files).
-  assert any(name.startswith('WriteSummary/WriteSummaryJson') for name in labels), labels
-  # The load's settings reach the job: unpickle the load DoFn that the job would run.
-  load = next(t for t in proto.components.transforms.values() if t.unique_name.endswith(
-      'TriggerLoadJobsWithoutTempTables/ParDo(TriggerLoadJobs)'))
-  fn = pickler.loads(beam_runner_api_pb2.ParDoPayload.FromString(load.spec.payload)
-                     .do_fn.payload)[0]
-  assert (fn.source_format, fn.write_disposition) == ('AVRO', 'WRITE_TRUNCATE')
-  assert fn.additional_bq_parameters == {'timePartitioning': {'type': 'DAY'}}
+  # The summary still goes to --output (and so do the join's dead-letter files), and the same
+  # step publishes the staged records: it carries the run's TableLoad.
+  args = _unpickled(proto, 'WriteSummary/WriteSummaryJson')[1]
+  load = args[-1]
+  assert isinstance(load, bq.TableLoad)
+  assert (load.table, load.disposition) == ('demo-project:warehouse.predictions', disposition)
+  # The load's settings reach the job: into the run's own staging table, appending (a retried
+  # load job reuses its ID), partitioned and clustered like a new table.
+  fn = _unpickled(proto, 'LoadRecords/LoadIntoStaging/BigQueryBatchFileLoads/'
+                  'TriggerLoadJobsWithoutTempTables/ParDo(TriggerLoadJobs)')[0]
+  assert (fn.source_format, fn.write_disposition, fn.create_disposition) == (
+      'AVRO', 'WRITE_APPEND', 'CREATE_IF_NEEDED')
+  assert fn.additional_bq_parameters == {'timePartitioning': {'type': 'DAY'},
+                                         'clustering': {'fields': ['batch_prediction_id']}}
+  destination = _unpickled(proto, 'LoadRecords/LoadIntoStaging/BigQueryBatchFileLoads/'
+                           'AppendDestination')[0]
+  table = destination.destination(None)  # the table of each element: the run's staging table
+  assert f'{table.projectId}:{table.datasetId}.{table.tableId}' == load.staging
   plan = build_pipeline(beam.Pipeline(options=PipelineOptions(dataflow_args('avro'))),
                         PipelineOptions(dataflow_args('avro')))['plan']
-  assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)}
+  assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)} == {'fields': list(
+      load.schema)}
   scores = next(f for f in fn.schema['fields'] if f['name'] == 'scores')
   assert (scores['type'], scores['mode']) == ('RECORD', 'REPEATED')
 
@@ -85,3 +110,91 @@ def test_the_launcher_returns_once_the_job_is_submitted(capsys):
   out = capsys.readouterr().out
   assert 'submitted to Dataflow' in out and 'gs://demo-bucket/enriched/summary.json' in out
   assert 'rows in' not in out
+
+
+# A Flex Template launch, run as the launcher runs it, against a GCS emulator on loopback ---------
+
+# The arguments the Flex Template launcher adds to the template's parameters: the launch
+# request's environment, as Beam options (the launcher writes the job to template_location and
+# the Dataflow service starts it from there).
+LAUNCH_ID = '2025-01-01_06_00_00-1234567890'
+LAUNCHER_ARGS = [
+    '--runner=DataflowRunner', '--project=demo-project', '--region=europe-west1',
+    '--job_name=predjoin-daily-20250101-060000',
+    '--temp_location=gs://flex-staging/tmp', '--staging_location=gs://flex-staging/staging',
+    f'--template_location=gs://flex-staging/staging/template_launches/{LAUNCH_ID}/job_object',
+    '--sdk_container_image=europe-west1-docker.pkg.dev/demo-project/predjoin/predjoin:1',
+    '--service_account_email=predjoin-worker@demo-project.iam.gserviceaccount.com',
+    '--labels={"goog-dataflow-provided-template-type":"flex"}',
+    '--max_num_workers=10', '--num_workers=1', '--machine_type=n2-standard-2',
+    '--autoscaling_algorithm=THROUGHPUT_BASED', '--disk_size_gb=50', '--no_use_public_ips',
+    '--network=default', '--subnetwork=regions/europe-west1/subnetworks/default',
+    '--worker_region=europe-west1', '--dataflow_kms_key=projects/p/locations/l/keyRings/r/'
+    'cryptoKeys/k', '--experiments=shuffle_mode=service', '--dataflow_service_options=x',
+    '--flexrs_goal=COST_OPTIMIZED',
+]
+
+
+@pytest.fixture
+def gcs(tmp_path):
+  emulator = fx.GcsEmulator(str(tmp_path))
+  client = emulator.client()
+  samples = client.create_bucket('predjoin-samples')
+  for dirpath, _, files in os.walk(SAMPLES):
+    for name in files:
+      if not name.endswith('.py'):
+        path = os.path.join(dirpath, name)
+        samples.blob(os.path.relpath(path, SAMPLES)).upload_from_filename(path)
+  client.create_bucket('flex-staging')
+  client.create_bucket('flex-out')
+  yield emulator
+  emulator.stop()
+
+
+def test_a_flex_template_launch_writes_the_job_and_exits_0(gcs):
+  parameters = ['--output_location=gs://predjoin-samples/output/',
+                '--batch_prediction_id=bp-sample-multiclass',
+                '--rebase_uri=s3://predjoin-samples/=gs://predjoin-samples/',
+                '--output=gs://flex-out/bp-sample-multiclass/', '--format=parquet']
+  launch = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'deploy', 'flex_main.py'), *LAUNCHER_ARGS,
+       *parameters], cwd=ROOT, env=fx.aws_env(gcs.env()), capture_output=True, text=True,
+      timeout=150)
+  assert launch.returncode == 0, launch.stderr
+  assert 'Traceback' not in launch.stderr
+  # What the command prints reaches the launcher's log, though the process ends with os._exit.
+  job_uri = f'gs://flex-staging/staging/template_launches/{LAUNCH_ID}/job_object'
+  assert f'wrote the Dataflow job to {job_uri}' in launch.stdout
+  assert 'gs://flex-out/bp-sample-multiclass/summary.json' in launch.stdout
+  client = gcs.client()
+  job = json.loads(client.bucket('flex-staging').blob(
+      f'staging/template_launches/{LAUNCH_ID}/job_object').download_as_bytes())
+  assert (job['name'], job['type']) == ('predjoin-daily-20250101-060000', 'JOB_TYPE_BATCH')
+  options = job['environment']['sdkPipelineOptions']['options']
+  assert (options['output'], options['format']) == ('gs://flex-out/bp-sample-multiclass/',
+                                                    'parquet')
+  [pool] = job['environment']['workerPools']
+  assert pool['workerHarnessContainerImage'] == LAUNCHER_ARGS[7].split('=', 1)[1]
+  # The job's pipeline, staged beside it, holds predjoin's steps.
+  [staged] = {m for m in re.findall(r'gs://flex-staging/[^"]*/pipeline\.pb', json.dumps(job))}
+  proto = beam_runner_api_pb2.Pipeline.FromString(client.bucket('flex-staging').blob(
+      staged[len('gs://flex-staging/'):]).download_as_bytes())
+  labels = {t.unique_name for t in proto.components.transforms.values()}
+  assert {'Enrich/JoinShards', 'WriteSummary/WriteSummaryJson'} <= labels, labels
+  # The launch read the manifest and a shard's headers, and wrote nothing under the output.
+  assert not list(client.list_blobs('flex-out'))
+
+
+def test_the_launch_message_names_the_template_file_or_the_job():
+  options = PipelineOptions(['--template_location=gs://b/job_object'])
+  assert launch_message(None, options, 'gs://o/summary.json').startswith(
+      'wrote the Dataflow job to gs://b/job_object;')
+
+  class Submitted:
+    has_job = True
+
+    def job_id(self):
+      return '2025-01-01_00_00_00-1'
+
+  message = launch_message(Submitted(), PipelineOptions([]), 'gs://o/summary.json')
+  assert message.startswith('submitted to Dataflow as job 2025-01-01_00_00_00-1;')

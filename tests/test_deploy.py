@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime
 import functools
 import importlib
 import importlib.metadata
@@ -29,7 +30,9 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from pipelines.options import PredjoinOptions
 
@@ -120,7 +123,7 @@ REGEX_EXAMPLES = {
     ['my-project:warehouse.predictions', 'my-project.warehouse.predictions_2025'],
     ['warehouse.predictions', 'my-project:warehouse', 'My-Project:ds.t', 'p:ds.t;drop', ''],
   ),
-  'write_disposition': (['append', 'truncate'], ['APPEND', 'replace', '']),
+  'write_disposition': (['replace', 'append', 'truncate'], ['APPEND', 'merge', '']),
   'model_type': (['auto', 'binary', 'multiclass', 'regression'], ['BINARY', 'multi', '']),
   'cutoff': (['0', '0.5', '.5', '1', '1.0', '0.75'], ['1.5', '-0.1', '0,5', 'half', '2', '']),
   'min_score': (['0.4', '0', '1'], ['1.01', '-1', 'none']),
@@ -298,16 +301,39 @@ def dag_tree() -> ast.Module:
   return ast.parse(path.read_text(), str(path))
 
 
-def dag_parameters() -> dict:
-  for node in ast.walk(dag_tree()):
-    if (
+# The DAG's own definitions that need no Airflow: the date rule and the job's parameters.
+DAG_PLAIN_NAMES = ('run_date', 'RUN_DATE', 'PARAMETERS')
+
+
+def dag_namespace() -> dict:
+  """``run_date``, ``RUN_DATE`` and ``PARAMETERS`` as airflow_dag.py defines them (Airflow is not
+  installed here: only those definitions, and the standard modules they use, are run)."""
+  tree = dag_tree()
+  nodes = [
+    node
+    for node in tree.body
+    if (isinstance(node, ast.FunctionDef) and node.name in DAG_PLAIN_NAMES)
+    or (
       isinstance(node, ast.Assign)
-      and len(node.targets) == 1
-      and isinstance(node.targets[0], ast.Name)
-      and node.targets[0].id == 'PARAMETERS'
-    ):
-      return ast.literal_eval(node.value)
-  raise AssertionError('airflow_dag.py has no PARAMETERS = {...} dict')
+      and [getattr(t, 'id', None) for t in node.targets] in ([n] for n in DAG_PLAIN_NAMES)
+    )
+    or (isinstance(node, ast.Import) and [a.name for a in node.names] == ['datetime'])
+    or (isinstance(node, ast.ImportFrom) and node.module == '__future__')
+  ]
+  namespace: dict = {}
+  exec(compile(ast.Module(body=nodes, type_ignores=[]), 'airflow_dag.py', 'exec'), namespace)
+  missing = [name for name in DAG_PLAIN_NAMES if name not in namespace]
+  assert not missing, f'airflow_dag.py does not define {missing}'
+  return namespace
+
+
+def dag_parameters() -> dict:
+  return dag_namespace()['PARAMETERS']
+
+
+def dag_value(node: ast.expr):
+  """A literal, or an expression of the DAG's plain names (``'predjoin-' + RUN_DATE``)."""
+  return eval(compile(ast.Expression(node), 'airflow_dag.py', 'eval'), dag_namespace())
 
 
 def dag_operator_call() -> ast.Call:
@@ -476,12 +502,103 @@ def test_airflow_dag_names_each_run_by_its_date():
   ]
   fields = dict(zip([ast.literal_eval(k) for k in launch.keys], launch.values, strict=True))
   assert set(fields) <= LAUNCH_PARAMETER_FIELDS
-  job_name = ast.literal_eval(fields['jobName'])
-  assert '{{ ds_nodash }}' in job_name
-  assert JOB_NAME.match(job_name.replace('{{ ds_nodash }}', SAMPLE_DATE)), job_name
+  job_name = dag_value(fields['jobName'])
+  run_date = dag_namespace()['RUN_DATE']
+  assert run_date in job_name
+  assert JOB_NAME.match(job_name.replace(run_date, SAMPLE_DATE)), job_name
   assert isinstance(fields['parameters'], ast.Name) and fields['parameters'].id == 'PARAMETERS'
   environment = ast.literal_eval(fields['environment'])
   assert set(environment) <= ENVIRONMENT_FIELDS and environment.get('sdkContainerImage')
+
+
+def dag_keywords(call: ast.Call) -> dict[str, ast.expr]:
+  return {k.arg: k.value for k in call.keywords}
+
+
+def dag_constructor() -> ast.Call:
+  (call,) = [
+    node.context_expr
+    for node in ast.walk(dag_tree())
+    if isinstance(node, ast.withitem) and getattr(node.context_expr.func, 'id', None) == 'DAG'
+  ]
+  return call
+
+
+def test_airflow_dag_waits_for_the_job_without_deferring():
+  # Where operators default to deferrable, wait_until_finished=True alone is refused at import.
+  kwargs = dag_keywords(dag_operator_call())
+  assert ast.literal_eval(kwargs['wait_until_finished']) is True
+  assert ast.literal_eval(kwargs['deferrable']) is False
+
+
+def workflow_steps() -> dict[str, dict]:
+  workflow = yaml.safe_load((SCHEDULER / 'workflow.yaml').read_text())
+  return {name: body for step in workflow['main']['steps'] for name, body in step.items()}
+
+
+def test_one_date_rule_the_utc_date_a_run_is_scheduled_for():
+  """A run processes the batch prediction of the UTC date on which it is scheduled to start:
+  the DAG's logical date under a UTC CronTriggerTimetable (the fire time, on Airflow 2 and 3),
+  the Workflows execution's start (Cloud Scheduler starts it at the fire time)."""
+  namespace = dag_namespace()
+  run_date = namespace['run_date']
+  utc = datetime.UTC
+  assert run_date(datetime.datetime(2025, 3, 10, 6, 0, tzinfo=utc)) == '20250310'
+  assert run_date(datetime.datetime(2025, 3, 10, 0, 0, tzinfo=utc)) == '20250310'
+  # 23:30 in New York is 04:30 UTC the next day: UTC decides.
+  new_york = datetime.timezone(datetime.timedelta(hours=-5))
+  assert run_date(datetime.datetime(2025, 3, 10, 23, 30, tzinfo=new_york)) == '20250311'
+  with pytest.raises(ValueError, match='logical date'):
+    run_date(None)
+  # The DAG: a CronTriggerTimetable in UTC (its logical date is the fire time), the rule as a
+  # macro, and every dated value taken from it.
+  kwargs = dag_keywords(dag_constructor())
+  schedule = kwargs['schedule']
+  assert isinstance(schedule, ast.Call) and schedule.func.id == 'CronTriggerTimetable'
+  cron = ast.literal_eval(schedule.args[0])
+  assert {k.arg: ast.literal_eval(k.value) for k in schedule.keywords} == {'timezone': 'UTC'}
+  macros = kwargs['user_defined_macros']
+  assert [ast.literal_eval(k) for k in macros.keys] == ['run_date']
+  assert [v.id for v in macros.values] == ['run_date']
+  assert namespace['RUN_DATE'] == '{{ run_date(logical_date) }}'
+  parameters = namespace['PARAMETERS']
+  assert parameters['batch_prediction_id'].endswith(namespace['RUN_DATE'])
+  assert namespace['RUN_DATE'] in parameters['output']
+  assert 'ds_nodash' not in json.dumps(parameters)  # Airflow 2 and 3 disagree on ds
+  # The workflow: {date} is the UTC date (time.format's default zone) of the execution's start.
+  init = {k: v for item in workflow_steps()['init']['assign'] for k, v in item.items()}
+  assert (init['now'], init['started']) == ('${sys.now()}', '${time.format(now)}')
+  assert init['day'] == '${text.replace_all(text.substring(started, 0, 10), "-", "")}'
+  substitute = workflow_steps()['fill_in_date']['for']['steps'][0]['substitute']['assign'][0]
+  assert substitute == {'parameters[key]': '${text.replace_all(parameters[key], "{date}", day)}'}
+  for instant in (datetime.datetime(2025, 3, 10, 6, 0, 7, tzinfo=utc),
+                  datetime.datetime(2025, 12, 31, 23, 59, 59, tzinfo=utc)):
+    started = instant.isoformat(timespec='milliseconds').replace('+00:00', 'Z')  # time.format
+    assert started[0:10].replace('-', '') == run_date(instant)
+  # Both schedules fire at the same time by default.
+  variables = (TERRAFORM / 'variables.tf').read_text()
+  assert f'default     = "{cron}"' in variables and 'default     = "Etc/UTC"' in variables
+
+
+def test_workflow_has_an_overall_deadline_and_connector_timeouts():
+  steps = workflow_steps()
+  init = {k: v for item in steps['init']['assign'] for k, v in item.items()}
+  assert init['deadline'] == '${now + int(sys.get_env("PREDJOIN_MAX_RUN_SECONDS", "21600"))}'
+  calls = {name: body for name, body in steps.items() if str(body.get('call')).startswith(
+    'googleapis.')}
+  assert set(calls) == {'launch', 'poll', 'cancel'}
+  for name, body in calls.items():
+    assert body['args']['connector_params']['timeout'] <= 600, name
+  # Past the deadline, the job is cancelled and the execution fails.
+  conditions = steps['decide']['switch']
+  assert conditions[-1] == {'condition': '${sys.now() > deadline}', 'next': 'cancel'}
+  assert steps['decide']['next'] == 'wait'
+  assert calls['cancel']['call'] == 'googleapis.dataflow.v1b3.projects.locations.jobs.update'
+  assert calls['cancel']['args']['body'] == {'requestedState': 'JOB_STATE_CANCELLED'}
+  names = list(steps)
+  assert names.index('cancel') + 1 == names.index('timed_out') and 'raise' in steps['timed_out']
+  main_tf = (TERRAFORM / 'main.tf').read_text()
+  assert 'PREDJOIN_MAX_RUN_SECONDS = tostring(var.max_run_seconds)' in main_tf
 
 
 @pytest.fixture
@@ -586,6 +703,21 @@ def test_dockerfile_passes_hadolint():
   assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Launcher images older than this lack two years of security fixes; Google's "Flex Templates
+# base images" page lists the current tags.
+OLDEST_LAUNCHER_RELEASE = datetime.date(2025, 1, 1)
+
+
+def test_the_launcher_image_is_a_dated_recent_release():
+  (launcher,) = [args.split()[0] for op, args in dockerfile_instructions()
+                 if op == 'FROM' and 'template-launcher-base' in args]
+  tag = launcher.rsplit(':', 1)[1]
+  match = re.fullmatch(r'flex_templates_base_image_release_(\d{8})_RC\d\d', tag)
+  assert match, f'{tag}: not a dated release tag'
+  released = datetime.datetime.strptime(match.group(1), '%Y%m%d').date()
+  assert released >= OLDEST_LAUNCHER_RELEASE, f'{tag} is older than {OLDEST_LAUNCHER_RELEASE}'
+
+
 def test_dockerfile_matches_the_pins_and_the_entry_file():
   instructions = dockerfile_instructions()
   images = [args.split()[0] for op, args in instructions if op == 'FROM']
@@ -606,7 +738,14 @@ def test_dockerfile_matches_the_pins_and_the_entry_file():
         copied[source] = destination
     if op == 'COPY' and args.startswith('--from'):
       assert args.split()[1:] == ['/opt/google/dataflow/python_template_launcher'] * 2
-  assert {'setup.py', 'deploy/requirements.txt', *SOURCE_PACKAGES} <= set(copied)
+  assert {'setup.py', 'deploy/requirements.txt', 'deploy/constraints.txt', *SOURCE_PACKAGES} \
+    <= set(copied)
+  # The pins are installed within the lock (make lock), so next month's image has today's set.
+  installs = [args for op, args in instructions if op == 'RUN' and 'pip install' in args]
+  assert any(
+    re.search(r'-r deploy/requirements\.txt\b.*-c deploy/constraints\.txt\b', args)
+    for args in installs
+  ), installs
 
   env = ' '.join(args for op, args in instructions if op == 'ENV')
   py_file = re.search(r'FLEX_TEMPLATE_PYTHON_PY_FILE="?\$\{WORKDIR\}/([^"\s]+)', env).group(1)
@@ -744,3 +883,113 @@ def test_sdist_installs_every_module_the_workers_import(tmp_path):
     assert pin is not None, f'setup.py requires {requirement}; pin it in deploy/requirements.txt'
     assert requirement.specifier.contains(pinned_version(pin)), f'{pin} violates {requirement}'
     assert requirement.extras <= pin.extras, f'{pin} lacks the extras of {requirement}'
+
+
+# ---------------------------------------------------------------------------------------------
+# Python version and the lock
+
+
+def lock() -> dict[str, str]:
+  """deploy/constraints.txt: canonical name -> exact version."""
+  versions = {}
+  for line in (DEPLOY / 'constraints.txt').read_text().splitlines():
+    line = line.split('#', 1)[0].strip()
+    if line:
+      requirement = Requirement(line)
+      versions[canonicalize_name(requirement.name)] = pinned_version(requirement)
+  return versions
+
+
+def closure(requirements) -> set[str]:
+  """Every distribution the requirements need, through the installed distributions' metadata
+  (``Requires-Dist``, with the extras asked for and markers evaluated here: the lock's
+  platform)."""
+  needed: dict[str, set[str]] = {}
+  todo = [(canonicalize_name(r.name), set(r.extras)) for r in requirements]
+  while todo:
+    name, extras = todo.pop()
+    if name in needed and extras <= needed[name]:
+      continue
+    needed[name] = needed.get(name, set()) | extras
+    for line in importlib.metadata.requires(name) or []:
+      requirement = Requirement(line)
+      marker = requirement.marker
+      if marker is None or any(
+        marker.evaluate({'extra': extra}) for extra in sorted(needed[name]) or ['']
+      ):
+        todo.append((canonicalize_name(requirement.name), set(requirement.extras)))
+  return set(needed)
+
+
+def declared_minimum() -> Version:
+  """setup.py's ``python_requires`` minimum (read from the file: an editable install's metadata
+  is as old as the install)."""
+  (value,) = [
+    ast.literal_eval(node.value)
+    for node in ast.walk(ast.parse((ROOT / 'setup.py').read_text()))
+    if isinstance(node, ast.keyword) and node.arg == 'python_requires'
+  ]
+  (spec,) = SpecifierSet(value)
+  assert spec.operator == '>=', spec
+  return Version(spec.version)
+
+
+def test_the_declared_python_is_what_the_locked_dependencies_need():
+  minimum = declared_minimum()
+  earlier = Version(f'{minimum.major}.{minimum.minor - 1}')
+  admit, refuse = [], []
+  for name, version in lock().items():
+    requires = importlib.metadata.metadata(name).get('Requires-Python')
+    if requires is None:
+      continue
+    specifier = SpecifierSet(requires)
+    assert specifier.contains(minimum), f'{name} {version} needs Python {requires}, not {minimum}'
+    (admit if specifier.contains(earlier) else refuse).append(name)
+  # True, not just safe: the Python before it cannot install the lock.
+  assert refuse, f'every locked distribution admits Python {earlier}: lower python_requires'
+  assert {'numpy', 'polars'} <= set(refuse), refuse
+  target = re.search(r'^target-version = "py(\d)(\d+)"', (ROOT / 'ruff.toml').read_text(), re.M)
+  assert Version('.'.join(target.groups())) == minimum, 'ruff.toml target-version'
+  images = [args.split()[0] for op, args in dockerfile_instructions() if op == 'FROM']
+  assert any(f'beam_python{minimum}_sdk:' in i for i in images), images
+  assert any(f'/python{minimum.major}{minimum.minor}-template-launcher' in i for i in images)
+  assert f'Python {minimum} or newer' in (ROOT / 'README.md').read_text()
+
+
+def test_make_refuses_a_python_older_than_the_declared_one(tmp_path):
+  minimum = declared_minimum()
+  older = (minimum.major, minimum.minor - 1)
+  candidates = [shutil.which(f'python{older[0]}.{older[1]}'),
+                *Path.home().glob(f'.pyenv/versions/{older[0]}.{older[1]}.*/bin/python')]
+  python = next((str(c) for c in candidates if c and subprocess.run(
+    [str(c), '-c', f'import sys; sys.exit(sys.version_info[:2] != {older})'],
+    capture_output=True, timeout=30).returncode == 0), None)
+  if python is None:
+    pytest.skip(f'no Python {older[0]}.{older[1]} on this machine')
+  venv = tmp_path / 'venv'
+  result = subprocess.run(['make', '-C', str(ROOT), 'venv', f'PYTHON={python}', f'VENV={venv}'],
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode != 0
+  assert f'predjoin needs Python {minimum} or newer' in result.stderr
+  assert not venv.exists()  # refused before anything was made
+
+
+def test_the_lock_is_exactly_the_closure_of_the_pins_and_what_the_tests_ran_with():
+  locked = lock()
+  pins = pinned_requirements()
+  needed = closure(pins.values())
+  assert needed == set(locked), (
+    f'not locked: {sorted(needed - set(locked))}; locked but not needed: '
+    f'{sorted(set(locked) - needed)}: run make lock'
+  )
+  for name, requirement in pins.items():
+    assert locked[name] == pinned_version(requirement), f'{name}: the pin and the lock differ'
+  for name, version in locked.items():
+    installed = importlib.metadata.version(name)
+    assert installed == version, f'the tests ran with {name} {installed}, the lock has {version}'
+
+
+def test_the_test_environment_installs_within_the_lock():
+  makefile = (ROOT / 'Makefile').read_text().replace('\\\n', ' ')
+  assert re.search(r'pip install .*-c deploy/constraints\.txt -r deploy/requirements\.txt', makefile)
+  assert re.search(r'^\$\(STAMP\):.*deploy/constraints\.txt', makefile, re.M)

@@ -30,6 +30,13 @@ def test_schema_reads_current_and_legacy_keys_alike():
     assert s.output_type('x') == 'TEXT' and s.output_type('ok') == 'BINARY'
 
 
+def test_the_row_id_attribute_keeps_its_text_whatever_its_type():
+  schema = amlschema.parse_schema(json.dumps(vd.schema(
+      [('id', 'NUMERIC'), ('x', 'NUMERIC')], row_id='id')), 's')
+  assert schema.type_of('id') == 'NUMERIC'  # what the alignment check normalises by
+  assert schema.output_type('id') == 'TEXT' and schema.output_type('x') == 'NUMERIC'
+
+
 @pytest.mark.parametrize('change, message', [
     ({'attributes': vd.attributes(('a', 'DATE'))}, "unknown type 'DATE'"),
     ({'rowId': 'nope'}, '"rowId" \'nope\' is not one of the attributes'),
@@ -109,12 +116,89 @@ def test_arrow_avro_and_bigquery_schemas_derive_from_one_schema():
   by_name = {f['name']: f for f in bigquery}
   assert by_name['amount'] == {'name': 'amount', 'type': 'FLOAT', 'mode': 'NULLABLE'}
   assert by_name['member']['type'] == 'BOOLEAN' and by_name['note']['type'] == 'STRING'
-  assert by_name['row_number'] == {'name': 'row_number', 'type': 'INTEGER', 'mode': 'REQUIRED'}
+  assert by_name['row_number'] == {'name': 'row_number', 'type': 'INTEGER', 'mode': 'NULLABLE'}
   assert by_name['scores'] == {'name': 'scores', 'type': 'RECORD', 'mode': 'REPEATED', 'fields': [
-      {'name': 'label', 'type': 'STRING', 'mode': 'REQUIRED'},
-      {'name': 'score', 'type': 'FLOAT', 'mode': 'REQUIRED'}]}
+      {'name': 'label', 'type': 'STRING', 'mode': 'NULLABLE'},
+      {'name': 'score', 'type': 'FLOAT', 'mode': 'NULLABLE'}]}
   assert by_name['top_labels'] == {'name': 'top_labels', 'type': 'STRING', 'mode': 'REPEATED'}
   assert 'fields' not in by_name['margin']
+
+
+def _avro_nullable(avro_type) -> dict:
+  """Dotted path -> nullable, for every field of an Avro record type (list items as path.item)."""
+  out = {}
+
+  def walk(path, t):
+    nullable = isinstance(t, list) and 'null' in t
+    if isinstance(t, list):
+      (t,) = [branch for branch in t if branch != 'null']
+    out[path] = nullable
+    if isinstance(t, dict) and t.get('type') == 'array':
+      walk(f'{path}.item', t['items'])
+    elif isinstance(t, dict) and t.get('type') == 'record':
+      for f in t['fields']:
+        walk(f'{path}.{f["name"]}', f['type'])
+
+  for f in avro_type['fields']:
+    walk(f['name'], f['type'])
+  return out
+
+
+def _arrow_nullable(schema: pa.Schema) -> dict:
+  out = {}
+
+  def walk(path, field):
+    out[path] = field.nullable
+    if pa.types.is_list(field.type):
+      walk(f'{path}.item', field.type.value_field)
+    elif pa.types.is_struct(field.type):
+      for child in field.type:
+        walk(f'{path}.{child.name}', child)
+
+  for field in schema:
+    walk(field.name, field)
+  return out
+
+
+def _bigquery_nullable(fields, prefix='') -> dict:
+  """REPEATED columns hold lists, which BigQuery never stores as null: an empty list."""
+  out = {}
+  for f in fields:
+    path = prefix + f['name']
+    out[path] = f['mode'] in ('NULLABLE', 'REPEATED')
+    if f['mode'] == 'REPEATED':
+      out[f'{path}.item'] = True  # an item of a list: checked by the files, never null
+    for child in f.get('fields', []):
+      out.update(_bigquery_nullable([child], f'{path}.item.'))
+  return out
+
+
+@pytest.mark.parametrize('header, top_k', [(('tag', 'a', 'b', 'c'), 2), (('bestAnswer', 'score'),
+                                                                          None), (('score',), None)])
+def test_avro_parquet_and_bigquery_agree_on_nullability(header, top_k, tmp_path):
+  # BigQuery refuses to load a nullable field into a REQUIRED column, so the files of each
+  # format load into the table predjoin makes. The Avro blocks are encoded by polars, which
+  # declares every field nullable; the writer checks that it encodes exactly predjoin's schema.
+  from transforms import sinks
+  layout = lay.detect_layout(header)
+  schema = lay.output_schema(layout, ['id', 'amount'], ['string', 'double'], top_k=top_k)
+  arrow = lay.arrow_schema(schema)
+  assert sinks.block_encoding_matches(arrow, lay.avro_schema(schema))
+  batch = pa.RecordBatch.from_pylist([], schema=arrow)
+  writers = {fmt: sinks.RecordWriters(fmt, schema) for fmt in ('avro', 'parquet')}
+  for fmt, writers_of in writers.items():
+    writer = writers_of.open(open(tmp_path / f'r.{fmt}', 'wb'))
+    writer.write(batch)
+    writer.close()
+  assert writers['avro']._blockwise  # encoded block-wise, not record by record
+  with open(tmp_path / 'r.avro', 'rb') as f:
+    avro = _avro_nullable(fastavro.reader(f).writer_schema)
+  parquet = _arrow_nullable(pq.read_schema(tmp_path / 'r.parquet'))
+  bigquery = _bigquery_nullable(lay.bigquery_schema(schema))
+  assert set(avro) == set(parquet) == set(bigquery)
+  assert avro == parquet == bigquery
+  assert all(avro.values())
+  assert set(lay.never_null(schema)) >= set(lay.PROVENANCE)
 
 
 def test_bigquery_schema_loads_as_a_beam_table_schema():
@@ -232,3 +316,24 @@ def test_schema_option_and_excluded_attributes(tmp_path):
   assert summary['typing']['schema'] == schema_path
   code, _ = vd.cli(tmp_path, manifest, '--schema', str(tmp_path / 'missing.schema'))
   assert code == 2
+
+
+def test_numeric_row_ids_above_2_53_stay_exact_in_every_format(tmp_path):
+  # 9007199254740993 = 2**53 + 1 has no double: typed as one it became ...992.
+  ids = ['9007199254740993', '9007199254740994', '18446744073709551615', '42', ' 7 ']
+  inputs = [f'{i},{n}.5' for i, n in zip(ids, range(5), strict=True)]
+  results = [f'{i.strip()},{n % 2},{n / 10:.6E}' for n, i in enumerate(ids)]
+  manifest = vd.write(tmp_path, 'bp-ids', [(inputs, results)], input_header='id,amount',
+                      result_header='tag,bestAnswer,score',
+                      schema=vd.schema([('id', 'NUMERIC'), ('amount', 'NUMERIC')], row_id='id'))
+  for fmt in ('avro', 'parquet', 'jsonl'):
+    code, out = vd.cli(tmp_path, manifest, fmt=fmt)
+    records, dead, summary = vd.results_of(out)
+    assert code == 0 and dead == []
+    assert [r['id'] for r in records] == ids
+    assert [r['amount'] for r in records] == [0.5, 1.5, 2.5, 3.5, 4.5]
+    assert summary['typing']['columns'][0]['type'] == 'string'
+    assert summary['alignment']['checks'] == ['tag = id']
+    assert summary['totals']['misaligned_shards'] == 0
+    if fmt == 'parquet':
+      assert pq.read_table(os.path.join(out, 'records')).schema.field('id').type == pa.string()

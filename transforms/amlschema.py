@@ -41,9 +41,11 @@ class AmlSchema:
     """The attribute type that decides the output type of a column.
 
     Excluded attributes keep their text: the service ignored them, so their declared type was
-    never enforced and a value that does not fit it is not an error.
+    never enforced and a value that does not fit it is not an error. The rowId attribute keeps
+    its text too: it identifies a row, and a NUMERIC ID typed as a double would lose digits
+    above 2**53 (9007199254740993 would become 9007199254740992).
     """
-    if name in self.excluded:
+    if name in self.excluded or name == self.row_id:
       return TEXT
     return self.type_of(name) or TEXT
 

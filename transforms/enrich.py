@@ -315,6 +315,25 @@ class IdentityError(RuntimeError):
   """The outputs do not account for every input row: a bug, never a data problem."""
 
 
+class TooManyBadShards(RuntimeError):
+  """More bad shards (or manifests) than ``--max_bad_shards`` allows: the job fails with this."""
+
+
+SHARD_ERRORS_SHOWN = 10  # in the job's error; summary.json lists every one
+
+
+def bad_shards_message(summary: dict, summary_uri: str) -> str:
+  """Why a run with too many bad shards failed: the count, the limit and the shards' errors."""
+  bad = [s for s in summary['shards']
+         if s['input_uri'] is None or s['status'] in joining.BAD_STATUSES]
+  errors = [f'{s["input_uri"] or "manifest " + s["manifest_uri"]}: {s["status"]}: {s["error"]}'
+            for s in bad[:SHARD_ERRORS_SHOWN]]
+  more = f'; and {len(bad) - SHARD_ERRORS_SHOWN} more' if len(bad) > SHARD_ERRORS_SHOWN else ''
+  return (f'{len(bad)} bad shard(s) or manifest(s), more than --max_bad_shards '
+          f'{summary["max_bad_shards"]} allows (see {summary_uri}): '
+          + '; '.join(errors) + more)
+
+
 def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, record_files: list,
               dead_files: list, max_bad_shards: int, run: dict | None = None,
               resubmit_files: list = (), resubmit_schema: str | None = None) -> dict:
@@ -375,14 +394,29 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
   return summary
 
 
+def publish_records(table_load, summary: dict, jobs: list[str], client=None) -> dict:
+  """The BigQuery section of the summary: the staged records published when the run is ok
+  (``bigquery.TableLoad.publish``), or why they were not."""
+  if not summary['ok']:
+    return {'table': table_load.table, 'write_disposition': table_load.disposition,
+            'published': False, 'reason': 'the run failed (see "ok"): the table is unchanged'}
+  t = summary['totals']
+  return table_load.publish(
+      sorted({r['batch_prediction_id'] for r in summary['shards'] if r['input_uri'] is not None}),
+      jobs, t['joined_rows'] + t['failed_rows'] + t['not_predicted_rows'], client)
+
+
 def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_schema=None,
-                   output_dirs=OUTPUT_DIRS, resubmit_schema_text=None):
+                   output_dirs=OUTPUT_DIRS, resubmit_schema_text=None, fail_job=False,
+                   table_load=None):
   resubmit_files = run_parts[shardfiles.RESUBMIT_FILES]
   record_files = run_parts[shardfiles.RECORD_FILES]
   dead_files = run_parts[shardfiles.DEAD_LETTER_FILES]
   summary = summarize(run_parts[REPORTS], run_parts[RECORD_COUNTS], run_parts[DEAD_COUNTS],
                       record_files, dead_files,
                       max_bad_shards, run, sorted(resubmit_files), resubmit_schema)
+  if table_load is not None:  # the records are staged in BigQuery: publish them, or not
+    summary['bigquery'] = publish_records(table_load, summary, record_files)
   if resubmit_files and resubmit_schema and resubmit_schema_text:
     write_text(resubmit_schema, resubmit_schema_text)  # the copy beside resubmit/part-*.csv
   # Files of earlier runs into the same output (another shard count, a failed run's temporary
@@ -392,9 +426,13 @@ def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_sche
       [*record_files, *dead_files, *resubmit_files],
       output_dirs)
   write_text(uri, json.dumps(summary, indent=2, sort_keys=False) + '\n')
+  if table_load is not None:  # published or not, the rows have left the staging table
+    table_load.discard()
   if not summary['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +
                         '; '.join(summary['identity']['problems']))
+  if fail_job and not summary['ok']:
+    raise TooManyBadShards(bad_shards_message(summary, uri))
   return summary
 
 
@@ -408,11 +446,21 @@ class WriteSummary(beam.PTransform):
   combine (``CollectRun``), whose result writes the summary once every sink has finished. With
   ``resubmit_schema_text``,
   it also writes the copy of the input's schema beside the resubmit files, when there are any.
+
+  With ``fail_job``, a run with more bad shards than ``max_bad_shards`` fails once the summary
+  is written (``TooManyBadShards``, naming the shards' errors), so the job ends failed where no
+  launcher waits for it to read the summary (Dataflow); the local launcher reads the summary
+  and sets the exit code instead.
+
+  With ``table_load`` (``bigquery.TableLoad``), ``record_files`` are the jobs that staged the
+  records in BigQuery: before the summary is written they are published into the table when
+  the run is ok (``publish_records``), and the staging table is dropped after.
   """
 
   def __init__(self, output: str, max_bad_shards: int, run: dict | None = None,
                resubmit_schema: str | None = None, output_dirs=OUTPUT_DIRS,
-               resubmit_schema_text: str | None = None):
+               resubmit_schema_text: str | None = None, fail_job: bool = False,
+               table_load=None):
     super().__init__()
     self.uri = FileSystems.join(output, SUMMARY)
     self._max_bad_shards = max_bad_shards
@@ -420,6 +468,8 @@ class WriteSummary(beam.PTransform):
     self._resubmit_schema = resubmit_schema
     self._output_dirs = tuple(output_dirs)  # the directories whose leftovers go
     self._resubmit_schema_text = resubmit_schema_text
+    self._fail_job = fail_job
+    self._table_load = table_load
 
   def expand(self, inputs):
     parts = [
@@ -439,4 +489,5 @@ class WriteSummary(beam.PTransform):
             | 'CollectRun' >> beam.CombineGlobally(CollectRun()).without_defaults()
             | 'WriteSummaryJson' >> beam.Map(
                 _write_summary, self.uri, self._max_bad_shards, self._run,
-                self._resubmit_schema, self._output_dirs, self._resubmit_schema_text))
+                self._resubmit_schema, self._output_dirs, self._resubmit_schema_text,
+                self._fail_job, self._table_load))

@@ -13,6 +13,13 @@ import re
 BINARY, MULTICLASS, REGRESSION = 'binary', 'multiclass', 'regression'
 TAG, TRUE_LABEL, BEST_ANSWER, SCORE = 'tag', 'trueLabel', 'bestAnswer', 'score'
 
+# The provenance fields every record starts with, in output order, and their kinds.
+PROVENANCE_FIELDS = (('batch_prediction_id', 'string'), ('input_uri', 'string'),
+                     ('row_number', 'long'), ('input_line_number', 'long'),
+                     ('result_line_number', 'long'), ('status', 'string'))
+# Those never null (a row outside a datasource slice has no result line).
+PROVENANCE = ('batch_prediction_id', 'input_uri', 'row_number', 'input_line_number', 'status')
+
 
 
 class LayoutError(ValueError):
@@ -156,7 +163,9 @@ class OutputSchema:
   """The one internal schema of an enriched record; Arrow, Avro and BigQuery schemas derive from it.
 
   ``fields`` are ``(name, kind, nullable)`` with kind one of string, long, double, boolean,
-  scores (a list of ``{label, score}``), strings (a list of strings).
+  scores (a list of ``{label, score}``), strings (a list of strings); ``nullable`` says whether
+  predjoin may leave the field null (every format declares every field nullable: see
+  ``arrow_schema``).
   """
 
   fields: tuple[tuple[str, str, bool], ...]
@@ -184,9 +193,7 @@ def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ..
     input_kinds: per input column, string, double or boolean (default: all string).
     input_types: per input column, its Amazon ML attribute type, for messages.
   """
-  provenance = [('batch_prediction_id', 'string', False), ('input_uri', 'string', False),
-                ('row_number', 'long', False), ('input_line_number', 'long', False),
-                ('result_line_number', 'long', True), ('status', 'string', False)]
+  provenance = [(name, kind, name not in PROVENANCE) for name, kind in PROVENANCE_FIELDS]
   prediction = prediction_fields(layout) + audit_fields(layout, top_k)
   reserved = {name for name, _, _ in provenance + prediction}
   names = output_names(input_columns, reserved)
@@ -197,24 +204,32 @@ def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ..
                       types)
 
 
+# Every format declares every field, and every field of a ``scores`` item, nullable, whether or
+# not predjoin ever leaves it null (the ``nullable`` of ``OutputSchema.fields`` says that, and the
+# README's record table). The Avro records are encoded a block at a time by polars
+# (``transforms/sinks.py``), whose encoder writes each field as a union with null; Parquet and
+# BigQuery say the same, so a file of one format loads into a table made for another: BigQuery
+# refuses to load a nullable Avro or Parquet field into a REQUIRED column.
+
+
 def arrow_schema(schema: OutputSchema):
+  """The Arrow schema of a record (Parquet files, the blocks between transforms)."""
   import pyarrow as pa
   scalar = {'string': pa.string(), 'long': pa.int64(), 'double': pa.float64(),
             'boolean': pa.bool_(), 'strings': pa.list_(pa.string())}
-  scores = pa.list_(pa.struct([pa.field('label', pa.string(), nullable=False),
-                               pa.field('score', pa.float64(), nullable=False)]))
+  scores = pa.list_(pa.struct([pa.field('label', pa.string()), pa.field('score', pa.float64())]))
   return pa.schema([
-      pa.field(name, scores if kind == 'scores' else scalar[kind], nullable=nullable)
-      for name, kind, nullable in schema.fields
+      pa.field(name, scores if kind == 'scores' else scalar[kind])
+      for name, kind, _ in schema.fields
   ])
 
 
 def avro_schema(schema: OutputSchema, name: str = 'EnrichedPrediction') -> dict:
   """The Avro schema of a record: every field optional (``["null", T]``), list items too.
 
-  Optional everywhere is what Arrow-native Avro encoders write (``transforms/sinks.py`` encodes
-  whole blocks with one), so records written block-wise are valid under this schema. Which fields
-  are never null is stated by the Arrow schema and the README.
+  Optional everywhere is what the Arrow-native Avro encoder writes (``transforms/sinks.py``
+  encodes whole blocks with polars, and checks that it encodes exactly this schema), and what
+  the Arrow and BigQuery schemas declare.
   """
   def optional(avro_type):
     return ['null', avro_type]
@@ -236,19 +251,27 @@ _BIGQUERY_TYPES = {'string': 'STRING', 'long': 'INTEGER', 'double': 'FLOAT',
 def bigquery_schema(schema: OutputSchema) -> list[dict]:
   """The BigQuery table schema of a record: ``{name, type, mode[, fields]}`` per column.
 
-  The form ``WriteToBigQuery(schema={'fields': ...})`` takes. A list becomes a REPEATED column
-  (``scores`` a REPEATED RECORD of ``label`` and ``score``); BigQuery has no null lists, so a
-  null list loads as an empty one.
+  The form ``WriteToBigQuery(schema={'fields': ...})`` takes. Every column is NULLABLE, like the
+  Avro and Parquet fields. A list becomes a REPEATED column (``scores`` a REPEATED RECORD of
+  ``label`` and ``score``); BigQuery has no null lists, so a null list loads as an empty one.
   """
   out = []
-  for name, kind, nullable in schema.fields:
+  for name, kind, _ in schema.fields:
     if kind == 'scores':
       out.append({'name': name, 'type': 'RECORD', 'mode': 'REPEATED', 'fields': [
-          {'name': 'label', 'type': 'STRING', 'mode': 'REQUIRED'},
-          {'name': 'score', 'type': 'FLOAT', 'mode': 'REQUIRED'}]})
+          {'name': 'label', 'type': 'STRING', 'mode': 'NULLABLE'},
+          {'name': 'score', 'type': 'FLOAT', 'mode': 'NULLABLE'}]})
     elif kind == 'strings':
       out.append({'name': name, 'type': 'STRING', 'mode': 'REPEATED'})
     else:
-      out.append({'name': name, 'type': _BIGQUERY_TYPES[kind],
-                  'mode': 'NULLABLE' if nullable else 'REQUIRED'})
+      out.append({'name': name, 'type': _BIGQUERY_TYPES[kind], 'mode': 'NULLABLE'})
   return out
+
+
+def never_null(schema: OutputSchema) -> list[str]:
+  """Dotted paths of the fields predjoin never leaves null, though every format declares them
+  nullable: the provenance fields, and the ``label`` and ``score`` of each ``scores`` item."""
+  paths = [name for name, _, nullable in schema.fields if not nullable]
+  paths += [f'{name}.{item}' for name, kind, _ in schema.fields if kind == 'scores'
+            for item in ('label', 'score')]
+  return paths

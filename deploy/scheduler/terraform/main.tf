@@ -64,7 +64,8 @@ resource "google_workflows_workflow" "predjoin" {
   source_contents = file("${path.module}/../workflow.yaml")
   call_log_level  = "LOG_ERRORS_ONLY"
   user_env_vars = {
-    DATAFLOW_REGION = var.region
+    DATAFLOW_REGION          = var.region
+    PREDJOIN_MAX_RUN_SECONDS = tostring(var.max_run_seconds)
   }
 }
 

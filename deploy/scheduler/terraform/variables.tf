@@ -21,9 +21,15 @@ variable "name" {
 }
 
 variable "schedule" {
-  description = "Cron schedule of the runs, in var.time_zone."
+  description = "Cron schedule of the runs, in var.time_zone. A run processes the batch prediction of the UTC date it starts on."
   type        = string
   default     = "0 6 * * *"
+}
+
+variable "max_run_seconds" {
+  description = "The workflow cancels a job still running this long after the execution started, and fails."
+  type        = number
+  default     = 21600
 }
 
 variable "time_zone" {
