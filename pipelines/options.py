@@ -76,8 +76,10 @@ class PredjoinOptions(PipelineOptions):
         help='The batch prediction\'s ID, used with --output_location.')
     inputs.add_argument(
         '--input_header', default='auto', choices=INPUT_HEADER,
-        help='Whether input shards start with a header line; auto reads the .schema file '
-        'beside the input, else compares the input and result line counts, else sniffs.')
+        help='Whether input files start with a header line, decided once for the whole run: '
+        'auto takes the dataFileContainsHeader of the schema (--schema, else the .schema '
+        'beside the inputs), else infers it from the inputs\' first lines, else stops and asks '
+        'for true or false. Line counts never decide it.')
     inputs.add_argument(
         '--schema', default=None, metavar='URI',
         help='URI of the input\'s Amazon ML .schema file, for every shard; default: the '

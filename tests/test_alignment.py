@@ -18,6 +18,9 @@ def _check(result_column, attribute_type):
     ('CATEGORICAL', ['a', ' b', 'c', 'x'], ['a', 'b ', 'c', 'y'], [0, 0, 0, 1]),
     ('BINARY', ['1', '0', '1', '0', '1'], ['yes', ' N ', 'TRUE', 'true', 'maybe'], [0, 0, 0, 1, 1]),
     ('NUMERIC', ['1', '2.50', '3', '1E1'], ['1.0', '2.5', '4', '10'], [0, 0, 1, 0]),
+    # Ids a double cannot tell apart (2**53 + 1 rounds to 2**53) are compared exactly.
+    ('NUMERIC', ['9007199254740993', '9007199254740993', '-0.0', 'nan'],
+     ['9007199254740992', '9007199254740993.0', '0', 'nan'], [1, 0, 0, 0]),
 ])
 def test_mismatches_compare_by_meaning(attribute_type, result, inputs, expected):
   valid = np.ones(len(result), dtype=bool)

@@ -7,12 +7,14 @@ not is misaligned, and is not joined at all (``transforms/join.py``, pass 1).
 
 Values are compared as written first (one Arrow comparison per block); only rows that differ are
 compared again by meaning: surrounding spaces ignored, ``BINARY`` values through the synonym list
-(``yes`` equals ``1``), ``NUMERIC`` values as numbers (``1.0`` equals ``1``). Pure functions.
+(``yes`` equals ``1``), ``NUMERIC`` values as exact decimal numbers (``1.0`` equals ``1``;
+ids too large for a double stay distinct). Pure functions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 
 import numpy as np
 import pyarrow as pa
@@ -59,9 +61,22 @@ def normalize(strings: pa.Array, attribute_type: str) -> pa.Array:
     as_digit = pc.if_else(flags, '1', '0')
     return pc.if_else(pc.is_valid(flags), as_digit, pc.utf8_lower(text))
   if attribute_type == amlschema.NUMERIC:
-    numbers = coltypes.convert(text, coltypes.DOUBLE).array
-    return pc.if_else(pc.is_valid(numbers), pc.cast(numbers, pa.string()), text)
+    return pa.array([_number_text(value) for value in text.to_pylist()], pa.string())
   return text
+
+
+def _number_text(value: str | None) -> str | None:
+  """One exact text per number (``1.0``, ``1`` and ``1E0`` give the same), as decimals: an id
+  above 2**53 (``9007199254740993``) stays itself, where a double would round it."""
+  if value is None:
+    return None
+  try:
+    number = decimal.Decimal(value)
+  except decimal.InvalidOperation:
+    return value
+  if not number.is_finite():
+    return value
+  return '0' if number == 0 else str(number.normalize())
 
 
 def _equal(a: pa.Array, b: pa.Array) -> np.ndarray:
