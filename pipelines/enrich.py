@@ -285,6 +285,8 @@ def launch_message(result, options: PipelineOptions, summary_uri: str) -> str:
   Flex Template launch (``--template_location``), the job file the Dataflow service then starts
   the job from. Such a run submits no job itself: its result has none."""
   template = options.view_as(GoogleCloudOptions).template_location
+  if _dry_run(options):
+    return 'dry run: the job was translated for Dataflow and not submitted'
   if template:
     return (f'wrote the Dataflow job to {template}; the Dataflow service runs it, and the job '
             f'writes {summary_uri} when it is done')
