@@ -8,8 +8,8 @@ REQUIRED = [
     'fastavro>=1.9',
     'pyarrow>=17',
     'numpy>=1.24',
-    'polars>=1.0',  # Arrow-native Avro and NDJSON block encoders (transforms/sinks.py)
-    'isal>=1.6',  # ISA-L deflate for Avro blocks, 5x faster than zlib (transforms/sinks.py)
+    'polars>=1.0',  # Arrow-native Avro and NDJSON block encoders (transforms/io/sinks.py)
+    'isal>=1.6',  # ISA-L deflate for Avro blocks, 5x faster than zlib (transforms/io/sinks.py)
 ]
 
 TEST = [
@@ -28,7 +28,8 @@ setuptools.setup(
     description='Join Amazon ML batch-prediction results to their input rows, typed and checked.',
     # numpy 2.4, polars 2.1 and fastavro 1.13 (deploy/constraints.txt) need 3.11.
     python_requires='>=3.11',
-    packages=['pipelines', 'transforms'],
+    packages=setuptools.find_packages(include=['pipelines', 'pipelines.*', 'transforms',
+                                               'transforms.*']),
     install_requires=REQUIRED,
     extras_require={'test': TEST},
     entry_points={'console_scripts': ['predjoin=pipelines.cli:main']},

@@ -1,9 +1,9 @@
 """Flex Template entry file: the launcher runs ``python flex_main.py --name=value ...``.
 
 The Dockerfile points ``FLEX_TEMPLATE_PYTHON_PY_FILE`` here. It only hands over to the installed
-``pipelines.enrich.main`` (what the ``predjoin`` console script runs), so the launcher
+``pipelines.job.main`` (what the ``predjoin`` console script runs), so the launcher
 and the workers import one copy of the code: the package installed in the image. Running
-``pipelines/enrich.py`` as a script instead would load a second copy of it as ``__main__``.
+``pipelines/job.py`` as a script instead would load a second copy of it as ``__main__``.
 
 Try it in the image (DirectRunner):
 
@@ -13,7 +13,7 @@ Try it in the image (DirectRunner):
 
 import sys
 
-from pipelines.enrich import main
+from pipelines.job import main
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -2,7 +2,7 @@
 
 Importing Beam takes 2-3 s of CPU per process. On Linux the launcher imports the workers' code
 and forks them before anything else, so Beam is imported once instead of three times; elsewhere
-the workers start first and import it while the launcher does (``pipelines/workers.py``).
+the workers start first and import it while the launcher does (``pipelines/localrun/workers.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import functools
 import logging
 import sys
 
-from pipelines import workers
-from pipelines.handover import quiet_grpc
+from pipelines.localrun import workers
+from pipelines.localrun.handover import quiet_grpc
 
 # The arguments that print help or the version and exit (``pipelines.options.command_parser``).
 HELP_ARGUMENTS = ('-h', '--help', '--version', '--help-beam')
@@ -31,7 +31,7 @@ def warm_up(argv: list[str]) -> None:
   import numpy.ma  # noqa: F401
 
   from pipelines.options import PredjoinOptions
-  from transforms import sinks
+  from transforms.io import sinks
   parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
   PredjoinOptions._add_argparse_args(parser)
   try:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
   pool = workers.prewarm(argv, fork=True, warm_up=functools.partial(warm_up, argv))
   try:
     logging.basicConfig(level=logging.WARNING)
-    from pipelines.enrich import run
+    from pipelines.job import run
     code = run(argv)
   finally:
     if pool is not None:

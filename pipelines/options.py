@@ -194,7 +194,7 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   if not opts.output:
     raise OptionsError('--output PREFIX is required')
   if opts.format == 'bigquery':
-    from transforms.bigquery import TableError, parse_table
+    from transforms.io.bigquery import TableError, parse_table
     if not opts.bigquery_table:
       raise OptionsError('--format bigquery needs --bigquery_table PROJECT:DATASET.TABLE')
     try:
@@ -210,7 +210,7 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   if opts.top_k is not None and opts.model_type in ('binary', 'regression'):
     raise OptionsError(f'--top_k applies to multiclass models, not {opts.model_type}')
   if opts.data_rearrangement is not None:
-    from transforms.split import SplitError, parse
+    from transforms.aml.slices import SplitError, parse
     try:
       parse(opts.data_rearrangement)
     except SplitError as e:

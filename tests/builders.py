@@ -18,7 +18,8 @@ import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import layout as lay
+from transforms.aml import result_header
+from transforms.join import record_schema
 
 
 def write_bp(root, bp_id: str, shards: list[tuple[list[str], list[str]]], *,
@@ -159,11 +160,11 @@ def gz_bytes(text: str) -> bytes:
   return buf.getvalue()
 
 
-def multiclass_batch(rows: int) -> tuple[pa.RecordBatch, lay.OutputSchema]:
+def multiclass_batch(rows: int) -> tuple[pa.RecordBatch, record_schema.OutputSchema]:
   """A block of multiclass records (every 7th failed) with quoted, multi-line text."""
-  schema = lay.output_schema(lay.detect_layout(('tag', '1_star', '2_stars', '3_stars')),
+  schema = record_schema.output_schema(result_header.detect_layout(('tag', '1_star', '2_stars', '3_stars')),
                              ['customer id', 'comment'])
-  arrow = lay.arrow_schema(schema)
+  arrow = record_schema.arrow_schema(schema)
   records = []
   for i in range(rows):
     failed = i % 7 == 3

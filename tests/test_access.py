@@ -10,12 +10,12 @@ import os
 
 import pytest
 
-from pipelines.enrich import run
-from transforms.access import AccessError, AccessPolicy, Location, check_given, locate
-from transforms.enrich import ReadManifestFn
-from transforms.manifest import Shard, parse_rebase_rules
-from transforms.plan import make_plan
-from transforms.storage import Storage, StorageConfig
+from pipelines.job import run
+from transforms.aml.manifest import Shard, parse_rebase_rules
+from transforms.io.access import AccessError, AccessPolicy, Location, check_given, locate
+from transforms.io.storage import Storage, StorageConfig
+from transforms.join.plan import make_plan
+from transforms.steps import ReadManifestFn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, 'samples')

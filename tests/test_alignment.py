@@ -5,7 +5,8 @@ import pyarrow as pa
 import pytest
 
 from tests import verify_data as vd
-from transforms import align, split
+from transforms.aml import slices
+from transforms.join import align
 
 SCHEMA = vd.schema(vd.CUSTOMERS, row_id='customerId', target='willRespond')
 
@@ -32,14 +33,13 @@ def test_mismatches_compare_by_meaning(attribute_type, result, inputs, expected)
 
 
 def test_checks_apply_only_when_the_schema_and_the_input_allow():
-  from transforms import amlschema
-  from transforms import layout as lay
-  schema = amlschema.parse_schema(__import__('json').dumps(SCHEMA), 's')
-  both = lay.detect_layout(('tag', 'trueLabel', 'bestAnswer', 'score'))
+  from transforms.aml import result_header, schema_file
+  schema = schema_file.parse_schema(__import__('json').dumps(SCHEMA), 's')
+  both = result_header.detect_layout(('tag', 'trueLabel', 'bestAnswer', 'score'))
   names = [n for n, _ in vd.CUSTOMERS]
   assert [c.name for c in align.plan_checks(both, schema, names)] == [
       'tag = customerId', 'trueLabel = willRespond']
-  assert align.plan_checks(lay.detect_layout(('bestAnswer', 'score')), schema, names) == ()
+  assert align.plan_checks(result_header.detect_layout(('bestAnswer', 'score')), schema, names) == ()
   assert align.plan_checks(both, schema, names[:-1])[0].name == 'tag = customerId'
   assert align.plan_checks(both, None, names) == ()
 
@@ -105,33 +105,33 @@ def test_first_mismatch_stops_the_shard_and_nothing_of_it_is_joined(tmp_path, ta
     ('not json', 'not valid JSON'),
 ])
 def test_data_rearrangement_errors(text, message):
-  with pytest.raises(split.SplitError, match=message):
-    split.parse(text)
+  with pytest.raises(slices.SplitError, match=message):
+    slices.parse(text)
 
 
 def test_slice_rounding_rule():
-  s = split.parse('{"splitting":{"percentBegin":70,"percentEnd":100}}')
+  s = slices.parse('{"splitting":{"percentBegin":70,"percentEnd":100}}')
   assert s.bounds(10) == (7, 10) and s.bounds(9) == (6, 9) and s.bounds(3) == (2, 3)
-  first = split.parse('{"splitting":{"percentBegin":0,"percentEnd":70}}')
+  first = slices.parse('{"splitting":{"percentBegin":0,"percentEnd":70}}')
   for n in range(0, 200):  # complementary slices never overlap and leave no row out
     assert first.bounds(n)[1] == s.bounds(n)[0]
-  c = split.parse('{"splitting":{"percentBegin":20,"percentEnd":60,"complement":true}}')
+  c = slices.parse('{"splitting":{"percentBegin":20,"percentEnd":60,"complement":true}}')
   assert c.ranges(10) == [(0, 2), (6, 10)]
-  assert split.parse('{"splitting":{"percentBegin":"33.3","percentEnd":100}}').bounds(1000) == \
+  assert slices.parse('{"splitting":{"percentBegin":"33.3","percentEnd":100}}').bounds(1000) == \
       (333, 1000)
 
 
 def test_slice_spans_shards_in_manifest_order():
-  s = split.parse('{"splitting":{"percentBegin":50,"percentEnd":100}}')
-  sizes = [split.ShardSize('m', 1, 'b', 6), split.ShardSize('m', 0, 'a', 10),
-           split.ShardSize('other', 0, 'x', 100)]
-  a = split.shard_slice(s, sizes, 'm', 'a')
-  b = split.shard_slice(s, sizes, 'm', 'b')
+  s = slices.parse('{"splitting":{"percentBegin":50,"percentEnd":100}}')
+  sizes = [slices.ShardSize('m', 1, 'b', 6), slices.ShardSize('m', 0, 'a', 10),
+           slices.ShardSize('other', 0, 'x', 100)]
+  a = slices.shard_slice(s, sizes, 'm', 'a')
+  b = slices.shard_slice(s, sizes, 'm', 'b')
   assert (a.ranges, a.first_row, a.datasource_rows) == (((8, 10),), 0, 16)
   assert (b.ranges, b.first_row) == (((0, 6),), 10)
-  with pytest.raises(split.SplitError, match='could not be counted'):
-    split.shard_slice(s, [split.ShardSize('m', 0, 'a', None, 'gone')], 'm', 'a')
-  assert split.segments(10, ((8, 10),)) == [(0, 8, False), (8, 10, True)]
+  with pytest.raises(slices.SplitError, match='could not be counted'):
+    slices.shard_slice(s, [slices.ShardSize('m', 0, 'a', None, 'gone')], 'm', 'a')
+  assert slices.segments(10, ((8, 10),)) == [(0, 8, False), (8, 10, True)]
 
 
 def _sliced_bp(tmp_path, sizes, begin, end, true_label=True, tag=False):
@@ -199,7 +199,7 @@ def test_complement_slice_and_counters_under_test_pipeline(tmp_path):
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.testing.test_pipeline import TestPipeline
 
-  from pipelines.enrich import build_pipeline, local_runner
+  from pipelines.job import build_pipeline, local_runner
   # 20 rows; the complement of 25-75 is rows 0..4 and 15..19.
   inputs = vd.customers(20)
   results = vd.binary_results(5, start=0) + vd.binary_results(5, start=15)

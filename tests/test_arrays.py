@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms import arrays
+from transforms.join import arrays
 
 
 @pytest.mark.parametrize('pa_type', [pa.float64(), pa.int64()])

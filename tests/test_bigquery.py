@@ -13,10 +13,11 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.enrich import LaunchError, build_pipeline
+from pipelines.job import LaunchError, build_pipeline
 from pipelines.options import OptionsError, validate
-from transforms import bigquery as bq
-from transforms import layout as lay
+from transforms.aml import result_header
+from transforms.io import bigquery
+from transforms.join import record_schema
 
 
 @pytest.mark.parametrize('spec, expected', [
@@ -25,29 +26,29 @@ from transforms import layout as lay
     ('example.com:my-project:ds.t_1', 'example.com:my-project:ds.t_1'),
 ])
 def test_parse_table(spec, expected):
-  assert bq.parse_table(spec) == expected
+  assert bigquery.parse_table(spec) == expected
 
 
 @pytest.mark.parametrize('spec', ['warehouse.predictions', 'p:ds', '', 'Bad_Project:ds.t',
                                   'my-project:ds.t; drop'])
 def test_parse_table_refuses(spec):
-  with pytest.raises(bq.TableError, match='PROJECT:DATASET.TABLE'):
-    bq.parse_table(spec)
+  with pytest.raises(bigquery.TableError, match='PROJECT:DATASET.TABLE'):
+    bigquery.parse_table(spec)
 
 
 def _wanted():
-  layout = lay.detect_layout(('tag', 'a', 'b'))
-  return lay.bigquery_schema(lay.output_schema(layout, ['x']))
+  layout = result_header.detect_layout(('tag', 'a', 'b'))
+  return record_schema.bigquery_schema(record_schema.output_schema(layout, ['x']))
 
 
 def test_schema_of_the_records_matches_itself_and_a_wider_nullable_table():
   wanted = _wanted()
-  assert bq.schema_differences(wanted, wanted) == []
+  assert bigquery.schema_differences(wanted, wanted) == []
   wider = wanted + [{'name': 'loaded_by', 'type': 'STRING', 'mode': 'NULLABLE'}]
-  assert bq.schema_differences(wider, wanted) == []
+  assert bigquery.schema_differences(wider, wanted) == []
   aliases = [dict(f, type={'FLOAT': 'FLOAT64', 'INTEGER': 'INT64'}.get(f['type'], f['type']))
              for f in wanted]
-  assert bq.schema_differences(aliases, wanted) == []
+  assert bigquery.schema_differences(aliases, wanted) == []
 
 
 def test_schema_differences_are_each_named():
@@ -58,24 +59,24 @@ def test_schema_differences_are_each_named():
   scores['fields'] = [{'name': 'label', 'type': 'STRING', 'mode': 'REQUIRED'},
                       {'name': 'score', 'type': 'STRING', 'mode': 'REQUIRED'}]
   existing.append({'name': 'must_have', 'type': 'STRING', 'mode': 'REQUIRED'})
-  never_null = lay.never_null(lay.output_schema(lay.detect_layout(('tag', 'a', 'b')), ['x']))
-  problems = bq.schema_differences(existing, wanted, never_null=never_null)
+  never_null = record_schema.never_null(record_schema.output_schema(result_header.detect_layout(('tag', 'a', 'b')), ['x']))
+  problems = bigquery.schema_differences(existing, wanted, never_null=never_null)
   assert any(p.startswith('x: the table has no such column') for p in problems)
   assert any(p.startswith('best_score: the table has STRING/NULLABLE') for p in problems)
   assert any(p.startswith('scores.score:') for p in problems)
   assert any(p.startswith('must_have: REQUIRED') for p in problems)
   assert len(problems) == 4  # scores.label: REQUIRED in the table, but never null
   assert 'scores.label: the table has STRING/REQUIRED, the records STRING/NULLABLE' in \
-      bq.schema_differences(existing, wanted)
+      bigquery.schema_differences(existing, wanted)
 
 
 def test_rows_turn_null_lists_into_empty_ones():
-  layout = lay.detect_layout(('a', 'b'))
-  schema = lay.output_schema(layout, ['x'])
-  arrow = lay.arrow_schema(schema)
+  layout = result_header.detect_layout(('a', 'b'))
+  schema = record_schema.output_schema(layout, ['x'])
+  arrow = record_schema.arrow_schema(schema)
   row = {name: None for name in arrow.names}
   row.update(batch_prediction_id='bp', input_uri='i', row_number=1, status='failed')
-  rows = bq.to_rows(pa.RecordBatch.from_pylist([row], schema=arrow))
+  rows = bigquery.to_rows(pa.RecordBatch.from_pylist([row], schema=arrow))
   assert rows[0]['scores'] == [] and rows[0]['best_answer'] is None
 
 
@@ -204,12 +205,12 @@ def _gets(server) -> list[str]:
 def test_existing_table_schema_is_read_and_compared(bigquery_api):
   server, client = bigquery_api
   wanted = _wanted()
-  assert bq.check_existing_table('demo-project:ds.missing', wanted, client) == []
+  assert bigquery.check_existing_table('demo-project:ds.missing', wanted, client) == []
   server.tables[('demo-project', 'ds', 'same')] = {'schema': {'fields': wanted}}
-  assert bq.check_existing_table('demo-project:ds.same', wanted, client) == []
+  assert bigquery.check_existing_table('demo-project:ds.same', wanted, client) == []
   server.tables[('demo-project', 'ds', 'older')] = {'schema': {'fields': [
       f for f in wanted if f['name'] != 'x']}}
-  assert bq.check_existing_table('demo-project:ds.older', wanted, client) == [
+  assert bigquery.check_existing_table('demo-project:ds.older', wanted, client) == [
       'x: the table has no such column']
   assert _gets(server) == [f'/bigquery/v2/projects/demo-project/datasets/ds/tables/{t}'
                            f'?prettyPrint=false' for t in ('missing', 'same', 'older')]
@@ -228,7 +229,7 @@ def _job(tmp_path, *extra):
 
 def _schema_of_sample(tmp_path):
   options = _job(tmp_path, '--dry_run=True')
-  return lay.bigquery_schema(build_pipeline(beam.Pipeline(options=options), options)['plan'].schema)
+  return record_schema.bigquery_schema(build_pipeline(beam.Pipeline(options=options), options)['plan'].schema)
 
 
 TARGET = ('demo-project', 'warehouse', 'predictions')
@@ -257,7 +258,7 @@ def test_a_table_that_cannot_take_the_records_stops_the_launch(bigquery_api, tmp
   assert len(server.requests) == 1 and not _posted_tables(server)  # no staging table either
   # A table made by an earlier predjoin (provenance columns REQUIRED) takes them: they are
   # never null and reach the table through an INSERT. An extra NULLABLE column is fine.
-  older = [dict(f, mode='REQUIRED') if f['name'] in lay.PROVENANCE else f for f in wanted]
+  older = [dict(f, mode='REQUIRED') if f['name'] in record_schema.PROVENANCE else f for f in wanted]
   server.tables[TARGET] = {'schema': {'fields': older + [
       {'name': 'loaded_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}}
   built = build_pipeline(beam.Pipeline(options=options), options, bigquery_client=client)
@@ -325,11 +326,11 @@ def test_rows_load_as_the_avro_files_the_bigquery_sink_writes(tmp_path):
   from apache_beam.io.gcp.bigquery_tools import AvroRowWriter
 
   from tests.builders import write_bp
-  from transforms import join
-  from transforms.access import AccessPolicy
-  from transforms.manifest import shards_of
-  from transforms.plan import make_plan
-  from transforms.storage import Storage
+  from transforms.aml.manifest import shards_of
+  from transforms.io.access import AccessPolicy
+  from transforms.io.storage import Storage
+  from transforms.join import joiner
+  from transforms.join.plan import make_plan
   inputs = [f'{i},name {i},"{i}, more"' for i in range(1, 8)]
   results = ['t,0.1,0.9', '', 't,0.6,0.4', 't,0.5,0.5', '', 't,1.0E-3,9.99E-1', '']
   manifest = write_bp(tmp_path / 'm', 'bp-m', [(inputs, results)],
@@ -338,12 +339,12 @@ def test_rows_load_as_the_avro_files_the_bigquery_sink_writes(tmp_path):
   plan = make_plan([manifest], storage, block_rows=3,
                    access_policy=AccessPolicy.create([str(tmp_path) + '/'], ()))
   batches = [value for shard in shards_of(open(manifest).read(), manifest)
-             for kind, value in join.ShardJoiner(plan, storage).join(shard)
-             if kind == join.RECORDS]
-  rows = [row for batch in batches for row in bq.to_rows(batch)]
+             for kind, value in joiner.ShardJoiner(plan, storage).join(shard)
+             if kind == joiner.RECORDS]
+  rows = [row for batch in batches for row in bigquery.to_rows(batch)]
   assert len(rows) == 7 and [r['status'] for r in rows].count('failed') == 3
   path = tmp_path / 'load.avro'
-  writer = AvroRowWriter(open(path, 'wb'), {'fields': lay.bigquery_schema(plan.schema)})
+  writer = AvroRowWriter(open(path, 'wb'), {'fields': record_schema.bigquery_schema(plan.schema)})
   for row in rows:
     writer.write(row)
   writer.close()
@@ -357,7 +358,7 @@ STAGING = ('demo-project', 'warehouse', 'predictions__predjoin_r1')
 
 
 def test_replace_deletes_the_runs_batch_predictions_and_inserts_in_one_transaction():
-  sql = bq.publish_sql('example.com:demo:warehouse.predictions',
+  sql = bigquery.publish_sql('example.com:demo:warehouse.predictions',
                        'example.com:demo:warehouse.predictions__predjoin_r1',
                        ['batch_prediction_id', 'row_number'], 'replace', 'DAY')
   assert sql == (
@@ -369,20 +370,20 @@ def test_replace_deletes_the_runs_batch_predictions_and_inserts_in_one_transacti
       'SELECT TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), DAY), `batch_prediction_id`, `row_number`\n'
       'FROM `example.com:demo.warehouse.predictions__predjoin_r1`;\n'
       'COMMIT TRANSACTION;\n')
-  append = bq.publish_sql('p-1:d.t', 'p-1:d.t__predjoin_r1', ['a'], 'append', None)
+  append = bigquery.publish_sql('p-1:d.t', 'p-1:d.t__predjoin_r1', ['a'], 'append', None)
   assert append == 'INSERT INTO `p-1.d.t` (`a`)\nSELECT `a`\nFROM `p-1.d.t__predjoin_r1`;\n'
   with pytest.raises(ValueError, match='truncate copies the table'):
-    bq.publish_sql('p-1:d.t', 'p-1:d.t__predjoin_r1', ['a'], 'truncate', None)
+    bigquery.publish_sql('p-1:d.t', 'p-1:d.t__predjoin_r1', ['a'], 'truncate', None)
 
 
 def test_each_run_has_its_own_staging_table_beside_the_table():
-  first = bq.TableLoad.create('demo-project.warehouse.predictions', _wanted(), 'replace')
-  second = bq.TableLoad.create('demo-project:warehouse.predictions', _wanted(), 'replace')
+  first = bigquery.TableLoad.create('demo-project.warehouse.predictions', _wanted(), 'replace')
+  second = bigquery.TableLoad.create('demo-project:warehouse.predictions', _wanted(), 'replace')
   assert first.table == second.table == 'demo-project:warehouse.predictions'
   assert first.staging.startswith('demo-project:warehouse.predictions__predjoin_')
   assert first.staging != second.staging and first.publish_job_id != second.publish_job_id
   with pytest.raises(ValueError, match='unknown write disposition'):
-    bq.TableLoad.create('demo-project:warehouse.predictions', _wanted(), 'merge')
+    bigquery.TableLoad.create('demo-project:warehouse.predictions', _wanted(), 'merge')
 
 
 def _staged(server, rows: int):
@@ -393,7 +394,7 @@ def _staged(server, rows: int):
                                 'jobReference': {'projectId': 'demo-project',
                                                  'jobId': 'beam_load_1', 'location': 'EU'},
                                 'configuration': {'load': {}}}
-  return bq.TableLoad('demo-project:warehouse.predictions', tuple(_wanted()), 'replace', 'r1')
+  return bigquery.TableLoad('demo-project:warehouse.predictions', tuple(_wanted()), 'replace', 'r1')
 
 
 def _posted_jobs(server) -> list[dict]:
@@ -422,7 +423,7 @@ def test_publish_replaces_exactly_the_runs_batch_predictions(bigquery_api):
   assert job['jobReference'] == {'jobId': 'predjoin_r1_publish', 'projectId': 'demo-project',
                                  'location': 'EU'}
   query = job['configuration']['query']
-  assert query['query'] == bq.publish_sql(load.table, load.staging, [f['name'] for f in _wanted()],
+  assert query['query'] == bigquery.publish_sql(load.table, load.staging, [f['name'] for f in _wanted()],
                                           'replace', 'DAY')
   assert query['useLegacySql'] is False
   assert query['queryParameters'] == [{
@@ -446,7 +447,7 @@ def test_append_inserts_into_the_tables_own_partitioning(bigquery_api):
   load.publish(['bp-1'], [], 3, client)
   [job] = _posted_jobs(server)
   # Partitioned by a column, not by ingestion time: no _PARTITIONTIME to set.
-  assert job['configuration']['query']['query'] == bq.publish_sql(
+  assert job['configuration']['query']['query'] == bigquery.publish_sql(
       load.table, load.staging, [f['name'] for f in _wanted()], 'append', None)
   assert not _posted_tables(server)  # the table was there
 
@@ -479,22 +480,22 @@ def test_the_load_jobs_beam_reports_are_followed_by_their_project_and_location()
        'p-1:EU.beam_bq_job_LOAD_1'),
       (JobReference(projectId='example.com:p', jobId='beam_bq_job_LOAD_2'),
        'example.com:p:beam_bq_job_LOAD_2')]:
-    assert bq._describe_job(('p-1:d.t', reference)) == text
-    assert bq._job_reference(text) == (reference.projectId, reference.location,
+    assert bigquery._describe_job(('p-1:d.t', reference)) == text
+    assert bigquery._job_reference(text) == (reference.projectId, reference.location,
                                        reference.jobId)
 
 
 def test_nothing_is_published_when_the_staging_table_does_not_hold_the_runs_rows(bigquery_api):
   server, client = bigquery_api
   load = _staged(server, 6)
-  with pytest.raises(bq.PublishError, match='holds 6 rows, the run sent 7: nothing is '
+  with pytest.raises(bigquery.PublishError, match='holds 6 rows, the run sent 7: nothing is '
                      'published to demo-project:warehouse.predictions'):
     load.publish(['bp-1'], ['demo-project:EU.beam_load_1'], 7, client)
   assert not _posted_jobs(server) and TARGET not in server.tables
 
 
 def test_a_failed_run_publishes_nothing(bigquery_api):
-  from transforms.enrich import publish_records, summarize
+  from transforms.steps import publish_records, summarize
   server, client = bigquery_api
   load = _staged(server, 0)
   report = {'batch_prediction_id': 'bp-1', 'manifest_uri': 'm', 'input_uri': 'in.csv',

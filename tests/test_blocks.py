@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from transforms import blocks
-from transforms import layout as lay
-from transforms.lines import (
+from transforms.aml import result_header
+from transforms.join import blocks, record_schema
+from transforms.join.lines import (
   BOM,
   CHUNK_BYTES,
   FIRST_READ_BYTES,
@@ -20,9 +20,9 @@ from transforms.lines import (
   split_lines,
 )
 
-BINARY = lay.detect_layout(('trueLabel', 'bestAnswer', 'score'))
-MULTI = lay.detect_layout(('a', 'b', 'c'))
-REGRESSION = lay.detect_layout(('score',))
+BINARY = result_header.detect_layout(('trueLabel', 'bestAnswer', 'score'))
+MULTI = result_header.detect_layout(('a', 'b', 'c'))
+REGRESSION = result_header.detect_layout(('score',))
 
 
 class Chunky(io.BytesIO):
@@ -340,9 +340,9 @@ def test_regression_blank_and_values():
 
 
 def _join(input_lines, result_lines, layout=BINARY, columns=('id', 'name', 'amount')):
-  schema = lay.output_schema(layout, list(columns))
+  schema = record_schema.output_schema(layout, list(columns))
   place = blocks.BlockPlace('bp', 'in.csv', 11, 12, 21)  # a header line; the result's 20 lines
-  return blocks.join_block(schema, lay.arrow_schema(schema), layout, place,
+  return blocks.join_block(schema, record_schema.arrow_schema(schema), layout, place,
                            _block(input_lines), _block(result_lines), len(input_lines), 0.5,
                            None)
 
@@ -390,7 +390,7 @@ def test_arrow_runs_on_jemalloc_unless_a_pool_is_given(given, expected):
   env = {k: v for k, v in os.environ.items() if k != 'ARROW_DEFAULT_MEMORY_POOL'}
   if given:
     env['ARROW_DEFAULT_MEMORY_POOL'] = given
-  code = ('import pyarrow as pa; from transforms import blocks; '
+  code = ('import pyarrow as pa; from transforms.join import blocks; '
           'print(blocks.ARROW_MEMORY_POOL, pa.default_memory_pool().backend_name, '
           'pa.array(range(9)).buffers()[1] is not None)')
   out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from pipelines.enrich import run
+from pipelines.job import run
 from tests.corpus import JOINED, REFUSED, Case, Shard, check, write_case
 
 MISMATCH = 'row_count_mismatch'

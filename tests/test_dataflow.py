@@ -14,10 +14,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.runner import PipelineState
 
-from pipelines.enrich import build_pipeline, launch_message, run
+from pipelines.job import build_pipeline, launch_message, run
 from tests import s3_fixtures as fx
-from transforms import bigquery as bq
-from transforms import layout
+from transforms.io import bigquery
+from transforms.join import record_schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, 'samples')
@@ -82,7 +82,7 @@ def test_bigquery_format_stages_the_records_and_publishes_them_with_the_summary(
   # step publishes the staged records: it carries the run's TableLoad.
   args = _unpickled(proto, 'WriteSummary/WriteSummaryJson')[1]
   load = args[-1]
-  assert isinstance(load, bq.TableLoad)
+  assert isinstance(load, bigquery.TableLoad)
   assert (load.table, load.disposition) == ('demo-project:warehouse.predictions', disposition)
   # The load's settings reach the job: into the run's own staging table, appending (a retried
   # load job reuses its ID), partitioned and clustered like a new table.
@@ -98,7 +98,7 @@ def test_bigquery_format_stages_the_records_and_publishes_them_with_the_summary(
   assert f'{table.projectId}:{table.datasetId}.{table.tableId}' == load.staging
   plan = build_pipeline(beam.Pipeline(options=PipelineOptions(dataflow_args('avro'))),
                         PipelineOptions(dataflow_args('avro')))['plan']
-  assert fn.schema == {'fields': layout.bigquery_schema(plan.schema)} == {'fields': list(
+  assert fn.schema == {'fields': record_schema.bigquery_schema(plan.schema)} == {'fields': list(
       load.schema)}
   scores = next(f for f in fn.schema['fields'] if f['name'] == 'scores')
   assert (scores['type'], scores['mode']) == ('RECORD', 'REPEATED')

@@ -763,8 +763,8 @@ def test_flex_entry_file_hands_over_to_the_console_script_main(tmp_path):
     if isinstance(node, ast.ImportFrom)
     for alias in node.names
   ]
-  assert ('pipelines.enrich', 'main') in imports
-  assert callable(importlib.import_module('pipelines.enrich').main)
+  assert ('pipelines.job', 'main') in imports
+  assert callable(importlib.import_module('pipelines.job').main)
 
 
 def test_requirements_are_exact_pins_of_the_tested_versions():
@@ -851,11 +851,11 @@ def test_sdist_installs_every_module_the_workers_import(tmp_path):
   assert install.returncode == 0, install.stdout + install.stderr
 
   modules = source_modules()
-  assert 'pipelines.enrich' in modules
+  assert 'pipelines.job' in modules
   probe = (
     'import importlib, json, sys\n'
     'files = {m: importlib.import_module(m).__file__ for m in sys.argv[1:]}\n'
-    'assert callable(importlib.import_module("pipelines.enrich").main)\n'
+    'assert callable(importlib.import_module("pipelines.job").main)\n'
     'print(json.dumps(files))\n'
   )
   env = {**os.environ, 'PYTHONPATH': str(target)}

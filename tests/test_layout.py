@@ -3,7 +3,9 @@
 import fastavro
 import pytest
 
-from transforms import layout as lay
+from transforms.aml import result_header
+from transforms.join import record_schema
+from transforms.join.header import split_header
 
 
 @pytest.mark.parametrize('line, model, classes, tag, true_label', [
@@ -20,7 +22,7 @@ from transforms import layout as lay
      False, True),
 ])
 def test_detect_layout(line, model, classes, tag, true_label):
-  layout = lay.detect_layout(lay.split_header(line.encode()))
+  layout = result_header.detect_layout(split_header(line.encode()))
   assert (layout.model_type, layout.classes, layout.has_tag, layout.has_true_label) == (
       model, classes, tag, true_label)
 
@@ -34,30 +36,30 @@ def test_detect_layout(line, model, classes, tag, true_label):
     ('a,b,a', 'repeats'),
 ])
 def test_detect_layout_errors_name_the_file(line, message):
-  with pytest.raises(lay.LayoutError, match=message) as e:
-    lay.detect_layout(lay.split_header(line), where='s3://b/r.gz')
+  with pytest.raises(result_header.LayoutError, match=message) as e:
+    result_header.detect_layout(split_header(line), where='s3://b/r.gz')
   assert 's3://b/r.gz' in str(e.value)
 
 
 def test_expected_model_type_must_match():
-  assert lay.detect_layout(('score',), 'regression').model_type == 'regression'
-  with pytest.raises(lay.LayoutError, match='regression model'):
-    lay.detect_layout(('score',), 'binary', where='r.gz')
+  assert result_header.detect_layout(('score',), 'regression').model_type == 'regression'
+  with pytest.raises(result_header.LayoutError, match='regression model'):
+    result_header.detect_layout(('score',), 'binary', where='r.gz')
 
 
 def test_output_names_rule():
   reserved = {'status', 'score', 'row_number'}
   names = ['customer id', '1st', '', '_hidden', 'Status', 'score', 'a-b', 'a_b', 'A_B', 'ok']
-  assert lay.output_names(names, reserved) == [
+  assert record_schema.output_names(names, reserved) == [
       'customer_id', 'col_1st', 'col_3', 'col__hidden', 'input_Status', 'input_score', 'a_b',
       'a_b_8', 'A_B_9', 'ok']
 
 
 def test_output_names_are_unique_ignoring_case_and_deterministic():
   names = ['x'] * 5 + ['X_2']
-  out = lay.output_names(names, set())
+  out = record_schema.output_names(names, set())
   assert len({n.lower() for n in out}) == len(out)
-  assert out == lay.output_names(names, set())
+  assert out == record_schema.output_names(names, set())
 
 
 @pytest.mark.parametrize('header, expected', [
@@ -68,15 +70,15 @@ def test_output_names_are_unique_ignoring_case_and_deterministic():
     ('score', ['score']),
 ])
 def test_prediction_fields(header, expected):
-  fields = lay.prediction_fields(lay.detect_layout(tuple(header.split(','))))
+  fields = record_schema.prediction_fields(result_header.detect_layout(tuple(header.split(','))))
   assert [name for name, _, _ in fields] == expected
 
 
 def test_avro_and_arrow_schemas_derive_from_one_schema():
-  layout = lay.detect_layout(('tag', '1_star', '2_stars'))
-  schema = lay.output_schema(layout, ['tag', 'review text', 'stars'])
-  arrow = lay.arrow_schema(schema)
-  avro = fastavro.parse_schema(lay.avro_schema(schema))
+  layout = result_header.detect_layout(('tag', '1_star', '2_stars'))
+  schema = record_schema.output_schema(layout, ['tag', 'review text', 'stars'])
+  arrow = record_schema.arrow_schema(schema)
+  avro = fastavro.parse_schema(record_schema.avro_schema(schema))
   assert arrow.names == schema.names == [f['name'] for f in avro['fields']]
   assert schema.input_fields == ('input_tag', 'review_text', 'stars')
   scores = next(f for f in avro['fields'] if f['name'] == 'scores')

@@ -2,7 +2,7 @@
 
 import pytest
 
-from transforms.manifest import (
+from transforms.aml.manifest import (
   ManifestError,
   batch_prediction_id,
   manifest_uri,

@@ -20,7 +20,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.enrich import build_pipeline, local_runner, one_worker_process, run
+from pipelines.job import build_pipeline, local_runner, one_worker_process, run
 from tests.builders import (
     oracle_rows,
     read_dead_letters,
@@ -387,7 +387,7 @@ def test_the_direct_runner_runs_the_fn_api_runner_never_prism(good_bp, tmp_path,
 
 
 def test_only_the_known_harmless_worker_warnings_are_dropped():
-  from pipelines.local import HarmlessWorkerWarnings
+  from pipelines.localrun.runner import HarmlessWorkerWarnings
 
   def record(level, message):
     return logging.LogRecord('apache_beam.runners.portability.local_job_service', level, 'x', 1,
@@ -420,7 +420,7 @@ def test_options_views_are_made_once_and_share_the_values():
 def test_collect_run_sums_counts_per_shard_however_the_elements_are_split():
   import random
 
-  from transforms.enrich import DEAD_COUNTS, RECORD_COUNTS, CollectRun
+  from transforms.steps import DEAD_COUNTS, RECORD_COUNTS, CollectRun
   a, b = ('bp', 'in/a.csv'), ('bp', 'in/b.csv')
   elements = ([(RECORD_COUNTS, (a, (3, 1, 0)))] * 5 + [(RECORD_COUNTS, (b, (2, 0, 1)))] * 3 +
               [(DEAD_COUNTS, (b, (1, 0, 0)))] * 4 + [('reports', {'input_uri': u}) for u in 'xyz']
@@ -449,8 +449,8 @@ def test_collect_run_sums_counts_per_shard_however_the_elements_are_split():
 def test_identity_check_catches_rows_a_sink_did_not_receive_or_received_without_a_report():
   # The summary checks each shard's report against what reached the record sink and the
   # shard's dead-letter file; any row missing, extra or unreported breaks the identity.
-  from pipelines.enrich import check_counters
-  from transforms.enrich import summarize
+  from pipelines.job import check_counters
+  from transforms.steps import summarize
   report = {'batch_prediction_id': 'bp', 'manifest_uri': 'm', 'input_uri': 'in/a.csv',
             'input_rows': 10, 'joined_rows': 6, 'failed_rows': 1, 'not_predicted_rows': 0,
             'dead_letter_rows': 3, 'status': 'ok_with_dead_letters'}

@@ -1,4 +1,4 @@
-"""Per-shard dead-letter and resubmit files (transforms/shardfiles.py), on the local disk."""
+"""Per-shard dead-letter and resubmit files (transforms/shard_files.py), on the local disk."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 
 from tests.builders import multiclass_batch, read_records_file
-from transforms import shardfiles, sinks
-from transforms.manifest import Shard
+from transforms.aml.manifest import Shard
+from transforms.io import shard_files, sinks
 
 
 def _shard(input_uri='s3://b/in/data-001.csv', bp='bp-1', manifest='s3://b/out/bp-1.manifest'):
@@ -20,26 +20,26 @@ def _tree(root):
 
 
 def test_file_names_are_stable_and_tell_apart_shards_whose_inputs_share_a_name():
-  a = shardfiles.file_name(_shard(), '.jsonl')
-  assert a == shardfiles.file_name(_shard(), '.jsonl')  # a rerun writes the same name
+  a = shard_files.file_name(_shard(), '.jsonl')
+  assert a == shard_files.file_name(_shard(), '.jsonl')  # a rerun writes the same name
   assert a.startswith('part-data-001-') and a.endswith('.jsonl')
-  others = {shardfiles.file_name(_shard('s3://b/other/data-001.csv'), '.jsonl'),
-            shardfiles.file_name(_shard(bp='bp-2'), '.jsonl'),
-            shardfiles.file_name(_shard(manifest='s3://b/out/bp-3.manifest'), '.jsonl')}
+  others = {shard_files.file_name(_shard('s3://b/other/data-001.csv'), '.jsonl'),
+            shard_files.file_name(_shard(bp='bp-2'), '.jsonl'),
+            shard_files.file_name(_shard(manifest='s3://b/out/bp-3.manifest'), '.jsonl')}
   assert a not in others and len(others) == 3
-  odd = shardfiles.file_name(_shard('gs://b/in/we ird/na:me?.tar.csv'), '.csv')
+  odd = shard_files.file_name(_shard('gs://b/in/we ird/na:me?.tar.csv'), '.csv')
   assert odd.startswith('part-na_me__tar-') and '/' not in odd
 
 
 def test_a_shard_writes_its_files_into_place_and_nothing_when_it_has_nothing(tmp_path):
   out = str(tmp_path)
-  files = shardfiles.ShardFiles(out, _shard(), resubmit_header='id,name')
+  files = shard_files.ShardFiles(out, _shard(), resubmit_header='id,name')
   files.dead_letter({'reason': 'bad_input_row', 'row_number': 3, 'input_line': 'x,ü'})
   files.dead_letter({'reason': 'input_unreadable', 'row_number': None})  # a shard, not a row
   files.resubmit('1,a\n2,b')
   files.resubmit('9,z')
   done = files.commit()
-  name = shardfiles.file_name(_shard(), '')
+  name = shard_files.file_name(_shard(), '')
   assert done == {'dead_letter_files': os.path.join(out, 'dead_letter', name + '.jsonl'),
                   'resubmit_files': os.path.join(out, 'resubmit', name + '.csv')}
   assert files.dead_letter_rows == 1
@@ -49,20 +49,20 @@ def test_a_shard_writes_its_files_into_place_and_nothing_when_it_has_nothing(tmp
   assert open(done['resubmit_files']).read() == 'id,name\n1,a\n2,b\n9,z\n'
   assert _tree(out) == [f'dead_letter/{name}.jsonl', f'resubmit/{name}.csv']  # no temp left
   assert sorted(os.listdir(out)) == ['dead_letter', 'resubmit']  # no temporary directory
-  empty = shardfiles.ShardFiles(str(tmp_path / 'empty'), _shard(), resubmit_header=None)
+  empty = shard_files.ShardFiles(str(tmp_path / 'empty'), _shard(), resubmit_header=None)
   assert empty.commit() == {} and not os.path.exists(tmp_path / 'empty')
 
 
 def test_a_retried_shard_rewrites_the_same_files_and_a_failed_one_leaves_none(tmp_path):
   out = str(tmp_path)
   for _ in range(2):  # the first attempt, then a retry of the same shard
-    files = shardfiles.ShardFiles(out, _shard(), resubmit_header=None)
+    files = shard_files.ShardFiles(out, _shard(), resubmit_header=None)
     files.dead_letter({'reason': 'bad_result_line', 'row_number': 7})
     files.commit()
-  name = shardfiles.file_name(_shard(), '.jsonl')
+  name = shard_files.file_name(_shard(), '.jsonl')
   assert _tree(out) == [f'dead_letter/{name}']
   assert len(open(tmp_path / 'dead_letter' / name).read().splitlines()) == 1
-  failed = shardfiles.ShardFiles(str(tmp_path / 'failed'), _shard(), resubmit_header=None)
+  failed = shard_files.ShardFiles(str(tmp_path / 'failed'), _shard(), resubmit_header=None)
   failed.dead_letter({'reason': 'bad_result_line', 'row_number': 1})
   failed.resubmit('1,a')
   failed.discard()
@@ -73,12 +73,12 @@ def test_a_retried_shard_rewrites_the_same_files_and_a_failed_one_leaves_none(tm
 def test_a_shard_writes_its_records_into_one_file_and_counts_them_by_status(tmp_path, fmt):
   batch, schema = multiclass_batch(max(sinks.ENCODE_ROWS.values()) + 50)
   out = str(tmp_path)
-  files = shardfiles.ShardFiles(out, _shard(), resubmit_header=None,
+  files = shard_files.ShardFiles(out, _shard(), resubmit_header=None,
                                 writers=sinks.RecordWriters(fmt, schema))
   files.records(batch.slice(0, 40))
   files.records(batch.slice(40))
   done = files.commit()
-  name = shardfiles.file_name(_shard(), f'.{fmt}')
+  name = shard_files.file_name(_shard(), f'.{fmt}')
   assert done == {'record_files': os.path.join(out, 'records', name)}
   assert _tree(out) == [f'records/{name}']  # no temporary file or directory left
   rows = read_records_file(done['record_files'])
@@ -92,11 +92,11 @@ def test_a_shard_writes_its_records_into_one_file_and_counts_them_by_status(tmp_
 def test_a_failed_shard_leaves_no_records_file_and_a_shard_without_records_writes_none(tmp_path):
   batch, schema = multiclass_batch(10)
   writers = sinks.RecordWriters('parquet', schema)
-  failed = shardfiles.ShardFiles(str(tmp_path / 'failed'), _shard(), None, writers)
+  failed = shard_files.ShardFiles(str(tmp_path / 'failed'), _shard(), None, writers)
   failed.records(batch)
   failed.discard()
   assert _tree(tmp_path / 'failed') == []
-  empty = shardfiles.ShardFiles(str(tmp_path / 'empty'), _shard(), None, writers)
+  empty = shard_files.ShardFiles(str(tmp_path / 'empty'), _shard(), None, writers)
   empty.dead_letter({'reason': 'misaligned', 'row_number': 1})
   assert list(empty.commit()) == ['dead_letter_files']
   assert empty.record_counts == (0, 0, 0)

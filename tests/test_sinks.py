@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.builders import multiclass_batch
-from transforms import layout as lay
-from transforms import sinks
+from transforms.io import sinks
+from transforms.join import record_schema
 
 
 class _File(io.BytesIO):
@@ -30,7 +30,7 @@ def test_avro_blocks_larger_than_a_slice_read_back_whole(blockwise):
   rows = sinks.ENCODE_ROWS['avro']
   batch, schema = multiclass_batch(rows * 2 + 123)
   f = _File()
-  writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), blockwise)
+  writer = sinks._AvroBlockWriter(f, record_schema.avro_schema(schema), blockwise)
   writer.write(batch)
   writer.write(batch.slice(ENCODE_OFFSET, 5))
   writer.close()
@@ -55,7 +55,7 @@ def test_avro_files_carry_one_sync_marker_each():
   files = []
   for _ in range(2):
     f = _File()
-    writer = sinks._AvroBlockWriter(f, lay.avro_schema(schema), True)
+    writer = sinks._AvroBlockWriter(f, record_schema.avro_schema(schema), True)
     writer.write(batch)
     writer.close()
     files.append(f.value)
@@ -65,10 +65,10 @@ def test_avro_files_carry_one_sync_marker_each():
   assert [r for r in fastavro.reader(io.BytesIO(files[1]))] == batch.to_pylist()
 
 
-def _avro_file(batch: pa.RecordBatch, schema: lay.OutputSchema, block_rows: int) -> bytes:
+def _avro_file(batch: pa.RecordBatch, schema: record_schema.OutputSchema, block_rows: int) -> bytes:
   """An uncompressed Avro file of ``batch`` written by fastavro, ``block_rows`` per block."""
   f = io.BytesIO()
-  writer = fastavro.write.Writer(f, fastavro.parse_schema(lay.avro_schema(schema)))
+  writer = fastavro.write.Writer(f, fastavro.parse_schema(record_schema.avro_schema(schema)))
   for offset in range(0, batch.num_rows, block_rows):
     for record in batch.slice(offset, block_rows).to_pylist():
       writer.write(record)
@@ -120,7 +120,7 @@ def test_json_lines_blocks_larger_than_a_slice_read_back_whole():
 def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():
   batch, schema = multiclass_batch(20000)
   f = _File()
-  writer = sinks._ParquetWriter(f, lay.arrow_schema(schema))
+  writer = sinks._ParquetWriter(f, record_schema.arrow_schema(schema))
   for _ in range(7):  # 140k rows: 80k in the first group, 60k left for the last one
     writer.write(batch)
   writer.write(batch.slice(10, 20))
@@ -134,7 +134,7 @@ def test_parquet_blocks_gather_into_row_groups_of_at_least_64k_rows():
 def test_parquet_statistics_on_every_column_but_input_text():
   batch, schema = multiclass_batch(100)
   f = _File()
-  writer = sinks._ParquetWriter(f, lay.arrow_schema(schema),
+  writer = sinks._ParquetWriter(f, record_schema.arrow_schema(schema),
                                 sinks.parquet_statistics_columns(schema))
   writer.write(batch)
   writer.close()

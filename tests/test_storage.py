@@ -19,11 +19,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.enrich import build_pipeline, run
+from pipelines.job import build_pipeline, run
+from pipelines.localrun import transports
 from tests import s3_fixtures as fx
 from tests.builders import check_predictions, read_dead_letters, read_records, read_summary
-from transforms import transports
-from transforms.storage import (
+from transforms.io.storage import (
   Storage,
   StorageConfig,
   StorageError,
@@ -218,10 +218,10 @@ def test_transports_knows_every_scheme_smart_open_has():
 
 _WITHOUT_TRANSPORTS = """
 import json, sys, threading
-from pipelines import workers
+from pipelines.localrun import workers
 finder = workers._Without(workers.not_needed(['--output', 'out/']))
 sys.meta_path.insert(0, finder)
-from transforms.storage import Storage, StorageConfig, StorageError
+from transforms.io.storage import Storage, StorageConfig, StorageError
 sys.meta_path.remove(finder)
 seen = {'boto3 before': 'boto3' in sys.modules}
 storage = Storage(StorageConfig(s3_endpoint_url=sys.argv[1]))
@@ -243,7 +243,7 @@ print(json.dumps(seen))
 
 
 def test_a_process_that_imported_smart_open_without_its_transports_reads_s3(s3):
-  # The launcher of a local run imports smart_open without them (pipelines/workers.py); the
+  # The launcher of a local run imports smart_open without them (pipelines/localrun/workers.py); the
   # first s3:// object a process opens registers S3's, in any thread, once.
   s3.client.put_object(Bucket=SAMPLE_BUCKET, Key='unit/lazy.csv.gz',
                        Body=gzip.compress(b'a,b\n1,2\n'))
@@ -522,7 +522,7 @@ def gcs(tmp_path_factory):
 def test_cli_gcs_manifest_shards_and_output_match_the_local_run(gcs, tmp_path,
                                                                 tmp_path_factory, workers):
   # The bundled manifest names s3:// URIs; a rebase onto the GCS copy is the documented way.
-  # With forked workers, the launcher's import keeps Beam's GCS modules (pipelines/workers.py).
+  # With forked workers, the launcher's import keeps Beam's GCS modules (pipelines/localrun/workers.py).
   manifest = f'gs://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-regression')
   result = fx.run_cli(['--manifest', manifest, '--rebase_uri',
                        f's3://{SAMPLE_BUCKET}/=gs://{SAMPLE_BUCKET}/', '--output',

@@ -12,17 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import verify_data as vd
-from transforms import amlschema, blocks, coltypes
-from transforms import layout as lay
+from transforms.aml import result_header, schema_file
+from transforms.join import blocks, coltypes, record_schema
 
 # Schema files -----------------------------------------------------------------------------------
 
 
 def test_schema_reads_current_and_legacy_keys_alike():
   pairs = [('id', 'CATEGORICAL'), ('x', 'numeric'), ('ok', 'BINARY')]
-  current = amlschema.parse_schema(json.dumps(vd.schema(pairs, row_id='id', target='ok',
+  current = schema_file.parse_schema(json.dumps(vd.schema(pairs, row_id='id', target='ok',
                                                         excluded=['x'])), 's')
-  legacy = amlschema.parse_schema(json.dumps(vd.schema(pairs, row_id='id', target='ok',
+  legacy = schema_file.parse_schema(json.dumps(vd.schema(pairs, row_id='id', target='ok',
                                                        excluded=['x'], legacy=True)), 's')
   for s in (current, legacy):
     assert s.names == ('id', 'x', 'ok') and s.row_id == 'id' and s.target == 'ok'
@@ -31,7 +31,7 @@ def test_schema_reads_current_and_legacy_keys_alike():
 
 
 def test_the_row_id_attribute_keeps_its_text_whatever_its_type():
-  schema = amlschema.parse_schema(json.dumps(vd.schema(
+  schema = schema_file.parse_schema(json.dumps(vd.schema(
       [('id', 'NUMERIC'), ('x', 'NUMERIC')], row_id='id')), 's')
   assert schema.type_of('id') == 'NUMERIC'  # what the alignment check normalises by
   assert schema.output_type('id') == 'TEXT' and schema.output_type('x') == 'NUMERIC'
@@ -46,8 +46,8 @@ def test_the_row_id_attribute_keeps_its_text_whatever_its_type():
 ])
 def test_schema_errors_name_the_file(change, message):
   obj = {**vd.schema([('a', 'TEXT'), ('b', 'NUMERIC')]), **change}
-  with pytest.raises(amlschema.SchemaError, match=message) as e:
-    amlschema.parse_schema(json.dumps(obj), 's3://b/in/.schema')
+  with pytest.raises(schema_file.SchemaError, match=message) as e:
+    schema_file.parse_schema(json.dumps(obj), 's3://b/in/.schema')
   assert 's3://b/in/.schema' in str(e.value)
 
 
@@ -98,17 +98,17 @@ def test_fast_csv_typing_and_the_vectorised_string_path_agree():
 
 
 def _typed_schema(top_k=None):
-  layout = lay.detect_layout(('tag', 'a', 'b', 'c'))
-  return lay.output_schema(layout, ['id', 'amount', 'member', 'note'],
+  layout = result_header.detect_layout(('tag', 'a', 'b', 'c'))
+  return record_schema.output_schema(layout, ['id', 'amount', 'member', 'note'],
                            ['string', 'double', 'boolean', 'string'],
                            ['CATEGORICAL', 'NUMERIC', 'BINARY', 'TEXT'], top_k=top_k)
 
 
 def test_arrow_avro_and_bigquery_schemas_derive_from_one_schema():
   schema = _typed_schema(top_k=2)
-  arrow = lay.arrow_schema(schema)
-  avro = fastavro.parse_schema(lay.avro_schema(schema))
-  bigquery = lay.bigquery_schema(schema)
+  arrow = record_schema.arrow_schema(schema)
+  avro = fastavro.parse_schema(record_schema.avro_schema(schema))
+  bigquery = record_schema.bigquery_schema(schema)
   assert arrow.names == schema.names == [f['name'] for f in avro['fields']] == \
       [f['name'] for f in bigquery]
   assert arrow.field('amount').type == pa.float64() and arrow.field('member').type == pa.bool_()
@@ -179,11 +179,11 @@ def test_avro_parquet_and_bigquery_agree_on_nullability(header, top_k, tmp_path)
   # BigQuery refuses to load a nullable field into a REQUIRED column, so the files of each
   # format load into the table predjoin makes. The Avro blocks are encoded by polars, which
   # declares every field nullable; the writer checks that it encodes exactly predjoin's schema.
-  from transforms import sinks
-  layout = lay.detect_layout(header)
-  schema = lay.output_schema(layout, ['id', 'amount'], ['string', 'double'], top_k=top_k)
-  arrow = lay.arrow_schema(schema)
-  assert sinks.block_encoding_matches(arrow, lay.avro_schema(schema))
+  from transforms.io import sinks
+  layout = result_header.detect_layout(header)
+  schema = record_schema.output_schema(layout, ['id', 'amount'], ['string', 'double'], top_k=top_k)
+  arrow = record_schema.arrow_schema(schema)
+  assert sinks.block_encoding_matches(arrow, record_schema.avro_schema(schema))
   batch = pa.RecordBatch.from_pylist([], schema=arrow)
   writers = {fmt: sinks.RecordWriters(fmt, schema) for fmt in ('avro', 'parquet')}
   for fmt, writers_of in writers.items():
@@ -194,16 +194,16 @@ def test_avro_parquet_and_bigquery_agree_on_nullability(header, top_k, tmp_path)
   with open(tmp_path / 'r.avro', 'rb') as f:
     avro = _avro_nullable(fastavro.reader(f).writer_schema)
   parquet = _arrow_nullable(pq.read_schema(tmp_path / 'r.parquet'))
-  bigquery = _bigquery_nullable(lay.bigquery_schema(schema))
+  bigquery = _bigquery_nullable(record_schema.bigquery_schema(schema))
   assert set(avro) == set(parquet) == set(bigquery)
   assert avro == parquet == bigquery
   assert all(avro.values())
-  assert set(lay.never_null(schema)) >= set(lay.PROVENANCE)
+  assert set(record_schema.never_null(schema)) >= set(record_schema.PROVENANCE)
 
 
 def test_bigquery_schema_loads_as_a_beam_table_schema():
   from apache_beam.io.gcp.bigquery_tools import parse_table_schema_from_json
-  table = parse_table_schema_from_json(json.dumps({'fields': lay.bigquery_schema(
+  table = parse_table_schema_from_json(json.dumps({'fields': record_schema.bigquery_schema(
       _typed_schema())}))
   scores = next(f for f in table.fields if f.name == 'scores')
   assert (scores.type, scores.mode, [f.name for f in scores.fields]) == (
@@ -212,13 +212,13 @@ def test_bigquery_schema_loads_as_a_beam_table_schema():
 
 def test_typed_block_writes_as_avro():
   schema = _typed_schema(top_k=1)
-  layout = lay.detect_layout(('tag', 'a', 'b', 'c'))
-  outcome = blocks.join_block(schema, lay.arrow_schema(schema), layout,
+  layout = result_header.detect_layout(('tag', 'a', 'b', 'c'))
+  outcome = blocks.join_block(schema, record_schema.arrow_schema(schema), layout,
                               blocks.BlockPlace('bp', 'in', 1, 1, 2),
                               b'r1,1.5,yes,x\nr2,,no,y\n', b't1,0.2,0.3,0.5\n\n', 2, 0.5, None,
                               top_k=1)
   buf = io.BytesIO()
-  fastavro.writer(buf, lay.avro_schema(schema), outcome.batch.to_pylist())
+  fastavro.writer(buf, record_schema.avro_schema(schema), outcome.batch.to_pylist())
   rows = list(fastavro.reader(io.BytesIO(buf.getvalue())))
   assert rows[0]['amount'] == 1.5 and rows[0]['member'] is True and rows[0]['top_labels'] == ['c']
   assert rows[1]['amount'] is None and rows[1]['member'] is False and rows[1]['status'] == 'failed'

@@ -20,10 +20,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines import local, workers
-from pipelines.enrich import local_runner
-from pipelines.handover import GRPC_VERBOSITY_ENV
-from transforms import transports
+from pipelines.job import local_runner
+from pipelines.localrun import runner, transports, workers
+from pipelines.localrun.handover import GRPC_VERBOSITY_ENV
 
 MP2 = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
 
@@ -86,7 +85,7 @@ def test_runner_uses_the_warm_workers_then_they_exit(tmp_path):
     pool.close()
   warm_pids = {p.pid for p in pool.processes}
   assert sorted(e for e, *_ in seen) == list(range(8))
-  assert {module for _, module, _, _ in seen} == {'pipelines.workers'}
+  assert {module for _, module, _, _ in seen} == {'pipelines.localrun.workers'}
   assert {mark for *_, mark in seen} == {'1'}
   assert {pid for _, _, pid, _ in seen} <= warm_pids
   assert all(p.returncode == 0 for p in pool.processes)
@@ -95,7 +94,7 @@ def test_runner_uses_the_warm_workers_then_they_exit(tmp_path):
 
 def test_without_warm_workers_the_command_runs_the_harness_itself(tmp_path):
   seen = _identities(tmp_path)
-  assert {module for _, module, _, _ in seen} == {'pipelines.workers'}
+  assert {module for _, module, _, _ in seen} == {'pipelines.localrun.workers'}
   assert {mark for *_, mark in seen} == {None}
   assert os.getpid() not in {pid for _, _, pid, _ in seen}
 
@@ -123,7 +122,7 @@ def test_unclaimed_warm_workers_are_stopped_by_close():
 
 
 def test_warm_workers_stop_when_the_launcher_dies(tmp_path):
-  launcher = ('import sys; from pipelines import workers; pool = workers.prewarm(sys.argv[1:]); '
+  launcher = ('import sys; from pipelines.localrun import workers; pool = workers.prewarm(sys.argv[1:]); '
               'print(*[p.pid for p in pool.processes], flush=True); import os; os._exit(3)')
   with open(tmp_path / 'pids', 'w+') as out:  # not a pipe: the workers inherit the launcher's
     done = subprocess.run([sys.executable, '-c', launcher, *MP2], stdout=out, timeout=60)
@@ -148,7 +147,7 @@ def test_no_writable_temporary_directory_means_no_warm_workers(tmp_path, monkeyp
 # process that has started no thread, so these run their launcher in a fresh interpreter.
 FORK_LAUNCHER = '''
 import json, os, sys, pathlib
-from pipelines import local, workers
+from pipelines.localrun import runner, workers
 def warm_up():  # runs in each forked worker, before it waits for a claim
   with open(os.path.join(sys.argv[1], 'warmed-%%d' %% os.getpid()), 'w'):
     pass
@@ -196,7 +195,7 @@ def test_unclaimed_forked_workers_are_stopped_by_close(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
 def test_forked_workers_stop_when_the_launcher_dies(tmp_path):
-  launcher = ('import sys; from pipelines import workers; '
+  launcher = ('import sys; from pipelines.localrun import workers; '
               'pool = workers.prewarm(sys.argv[1:], fork=True); '
               'print(*[p.pid for p in pool.processes], flush=True); import os; os._exit(3)')
   with open(tmp_path / 'pids', 'w+') as out:
@@ -226,7 +225,7 @@ def test_no_fork_once_another_thread_runs():
 
 
 def test_the_harness_import_leaves_its_objects_to_no_garbage_collection():
-  code = ('import gc; from pipelines import workers; workers.import_harness(); '
+  code = ('import gc; from pipelines.localrun import workers; workers.import_harness(); '
           'print(gc.get_freeze_count())')
   done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                         timeout=120, check=True)
@@ -236,7 +235,7 @@ def test_the_harness_import_leaves_its_objects_to_no_garbage_collection():
 def test_the_harness_import_runs_without_collections_and_leaves_the_collector_as_it_was():
   # The import creates no garbage worth a collection: none runs during it (each would walk
   # every object made so far), and the collector is back on afterwards (or stays off).
-  code = ('import gc, sys; from pipelines import workers\n'
+  code = ('import gc, sys; from pipelines.localrun import workers\n'
           'runs = []\n'
           'gc.callbacks.append(lambda phase, info: runs.append(phase))\n'
           'if sys.argv[1] == "off": gc.disable()\n'
@@ -252,7 +251,7 @@ def test_the_harness_import_runs_without_collections_and_leaves_the_collector_as
 def test_ctrl_c_ends_forked_workers_quietly():
   # Ctrl-C interrupts the whole process group: the warm workers end without a traceback each
   # (the launcher reports the interrupt), and they never held the terminal's input.
-  launcher = ('import sys, time; from pipelines import workers\n'
+  launcher = ('import sys, time; from pipelines.localrun import workers\n'
               'pool = workers.prewarm(sys.argv[1:], fork=True)\n'
               'print(*[p.pid for p in pool.processes], flush=True)\n'
               'try:\n  time.sleep(120)\n'
@@ -317,7 +316,7 @@ def test_the_runners_worker_command_hands_over_without_site_packages(tmp_path):
   got, thread = _stand_in_warm_worker(tmp_path, 7)
   env = dict(os.environ, WORKER_ID='worker_9', **{workers.WARM_DIR_ENV: str(tmp_path)})
   env.pop(GRPC_VERBOSITY_ENV, None)
-  command = f'{shlex.quote(sys.executable)} -X importtime {local.OUR_WORKER}'
+  command = f'{shlex.quote(sys.executable)} -X importtime {runner.OUR_WORKER}'
   done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True,
                         timeout=60)
   thread.join(10)
@@ -408,7 +407,7 @@ def test_beams_azure_filesystem_is_imported_when_an_argument_names_azfs(argv, us
 def test_the_harness_imports_without_cloud_modules_a_local_run_never_uses():
   # Beam and smart_open skip them as they do when those libraries are missing, quietly;
   # afterwards they import again.
-  code = ('import sys; from pipelines import workers\n'
+  code = ('import sys; from pipelines.localrun import workers\n'
           'workers.import_harness(without=workers.not_needed(["--output", "out/"]))\n'
           'print(sorted(m for m in sys.modules if m.startswith(("google.cloud.dataflow", '
           '"google.cloud.bigquery", "google.cloud.pubsub", "apache_beam.io.gcp.bigquery", '

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from pipelines.enrich import run
+from pipelines.job import run
 from tests.builders import read_dead_letters, read_records, read_summary, write_bp
 
 

@@ -50,7 +50,7 @@ def run_date(fire_time: datetime.datetime | None) -> str:
   """The date a run processes: the UTC date of the moment it is scheduled to start, YYYYMMDD."""
   if fire_time is None:  # an Airflow 3 run triggered without a logical date
     raise ValueError('trigger predjoin_daily with a logical date: it names the batch prediction')
-  return fire_time.astimezone(datetime.timezone.utc).strftime('%Y%m%d')
+  return fire_time.astimezone(datetime.UTC).strftime('%Y%m%d')
 
 
 RUN_DATE = '{{ run_date(logical_date) }}'  # under CronTriggerTimetable: the fire time

@@ -3,7 +3,7 @@
 Amazon ML writes two columns that repeat input values: ``tag`` (the schema's ``rowId``
 attribute) and ``trueLabel`` (the target attribute, when the input has it). When a result has one
 and the input has the matching column, every row's pair must agree; a shard where one row does
-not is misaligned, and is not joined at all (``transforms/join.py``, pass 1).
+not is misaligned, and is not joined at all (``transforms/join/joiner.py``, pass 1).
 
 Values are compared as written first (one Arrow comparison per block); only rows that differ are
 compared again by meaning: surrounding spaces ignored, ``BINARY`` values through the synonym list
@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import amlschema, coltypes
-from transforms import layout as lay
+from transforms.aml import schema_file
+from transforms.join import coltypes, record_schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Check:
     return f'{self.result_column} = {self.input_name}'
 
 
-def plan_checks(layout: lay.ResultLayout, schema: amlschema.AmlSchema | None,
+def plan_checks(layout: record_schema.ResultLayout, schema: schema_file.AmlSchema | None,
                 input_columns) -> tuple[Check, ...]:
   """The checks that apply: ``tag`` when the schema names a rowId the input has, ``trueLabel``
   when the input has the schema's target attribute."""
@@ -46,8 +46,8 @@ def plan_checks(layout: lay.ResultLayout, schema: amlschema.AmlSchema | None,
     return ()
   columns = list(input_columns)
   checks = []
-  for present, name, column in ((layout.has_tag, schema.row_id, lay.TAG),
-                                (layout.has_true_label, schema.target, lay.TRUE_LABEL)):
+  for present, name, column in ((layout.has_tag, schema.row_id, record_schema.TAG),
+                                (layout.has_true_label, schema.target, record_schema.TRUE_LABEL)):
     if present and name and name in columns:
       checks.append(Check(column, columns.index(name), name, schema.type_of(name) or ''))
   return tuple(checks)
@@ -56,11 +56,11 @@ def plan_checks(layout: lay.ResultLayout, schema: amlschema.AmlSchema | None,
 def normalize(strings: pa.Array, attribute_type: str) -> pa.Array:
   """Comparable text: trimmed; binary synonyms as ``0``/``1``; numbers in one form."""
   text = pc.utf8_trim_whitespace(strings)
-  if attribute_type == amlschema.BINARY:
+  if attribute_type == schema_file.BINARY:
     flags = coltypes.binary_values(text)
     as_digit = pc.if_else(flags, '1', '0')
     return pc.if_else(pc.is_valid(flags), as_digit, pc.utf8_lower(text))
-  if attribute_type == amlschema.NUMERIC:
+  if attribute_type == schema_file.NUMERIC:
     return pa.array([_number_text(value) for value in text.to_pylist()], pa.string())
   return text
 

@@ -7,7 +7,7 @@ Run locally on the DirectRunner (waits, prints the summary, exits non-zero on ba
 
 or on Dataflow (returns once the job is submitted; the job writes ``<output>/summary.json``)::
 
-    python -m pipelines.enrich --runner DataflowRunner --project P --region R \\
+    python -m pipelines.job --runner DataflowRunner --project P --region R \\
         --temp_location gs://b/tmp --output_location s3://bucket/out/ \\
         --batch_prediction_id bp-1 --output gs://b/enriched/bp-1/
 """
@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import (
   TestOptions,
 )
 
-from pipelines import local, workers
+from pipelines.localrun import runner, workers
 from pipelines.options import (
   Options,
   OptionsError,
@@ -38,11 +38,11 @@ from pipelines.options import (
   check_arguments,
   validate,
 )
-from transforms import access, amlschema, bigquery, enrich, layout, report, resubmit, service
-from transforms import split as splitting
-from transforms.manifest import manifest_uri, parse_rebase_rules
-from transforms.plan import PlanError, make_plan
-from transforms.storage import (
+from transforms import steps
+from transforms.aml import schema_file, service, slices
+from transforms.aml.manifest import manifest_uri, parse_rebase_rules
+from transforms.io import access, bigquery, resubmit
+from transforms.io.storage import (
   OUTPUT_DIRS,
   Storage,
   StorageConfig,
@@ -52,6 +52,9 @@ from transforms.storage import (
   redact,
   remove_summary,
 )
+from transforms.join import record_schema
+from transforms.join.plan import PlanError, make_plan
+from transforms.report import verification
 
 _LOG = logging.getLogger('predjoin')
 _GLOB = set('*?[')
@@ -105,8 +108,8 @@ def check_table(opts: PredjoinOptions, schema, client=None) -> None:
   LaunchError."""
   table = bigquery.parse_table(opts.bigquery_table)
   try:
-    differences = bigquery.check_existing_table(table, layout.bigquery_schema(schema), client,
-                                                layout.never_null(schema))
+    differences = bigquery.check_existing_table(table, record_schema.bigquery_schema(schema), client,
+                                                record_schema.never_null(schema))
   except Exception as e:  # noqa: BLE001  # credentials, permissions, network: say which table
     raise LaunchError(f'cannot read the schema of BigQuery table {table}: {redact(str(e))}') \
         from None
@@ -121,7 +124,7 @@ def prepare_table(opts: PredjoinOptions, schema, dry_run: bool, client=None):
   """The run's way into its BigQuery table (``bigquery.TableLoad``). Unless it is a dry run,
   the table's schema is checked (replace and append) and the run's staging table is created,
   so a table the records cannot reach stops the launch. Raises LaunchError."""
-  load = bigquery.TableLoad.create(opts.bigquery_table, layout.bigquery_schema(schema),
+  load = bigquery.TableLoad.create(opts.bigquery_table, record_schema.bigquery_schema(schema),
                                    opts.write_disposition)
   if dry_run:
     return load
@@ -161,7 +164,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
                    cutoff=opts.cutoff, min_score=opts.min_score, block_rows=opts.block_rows,
                    rebase_rules=rules, access_policy=policy, schema_uri=opts.schema,
                    on_type_error=opts.on_type_error, top_k=opts.top_k,
-                   data_rearrangement=splitting.parse(opts.data_rearrangement)
+                   data_rearrangement=slices.parse(opts.data_rearrangement)
                    if opts.data_rearrangement else None,
                    # CSV parsing threads only where they do not compete with other workers.
                    parse_threads=one_worker_process(options))
@@ -182,10 +185,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
       raise LaunchError(f'cannot remove the earlier run\'s summary.json under '
                         f'{redact(opts.output)}: {redact(str(e))}') from None
   # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
-  # by the join (transforms/shardfiles.py).
+  # by the join (transforms/io/shard_files.py).
   out = (p
          | 'ListManifests' >> beam.Create(uris)
-         | 'Enrich' >> enrich.EnrichPredictions(plan, config, opts.output, rules, policy,
+         | 'Enrich' >> steps.EnrichPredictions(plan, config, opts.output, rules, policy,
                                                 None if to_table else opts.format))
   sink = {}
   if to_table:  # record_files: the jobs that stage the records, which the summary publishes
@@ -193,12 +196,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
             'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(table_load)}
   schema_copy = None
   if plan.aml_schema is not None:
-    schema_copy = amlschema.with_header_flag(plan.aml_schema, plan.header.has_header)
+    schema_copy = schema_file.with_header_flag(plan.aml_schema, plan.header.has_header)
   # No launcher waits for a job on another runner than the local one to read its summary: the
   # job itself fails when there are too many bad shards.
   fail_job = options.view_as(StandardOptions).runner not in workers.LOCAL_RUNNERS
-  write_summary = enrich.WriteSummary(opts.output, opts.max_bad_shards,
-                                      report.run_facts(plan, records),
+  write_summary = steps.WriteSummary(opts.output, opts.max_bad_shards,
+                                      verification.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
                                       output_dirs, schema_copy, fail_job, table_load)
   summary = ({'run_parts': out['run_parts'], **sink}
@@ -208,7 +211,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
 
 
 def _counters(result) -> dict[str, int]:
-  counters = result.metrics().query(MetricsFilter().with_namespace(enrich.NAMESPACE))['counters']
+  counters = result.metrics().query(MetricsFilter().with_namespace(steps.NAMESPACE))['counters']
   totals: dict[str, int] = {}
   for counter in counters:
     totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
@@ -257,7 +260,7 @@ def local_runner(options: PipelineOptions):
   runs the job on a runner predjoin is not tested on. This builds what the DirectRunner falls
   back to, with the pipeline options handed to the workers the same way, so
   ``--direct_num_workers`` and ``--direct_running_mode`` work as documented; its
-  multi-processing workers exit as soon as their work is done (``pipelines/local.py``).
+  multi-processing workers exit as soon as their work is done (``pipelines/runner.py``).
   Returns None for any other runner (``--runner PrismRunner`` still picks Prism).
   """
   name = options.view_as(StandardOptions).runner
@@ -268,8 +271,8 @@ def local_runner(options: PipelineOptions):
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
   encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-  local.quiet_harmless_worker_warnings()
-  return local.LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+  runner.quiet_harmless_worker_warnings()
+  return runner.LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
@@ -309,7 +312,7 @@ def run(argv: list[str] | None = None) -> int:
 
   On Dataflow it returns once the job is submitted. On the local runner it waits, prints the
   summary and decides the exit code; on any other runner the job itself fails when the bad
-  shards exceed ``--max_bad_shards`` (``enrich.WriteSummary``), and the command says why.
+  shards exceed ``--max_bad_shards`` (``steps.WriteSummary``), and the command says why.
   """
   argv = sys.argv[1:] if argv is None else list(argv)
   try:

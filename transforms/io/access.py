@@ -33,7 +33,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 
-from transforms.storage import redact
+from transforms.io.storage import redact
 
 OBJECT_SCHEMES = ('s3', 'gs')
 LOCAL = 'local'

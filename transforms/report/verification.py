@@ -1,17 +1,18 @@
 """The verification sections of the run summary: typing, alignment, audit, slice, service.
 
 Pure functions over the shard reports (``ShardReport.as_dict()``) and the run's facts, which the
-launcher takes from the plan (:func:`run_facts`); ``transforms/enrich.py`` adds what they return
+launcher takes from the plan (:func:`run_facts`); ``transforms/steps.py`` adds what they return
 to ``summary.json``. The README ("Output contract") documents every key.
 """
 
 from __future__ import annotations
 
-from transforms import audit, service
-from transforms import join as joining
+from transforms.aml import service
+from transforms.join import joiner
+from transforms.report import audit
 
 
-def run_facts(plan: joining.JoinPlan, service_records: dict | None = None) -> dict:
+def run_facts(plan: joiner.JoinPlan, service_records: dict | None = None) -> dict:
   """What the summary needs to know about the run, as plain JSON values."""
   schema = plan.schema
   return {
@@ -74,11 +75,11 @@ def alignment_section(shards: list[dict], facts: dict) -> dict:
   misaligned = [{'input_uri': r['input_uri'], 'result_uri': r['result_uri'], **r['misaligned']}
                 for r in shards if r.get('misaligned')]
   by_method = {method: sum(r.get('alignment') == method for r in shards)
-               for method in (joining.VERIFIED, joining.POSITIONAL, joining.REFUSED)}
+               for method in (joiner.VERIFIED, joiner.POSITIONAL, joiner.REFUSED)}
   return {'checks': facts['checks'], 'shards_checked': len(checked),
-          'shards_verified': by_method[joining.VERIFIED],
-          'shards_positional': by_method[joining.POSITIONAL],
-          'shards_refused': by_method[joining.REFUSED],
+          'shards_verified': by_method[joiner.VERIFIED],
+          'shards_positional': by_method[joiner.POSITIONAL],
+          'shards_refused': by_method[joiner.REFUSED],
           'misaligned_shards': len(misaligned), 'misaligned': misaligned}
 
 

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from transforms import arrays, audit, coltypes
-from transforms import layout as lay
-from transforms.lines import line_lengths, split_lines
+from transforms.join import arrays, coltypes, record_schema
+from transforms.join.lines import line_lengths, split_lines
+from transforms.report import audit
 
 
 def _arrow_memory_pool() -> str:
@@ -71,13 +71,13 @@ class Parsed:
   columns: list[pa.Array]
 
 
-def _result_types(layout: lay.ResultLayout) -> list[pa.DataType]:
+def _result_types(layout: record_schema.ResultLayout) -> list[pa.DataType]:
   types = []
   for name in layout.header:
-    if name in (lay.TAG, lay.TRUE_LABEL):
+    if name in (record_schema.TAG, record_schema.TRUE_LABEL):
       types.append(pa.string())
-    elif name == lay.BEST_ANSWER:
-      types.append(pa.int64() if layout.model_type == lay.BINARY else pa.string())
+    elif name == record_schema.BEST_ANSWER:
+      types.append(pa.int64() if layout.model_type == record_schema.BINARY else pa.string())
     else:
       types.append(pa.float64())
   return types
@@ -133,14 +133,14 @@ def _fields_error(expected: int, got: int) -> str:
   return f'expected {expected} fields, got {got}'
 
 
-def parse_result(block: bytes, n: int, layout: lay.ResultLayout,
+def parse_result(block: bytes, n: int, layout: record_schema.ResultLayout,
                  only: list[str] | None = None, ends: np.ndarray | None = None) -> Parsed:
   """Parses n result lines; blank lines are FAILED, unparseable ones BAD (with the reason).
 
   Args:
     only: convert and return just these columns (the alignment checks' ``tag``/``trueLabel``);
       their values are not checked, so a line is BAD only for its number of fields.
-    ends: the block's line ends (``transforms/lines.py``), when the reader has them.
+    ends: the block's line ends (``transforms/join/lines.py``), when the reader has them.
   """
   types = _result_types(layout)
   include = None if only is None else [layout.header.index(name) for name in only]
@@ -175,7 +175,7 @@ def _check_values(layout, types, columns, kind, errors) -> None:
         finite = np.isfinite(arrays.values(column)) & arrays.valid(column)
       problem = (kind == OK) & ~finite
       detail = f'{name} is empty or not a finite number'
-    elif name == lay.BEST_ANSWER and layout.model_type == lay.BINARY:
+    elif name == record_schema.BEST_ANSWER and layout.model_type == record_schema.BINARY:
       # Not pc.is_in: it imports pandas, half a second per worker process.
       valid = pc.fill_null(pc.or_(pc.equal(column, 0), pc.equal(column, 1)), False)
       problem = (kind == OK) & ~valid.to_numpy(zero_copy_only=False)
@@ -187,7 +187,7 @@ def _check_values(layout, types, columns, kind, errors) -> None:
       errors[int(i)] = detail
 
 
-def _parse_result_slow(block: bytes, n: int, layout: lay.ResultLayout) -> Parsed:
+def _parse_result_slow(block: bytes, n: int, layout: record_schema.ResultLayout) -> Parsed:
   types = _result_types(layout)
   kind = np.zeros(n, dtype=np.int8)
   errors: dict[int, str] = {}
@@ -326,7 +326,7 @@ def _masked(array: pa.Array, valid: pa.Array) -> pa.Array:
   return pc.if_else(valid, array, pa.scalar(None, array.type))
 
 
-def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: float,
+def interpret(result: Parsed, layout: record_schema.ResultLayout, ok: np.ndarray, cutoff: float,
               min_score: float | None, top_k: int | None = None) -> dict[str, pa.Array]:
   """The prediction and audit fields of a block, null where ``ok`` is False.
 
@@ -337,20 +337,20 @@ def interpret(result: Parsed, layout: lay.ResultLayout, ok: np.ndarray, cutoff: 
   valid = pa.array(ok)
   by_name = dict(zip(layout.header, result.columns, strict=True))
   fields: dict[str, pa.Array] = {}
-  if layout.model_type == lay.BINARY:
-    score = _masked(by_name[lay.SCORE], valid)
+  if layout.model_type == record_schema.BINARY:
+    score = _masked(by_name[record_schema.SCORE], valid)
     fields['best_answer'] = pc.cast(pc.greater_equal(score, cutoff), pa.int64())
     fields['score'] = score
-    fields['service_best_answer'] = _masked(by_name[lay.BEST_ANSWER], valid)
+    fields['service_best_answer'] = _masked(by_name[record_schema.BEST_ANSWER], valid)
     fields['answer_changed'] = pc.not_equal(fields['best_answer'], fields['service_best_answer'])
-  elif layout.model_type == lay.MULTICLASS:
+  elif layout.model_type == record_schema.MULTICLASS:
     fields.update(_multiclass(by_name, layout, ok, valid, min_score, top_k))
   else:
-    fields['score'] = _masked(by_name[lay.SCORE], valid)
+    fields['score'] = _masked(by_name[record_schema.SCORE], valid)
   if layout.has_tag:
-    fields['tag'] = _masked(by_name[lay.TAG], valid)
+    fields['tag'] = _masked(by_name[record_schema.TAG], valid)
   if layout.has_true_label:
-    fields['true_label'] = _masked(by_name[lay.TRUE_LABEL], valid)
+    fields['true_label'] = _masked(by_name[record_schema.TRUE_LABEL], valid)
   return fields
 
 
@@ -394,7 +394,7 @@ def _multiclass(by_name, layout, ok, valid, min_score, top_k) -> dict[str, pa.Ar
     order = np.argsort(-matrix, axis=1, kind='stable')[:, :min(top_k, k)]  # ties: first column
     fields['top_labels'] = _label_lists(labels, order, ok)
   if layout.has_best_answer:
-    fields['service_best_answer'] = _masked(by_name[lay.BEST_ANSWER], valid)
+    fields['service_best_answer'] = _masked(by_name[record_schema.BEST_ANSWER], valid)
   return fields
 
 
@@ -451,7 +451,7 @@ class BlockOutcome:
   audit: dict | None = None
 
 
-def _typed_columns(schema: lay.OutputSchema, inputs: Parsed):
+def _typed_columns(schema: record_schema.OutputSchema, inputs: Parsed):
   """The input columns typed by the schema; and, per column with values that do not fit, a mask
   of those values in rows that are otherwise OK."""
   columns, bad = [], {}
@@ -466,7 +466,7 @@ def _typed_columns(schema: lay.OutputSchema, inputs: Parsed):
   return columns, bad
 
 
-def _type_error(schema: lay.OutputSchema, inputs: Parsed, bad: dict, i: int):
+def _type_error(schema: record_schema.OutputSchema, inputs: Parsed, bad: dict, i: int):
   where = [j for j, mask in bad.items() if mask[i]]
   detail = '; '.join(coltypes.describe(schema.input_columns[j], schema.input_types[j] or '?',
                                        inputs.columns[j][i].as_py()) for j in where)
@@ -493,7 +493,7 @@ class BlockPlace:
                                   # for rows the batch prediction did not answer
 
 
-def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.ResultLayout,
+def join_block(schema: record_schema.OutputSchema, arrow_schema: pa.Schema, layout: record_schema.ResultLayout,
                place: BlockPlace, input_block: bytes,
                result_block: bytes | None, n: int, cutoff: float, min_score: float | None, *,
                on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
@@ -507,7 +507,7 @@ def join_block(schema: lay.OutputSchema, arrow_schema: pa.Schema, layout: lay.Re
     on_type_error: ``dead_letter`` sends a row with a value that does not fit its column's type
       to the dead letter (reason ``type_error``); ``null`` makes the value null.
     threads: whether the input block may be parsed on pyarrow's thread pool.
-    result_ends: the result block's line ends (``transforms/lines.py``), when the reader has
+    result_ends: the result block's line ends (``transforms/join/lines.py``), when the reader has
       them.
   """
   inputs = parse_input(input_block, n, len(schema.input_columns),

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import amlschema
+from transforms.aml import schema_file
 
 STRING, DOUBLE, BOOLEAN = 'string', 'double', 'boolean'
 NEGATIVES = ('0', 'n', 'no', 'f', 'false')
@@ -38,9 +38,9 @@ ON_TYPE_ERROR = (DEAD_LETTER, NULL)
 
 def kind_of(attribute_type: str | None) -> str:
   """The output kind of an attribute type (``None``: no schema -> string)."""
-  if attribute_type == amlschema.NUMERIC:
+  if attribute_type == schema_file.NUMERIC:
     return DOUBLE
-  if attribute_type == amlschema.BINARY:
+  if attribute_type == schema_file.BINARY:
     return BOOLEAN
   return STRING
 
@@ -137,7 +137,7 @@ def convert(column: pa.Array, kind: str) -> Converted:
 
 def describe(name: str, attribute_type: str, value) -> str:
   """Why a value does not fit its column, for the dead letter."""
-  if attribute_type == amlschema.BINARY:
+  if attribute_type == schema_file.BINARY:
     why = f'not one of {" ".join(NEGATIVES)} / {" ".join(POSITIVES)}'
   else:
     why = 'not a finite number'

@@ -35,7 +35,7 @@ import zlib
 import smart_open
 from isal import igzip, isal_zlib
 
-from transforms import transports
+from pipelines.localrun import transports
 
 _SECRET_QUERY = re.compile(
     r'(?i)([?&;](?:x-amz-[a-z0-9-]*|x-goog-[a-z0-9-]*|signature|sig|[a-z_]*token|'
@@ -269,7 +269,7 @@ def read_text(uri: str) -> str:
 
 # Output layout ---------------------------------------------------------------------------------
 #
-# Records, dead letters and resubmit lines are written per shard (``transforms/shardfiles.py``):
+# Records, dead letters and resubmit lines are written per shard (``transforms/io/shard_files.py``):
 # each file first under ``<output>/beam-temp-<dir>-<uuid>/``, then renamed to
 # ``<output>/<dir>/part-<name>``, so temporary files are never under the output directories,
 # even after a failed run.

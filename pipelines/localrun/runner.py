@@ -3,9 +3,9 @@
 ``--runner DirectRunner`` (the default) runs here. With ``--direct_running_mode
 multi_processing`` the FnApiRunner starts each SDK worker as ``python -m
 apache_beam.runners.worker.sdk_worker_main``; ``LocalRunner`` starts ``python -I -S
-pipelines/handover.py`` instead, which hands the harness to a warm worker (forked from the
+pipelines/localrun/handover.py`` instead, which hands the harness to a warm worker (forked from the
 launcher, or started before it imported Beam) when there is one, else runs it as ``python -m
-pipelines.workers``; either exits as soon as the harness returns (``pipelines/workers.py`` says
+pipelines.localrun.workers``; either exits as soon as the harness returns (``pipelines/localrun/workers.py`` says
 why and measures it).
 """
 
@@ -17,7 +17,7 @@ import shlex
 from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from pipelines import handover
+from pipelines.localrun import handover
 
 BEAM_WORKER = '-m apache_beam.runners.worker.sdk_worker_main'
 # Isolated (-I) and without site (-S): standard modules only, started in ~15 ms.
@@ -25,7 +25,7 @@ OUR_WORKER = f'-I -S {shlex.quote(handover.__file__)}'
 
 
 class LocalRunner(fn_runner.FnApiRunner):
-  """FnApiRunner whose subprocess SDK workers are started by ``pipelines/handover.py``."""
+  """FnApiRunner whose subprocess SDK workers are started by ``pipelines/localrun/handover.py``."""
 
   def run_via_runner_api(self, pipeline_proto, options):
     for env in pipeline_proto.components.environments.values():

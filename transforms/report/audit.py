@@ -18,8 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import arrays
-from transforms import layout as lay
+from transforms.join import arrays, record_schema
 
 SUM_TOLERANCE = 1e-3
 # Bin edges of the scores, as offsets from the cut-off; the bins are [a, b), plus one below the
@@ -37,11 +36,11 @@ def _bins(values: np.ndarray, edges) -> list[int]:
   return np.bincount(index, minlength=len(edges) + 1).tolist()
 
 
-def block_stats(layout: lay.ResultLayout, fields: dict[str, pa.Array], ok: np.ndarray,
+def block_stats(layout: record_schema.ResultLayout, fields: dict[str, pa.Array], ok: np.ndarray,
                 cutoff: float) -> dict:
   """The audit figures of one block's prediction fields; ``ok`` marks the rows with an answer."""
   rows = int(ok.sum())
-  if layout.model_type == lay.BINARY:
+  if layout.model_type == record_schema.BINARY:
     # ok rows have every field: the values of null slots are never looked at.
     score = arrays.values(fields['score'])[ok]
     mine = arrays.values(fields['best_answer'])[ok]
@@ -57,7 +56,7 @@ def block_stats(layout: lay.ResultLayout, fields: dict[str, pa.Array], ok: np.nd
         'service_0_max_score': float(zero.max()) if len(zero) else None,
         'service_1_min_score': float(one.min()) if len(one) else None,
     }
-  if layout.model_type == lay.MULTICLASS:
+  if layout.model_type == record_schema.MULTICLASS:
     return {
         'rows': rows,
         'unknown_rows': int(_flags(fields['unknown'])[ok].sum()),
@@ -105,7 +104,7 @@ def describe(stats: dict | None, model_type: str, cutoff: float, min_score: floa
              top_k: int | None) -> dict:
   """The summary's ``audit`` section from merged figures."""
   stats = stats or {}
-  if model_type == lay.BINARY:
+  if model_type == record_schema.BINARY:
     bins = stats.get('score_bins') or [0] * (len(CUTOFF_OFFSETS) + 1)
     return {
         'cutoff': cutoff,
@@ -119,7 +118,7 @@ def describe(stats: dict | None, model_type: str, cutoff: float, min_score: floa
         'service_threshold_between': [stats.get('service_0_max_score'),
                                       stats.get('service_1_min_score')],
     }
-  if model_type == lay.MULTICLASS:
+  if model_type == record_schema.MULTICLASS:
     bins = stats.get('margin_bins') or [0] * (len(MARGIN_EDGES) + 1)
     return {
         'min_score': min_score,

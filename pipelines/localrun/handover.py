@@ -1,14 +1,14 @@
 """The SDK worker command of local multi-processing runs: hands over to a warm worker, quickly.
 
 The FnApiRunner starts this once per SDK worker, when the first stage runs, as
-``python -I -S .../pipelines/handover.py`` (``pipelines/local.py``). It gives its environment
+``python -I -S .../pipelines/localrun/handover.py`` (``pipelines/localrun/runner.py``). It gives its environment
 (the runner's control and logging endpoints, pipeline options, worker id) to a warm worker
-(``pipelines/workers.py``) and relays that worker's exit code. With no warm worker (a pipeline
+(``pipelines/localrun/workers.py``) and relays that worker's exit code. With no warm worker (a pipeline
 run without ``pipelines/cli.py``, such as a test's, or one that died), it becomes
-``python -m pipelines.workers``, which runs Beam's SDK harness itself.
+``python -m pipelines.localrun.workers``, which runs Beam's SDK harness itself.
 
 It imports a few standard modules only and runs without ``site`` (``-S``): it starts in about
-15 ms, where ``python -m pipelines.workers`` took 110 ms (site-packages' path hooks, the
+15 ms, where ``python -m pipelines.localrun.workers`` took 110 ms (site-packages' path hooks, the
 editable install's finder, ``logging``, ``subprocess``), on the first stage's critical path.
 """
 
@@ -80,7 +80,7 @@ def main() -> None:
       sys.stderr.flush()
       os._exit(code)
   # No warm worker: run the harness here, with site-packages (and without WARM_DIR_ENV).
-  os.execv(sys.executable, [sys.executable, '-m', 'pipelines.workers'])
+  os.execv(sys.executable, [sys.executable, '-m', 'pipelines.localrun.workers'])
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ these writers take a whole ``RecordBatch`` at a time and encode it with an Arrow
   plain encoding early (1.4x faster, files no larger), and no dictionary at all for predjoin's
   own columns of distinct values (row numbers, scores).
 
-The writers take a binary file handle; ``transforms/shardfiles.py`` opens one per shard under a
+The writers take a binary file handle; ``transforms/io/shard_files.py`` opens one per shard under a
 temporary name and renames it into place when the shard is done, so a failed or re-run job
 never leaves partial files under ``records/``.
 """
@@ -34,7 +34,7 @@ from fastavro.io.binary_decoder import BinaryDecoder
 from fastavro.io.binary_encoder import BinaryEncoder
 from isal import isal_zlib
 
-from transforms import layout as lay
+from transforms.join import record_schema
 
 _LOG = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def _leaf_paths(field: pa.Field) -> list[str]:
   return [field.name]
 
 
-def parquet_statistics_columns(schema: lay.OutputSchema) -> list[str]:
+def parquet_statistics_columns(schema: record_schema.OutputSchema) -> list[str]:
   """The columns whose min/max statistics are written: all but the input's text columns.
 
   Min/max over every string of free-text input columns took a third of the Parquet encoding
@@ -254,7 +254,7 @@ def parquet_statistics_columns(schema: lay.OutputSchema) -> list[str]:
   """
   kinds = {name: kind for name, kind, _ in schema.fields}
   text = {name for name in schema.input_fields if kinds[name] == 'string'}
-  return [path for field in lay.arrow_schema(schema) if field.name not in text
+  return [path for field in record_schema.arrow_schema(schema) if field.name not in text
           for path in _leaf_paths(field)]
 
 
@@ -265,14 +265,14 @@ DISTINCT_COLUMNS = ('row_number', 'input_line_number', 'result_line_number', 'ta
 DISTINCT_PATHS = ('scores.list.element.score',)
 
 
-def parquet_dictionary_columns(schema: lay.OutputSchema) -> list[str]:
+def parquet_dictionary_columns(schema: record_schema.OutputSchema) -> list[str]:
   """The columns written with dictionary encoding: all but predjoin's own columns whose values
   are nearly all distinct (row numbers, row ids, scores). Without the attempt, Parquet
   encoding took 4-5% less CPU (8k-row blocks of 1M binary and 250k multiclass records), for
   files 1% smaller. The input's columns keep it: the schema does not say how many values
   they take, and a column of few values is several times smaller with it."""
   inputs = set(schema.input_fields)
-  return [path for field in lay.arrow_schema(schema)
+  return [path for field in record_schema.arrow_schema(schema)
           if field.name in inputs or field.name not in DISTINCT_COLUMNS
           for path in _leaf_paths(field) if path not in DISTINCT_PATHS]
 
@@ -318,13 +318,13 @@ class RecordWriters:
   ``open(f)`` returns a writer with ``write(batch)`` and ``close()``, which closes ``f``.
   """
 
-  def __init__(self, fmt: str, schema: lay.OutputSchema):
+  def __init__(self, fmt: str, schema: record_schema.OutputSchema):
     if fmt not in SUFFIX:
       raise ValueError(f'no block-wise writer for {fmt!r}')
     self.fmt = fmt
     self.suffix = SUFFIX[fmt]
-    self._arrow_schema = lay.arrow_schema(schema)
-    self._avro_schema = lay.avro_schema(schema) if fmt == 'avro' else None
+    self._arrow_schema = record_schema.arrow_schema(schema)
+    self._avro_schema = record_schema.avro_schema(schema) if fmt == 'avro' else None
     self._blockwise = None
     if fmt == 'parquet':  # the same for every file: worked out once, not per shard
       self._statistics = parquet_statistics_columns(schema)

@@ -4,7 +4,7 @@ Each shard that has any writes its own files, named after the shard, so a rerun 
 shard (a retried bundle) writes the same names with the same content:
 
 - ``<output>/records/part-<input name>-<hash>.<avro|parquet|jsonl>``: the shard's records, in
-  input order, written block by block (``transforms/sinks.py``) when the records go to files;
+  input order, written block by block (``transforms/io/sinks.py``) when the records go to files;
 - ``<output>/dead_letter/part-<input name>-<hash>.jsonl``: one JSON object per dead letter;
 - ``<output>/resubmit/part-<input name>-<hash>.csv``: the input's header line when it had one,
   then the original input line of each failed observation.
@@ -13,7 +13,7 @@ shard (a retried bundle) writes the same names with the same content:
 manifest, the input and the result). A file is written under ``<output>/beam-temp-<dir>-<uuid>/``
 and renamed into place when the shard is done, so a half-written file never sits among the
 outputs, and a failed run's temporary files are removed with the other leftovers
-(``transforms/storage.py``). A shard with nothing to write writes no file.
+(``transforms/io/storage.py``). A shard with nothing to write writes no file.
 
 Written here rather than through Beam file sinks: each of those costs four pipeline stages and
 about ten DoFns (temporary directory, write, pre-finalize, finalize), 0.1-0.2 s of every local
@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.manifest import Shard
-from transforms.storage import OUTPUT_DIRS, local_path, redact
+from transforms.aml.manifest import Shard
+from transforms.io.storage import OUTPUT_DIRS, local_path, redact
 
 RECORDS_DIR, DEAD_LETTER_DIR, RESUBMIT_DIR = OUTPUT_DIRS
 RECORD_FILES, DEAD_LETTER_FILES, RESUBMIT_FILES = \

@@ -296,7 +296,7 @@ class WriteToTable(beam.PTransform):
 
   def expand(self, batches):
     # Imported here: a local run that writes no BigQuery table does not import Beam's BigQuery
-    # IO at all (pipelines/workers.py), so ``beam.io`` may not have it.
+    # IO at all (pipelines/localrun/workers.py), so ``beam.io`` may not have it.
     from apache_beam.io.gcp.bigquery import WriteToBigQuery
     result = (batches
               | 'ToRows' >> beam.FlatMap(to_rows)

@@ -2,7 +2,7 @@
 
     manifests ──ReadManifests──> shards ──SpreadShards──JoinShards──> records/, dead_letter/,
                         + manifest problems                 │    resubmit/ (files per shard:
-                                                            │    shardfiles.py), or record
+                                                            │    shard_files.py), or record
                                                             │    batches for BigQuery
                                                             └──> reports, file names and
                                                                  counts ──> summary.json
@@ -24,22 +24,22 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import join as joining
-from transforms import report as reporting
-from transforms import shardfiles, sinks
-from transforms import split as splitting
-from transforms.access import AccessError, AccessPolicy
-from transforms.manifest import ManifestError, batch_prediction_id, shards_of
-from transforms.storage import (
-    OUTPUT_DIRS,
-    SUMMARY,
-    Storage,
-    StorageConfig,
-    StorageError,
-    redact,
-    remove_output_leftovers,
-    write_text,
+from transforms.aml import slices
+from transforms.aml.manifest import ManifestError, batch_prediction_id, shards_of
+from transforms.io import shard_files, sinks
+from transforms.io.access import AccessError, AccessPolicy
+from transforms.io.storage import (
+  OUTPUT_DIRS,
+  SUMMARY,
+  Storage,
+  StorageConfig,
+  StorageError,
+  redact,
+  remove_output_leftovers,
+  write_text,
 )
+from transforms.join import joiner
+from transforms.report import verification
 
 NAMESPACE = 'predjoin'
 
@@ -76,10 +76,10 @@ class ReadManifestFn(beam.DoFn):
       self._access_policy.check_shards(uri, shards)
     except (ManifestError, StorageError, AccessError) as e:
       self._bad_manifests.inc()
-      report = joining.ShardReport(batch_prediction_id=batch_prediction_id(uri),
+      report = joiner.ShardReport(batch_prediction_id=batch_prediction_id(uri),
                                    manifest_uri=redact(uri),
                                    input_uri=None, result_uri=None, input_rows=0,
-                                   status=joining.ERROR, error=redact(str(e)))
+                                   status=joiner.ERROR, error=redact(str(e)))
       yield report.as_dict()
       return
     self._shards.inc(len(shards))
@@ -92,25 +92,25 @@ class ReadManifestFn(beam.DoFn):
 class CountInputRowsFn(beam.DoFn):
   """(index, shard) -> ``split.ShardSize``: a shard's rows, to place a datasource slice."""
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig):
+  def __init__(self, plan: joiner.JoinPlan, storage_config: StorageConfig):
     self._plan = plan
     self._storage_config = storage_config
 
   def setup(self):
-    self._joiner = joining.ShardJoiner(self._plan, Storage(self._storage_config))
+    self._joiner = joiner.ShardJoiner(self._plan, Storage(self._storage_config))
 
   def process(self, indexed):
     index, shard = indexed
     try:
       rows, error = self._joiner.count_rows(shard), None
-    except (joining.ShardProblem, *joining._READ_ERRORS) as e:
+    except (joiner.ShardProblem, *joiner._READ_ERRORS) as e:
       rows, error = None, redact(str(e))
-    yield splitting.ShardSize(shard.manifest_uri, index, shard.input_uri, rows, error)
+    yield slices.ShardSize(shard.manifest_uri, index, shard.input_uri, rows, error)
 
 
 class JoinShardFn(beam.DoFn):
   """Shard -> its records, dead letters and resubmit lines, written to files of its own
-  (``transforms/shardfiles.py``), and its report. A manifest problem's report (a dict from
+  (``transforms/shard_files.py``), and its report. A manifest problem's report (a dict from
   ``ReadManifestFn``) passes through.
 
   With ``record_format`` None the records are not written but emitted (main output, record
@@ -122,7 +122,7 @@ class JoinShardFn(beam.DoFn):
 
   RUN_PARTS = 'run_parts'
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
+  def __init__(self, plan: joiner.JoinPlan, storage_config: StorageConfig, output: str,
                record_format: str | None = None):
     self._plan = plan
     self._storage_config = storage_config
@@ -130,7 +130,7 @@ class JoinShardFn(beam.DoFn):
     self._record_format = record_format
 
   def setup(self):
-    self._joiner = joining.ShardJoiner(self._plan, Storage(self._storage_config))
+    self._joiner = joiner.ShardJoiner(self._plan, Storage(self._storage_config))
     self._writers = None if self._record_format is None else \
         sinks.RecordWriters(self._record_format, self._plan.schema)
     self._records_to_sink = _counter('records_to_sink')
@@ -152,28 +152,28 @@ class JoinShardFn(beam.DoFn):
     shard_slice = slice_error = None
     if self._plan.split is not None:
       try:
-        shard_slice = splitting.shard_slice(self._plan.split, sizes or [], shard.manifest_uri,
+        shard_slice = slices.shard_slice(self._plan.split, sizes or [], shard.manifest_uri,
                                             shard.input_uri)
-      except splitting.SplitError as e:
+      except slices.SplitError as e:
         slice_error = redact(str(e))
-    files = shardfiles.ShardFiles(self._output, shard, self._plan.header_line, self._writers)
+    files = shard_files.ShardFiles(self._output, shard, self._plan.header_line, self._writers)
     try:
       yield from self._join(shard, shard_slice, slice_error, files)
     except BaseException:
       files.discard()
       raise
 
-  def _join(self, shard, shard_slice, slice_error, files: shardfiles.ShardFiles):
+  def _join(self, shard, shard_slice, slice_error, files: shard_files.ShardFiles):
     for kind, value in self._joiner.join(shard, shard_slice, slice_error):
-      if kind == joining.RECORDS:
+      if kind == joiner.RECORDS:
         self._batch_rows.update(value.num_rows)
         if self._writers is None:
           yield value
         else:
           files.records(value)
-      elif kind == joining.DEAD_LETTER:
+      elif kind == joiner.DEAD_LETTER:
         files.dead_letter(value)
-      elif kind == joining.RESUBMIT:
+      elif kind == joiner.RESUBMIT:
         files.resubmit(value)
       else:
         for file_kind, uri in files.commit().items():
@@ -190,8 +190,8 @@ class JoinShardFn(beam.DoFn):
         self._failed.inc(value.failed_rows)
         self._not_predicted.inc(value.not_predicted_rows)
         self._dead.inc(value.dead_letter_rows)
-        self._misaligned.inc(value.status == joining.MISALIGNED)
-        bad = value.status in joining.BAD_STATUSES
+        self._misaligned.inc(value.status == joiner.MISALIGNED)
+        bad = value.status in joiner.BAD_STATUSES
         (self._shards_bad if bad else self._shards_ok).inc()
         report = value.as_dict()
         report['input_uri'] = redact(report['input_uri'])
@@ -203,13 +203,13 @@ class JoinShardFn(beam.DoFn):
 class EnrichPredictions(beam.PTransform):
   """PCollection of manifest URIs -> ``{'records', 'reports', 'run_parts'}``; each shard's
   records (with ``record_format``: avro, parquet or jsonl), dead letters and resubmit lines go
-  to files under ``output`` (``transforms/shardfiles.py``). ``run_parts`` holds what the
+  to files under ``output`` (``transforms/shard_files.py``). ``run_parts`` holds what the
   summary needs (``JoinShardFn.RUN_PARTS``), ``reports`` the shards' and bad manifests'
   reports (dicts). Without ``record_format``, ``records`` holds the record batches (else it is
   empty).
   """
 
-  def __init__(self, plan: joining.JoinPlan, storage_config: StorageConfig, output: str,
+  def __init__(self, plan: joiner.JoinPlan, storage_config: StorageConfig, output: str,
                rebase_rules=(), access_policy: AccessPolicy | None = None,
                record_format: str | None = None):
     super().__init__()
@@ -257,7 +257,7 @@ class RecordsAsDicts(beam.PTransform):
 def _record_counts(batch: pa.RecordBatch):
   """(ok, failed, not_predicted) records of a batch, keyed by shard."""
   key = (batch.column('batch_prediction_id')[0].as_py(), batch.column('input_uri')[0].as_py())
-  return key, shardfiles.status_counts(batch)
+  return key, shard_files.status_counts(batch)
 
 
 def _add(counts: tuple | None, more: tuple) -> tuple:
@@ -266,8 +266,8 @@ def _add(counts: tuple | None, more: tuple) -> tuple:
 
 RECORD_COUNTS, DEAD_COUNTS = 'record_counts', 'dead_counts'
 REPORTS = 'reports'
-_LISTS = (REPORTS, shardfiles.RECORD_FILES, shardfiles.DEAD_LETTER_FILES,
-          shardfiles.RESUBMIT_FILES)
+_LISTS = (REPORTS, shard_files.RECORD_FILES, shard_files.DEAD_LETTER_FILES,
+          shard_files.RESUBMIT_FILES)
 
 
 class CollectRun(beam.CombineFn):
@@ -325,7 +325,7 @@ SHARD_ERRORS_SHOWN = 10  # in the job's error; summary.json lists every one
 def bad_shards_message(summary: dict, summary_uri: str) -> str:
   """Why a run with too many bad shards failed: the count, the limit and the shards' errors."""
   bad = [s for s in summary['shards']
-         if s['input_uri'] is None or s['status'] in joining.BAD_STATUSES]
+         if s['input_uri'] is None or s['status'] in joiner.BAD_STATUSES]
   errors = [f'{s["input_uri"] or "manifest " + s["manifest_uri"]}: {s["status"]}: {s["error"]}'
             for s in bad[:SHARD_ERRORS_SHOWN]]
   more = f'; and {len(bad) - SHARD_ERRORS_SHOWN} more' if len(bad) > SHARD_ERRORS_SHOWN else ''
@@ -353,8 +353,8 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
       continue
     r.setdefault('not_predicted_rows', 0)
     totals['shards'] += 1
-    totals['bad_shards'] += r['status'] in joining.BAD_STATUSES
-    totals['misaligned_shards'] += r['status'] == joining.MISALIGNED
+    totals['bad_shards'] += r['status'] in joiner.BAD_STATUSES
+    totals['misaligned_shards'] += r['status'] == joiner.MISALIGNED
     for name in ('joined_rows', 'failed_rows', 'not_predicted_rows', 'dead_letter_rows'):
       totals[name] += r[name]
     totals['input_rows'] += r['input_rows'] or 0
@@ -390,7 +390,7 @@ def summarize(reports: list[dict], record_counts: dict, dead_counts: dict, recor
                   'resubmit': sorted(resubmit_files)},
   }
   if run is not None:
-    summary.update(reporting.sections(shards, run, list(resubmit_files), resubmit_schema))
+    summary.update(verification.sections(shards, run, list(resubmit_files), resubmit_schema))
   return summary
 
 
@@ -409,9 +409,9 @@ def publish_records(table_load, summary: dict, jobs: list[str], client=None) -> 
 def _write_summary(run_parts: dict, uri, max_bad_shards, run=None, resubmit_schema=None,
                    output_dirs=OUTPUT_DIRS, resubmit_schema_text=None, fail_job=False,
                    table_load=None):
-  resubmit_files = run_parts[shardfiles.RESUBMIT_FILES]
-  record_files = run_parts[shardfiles.RECORD_FILES]
-  dead_files = run_parts[shardfiles.DEAD_LETTER_FILES]
+  resubmit_files = run_parts[shard_files.RESUBMIT_FILES]
+  record_files = run_parts[shard_files.RECORD_FILES]
+  dead_files = run_parts[shard_files.DEAD_LETTER_FILES]
   summary = summarize(run_parts[REPORTS], run_parts[RECORD_COUNTS], run_parts[DEAD_COUNTS],
                       record_files, dead_files,
                       max_bad_shards, run, sorted(resubmit_files), resubmit_schema)

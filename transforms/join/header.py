@@ -32,6 +32,16 @@ OPTION, SCHEMA, INFERRED = 'option', 'schema', 'inferred'
 SAMPLE_LINES = 200  # data lines of each sample looked at
 
 
+def split_header(line: str | bytes) -> tuple[str, ...]:
+  """Splits a CSV header line into stripped names (``1_star, 2_stars`` has spaces)."""
+  if isinstance(line, bytes):
+    line = line.decode('utf-8-sig')
+  line = line.lstrip('\ufeff').rstrip('\r\n')
+  # Headers carry spaces after commas, so a quoted name may follow one.
+  return tuple(cell.strip() for cell in next(csv.reader([line], skipinitialspace=True), []))
+
+
+
 class HeaderUndecided(ValueError):
   """The run cannot tell whether its inputs start with a header; says why and what to pass."""
 

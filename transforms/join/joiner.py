@@ -1,8 +1,8 @@
 """Joining one shard: its input file with its result file, by position, streaming.
 
-Pure Python over a storage object; the Beam DoFn in ``transforms/enrich.py`` is a thin wrapper.
+Pure Python over a storage object; the Beam DoFn in ``transforms/steps.py`` is a thin wrapper.
 
-The run decides once whether inputs start with a header line (``transforms/header.py``); every
+The run decides once whether inputs start with a header line (``transforms/join/header.py``); every
 shard is held to that decision. A shard's rows are its input lines, less the header line and
 less the empty lines at the end of the file; each row needs exactly one result line.
 
@@ -10,7 +10,7 @@ A shard is read twice. Pass 1 checks the input's header line against the run's c
 the result header and counts the lines of both files, which also proves the gzip stream intact
 (its CRC is checked at the end); a small result's lines are kept for pass 2
 (``JoinPlan.result_keep_bytes``) instead of being read again. When the result repeats input
-values (``tag``, ``trueLabel``; see ``transforms/align.py``), pass 1 streams both files in
+values (``tag``, ``trueLabel``; see ``transforms/join/align.py``), pass 1 streams both files in
 lockstep and compares them, parsing only those columns. Only when the counts agree exactly and
 every row is aligned does pass 2 stream the files in lockstep, a block of rows at a time, and
 emit records. So a shard whose files disagree, or whose result is missing, corrupt or
@@ -22,7 +22,7 @@ Pass 2 counts the lines of each file as it reads them, and checks for every bloc
 row k sits on input line k (k + 1 with a header) and is answered by result line k + 1 (line 1
 is the result's header); every record carries both line numbers.
 
-With a datasource slice (``transforms/split.py``) the result answers only some rows of a
+With a datasource slice (``transforms/aml/slices.py``) the result answers only some rows of a
 shard: those are joined, and the others become records with status ``not_predicted``.
 """
 
@@ -38,13 +38,13 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from transforms import align, amlschema, audit, blocks, coltypes
-from transforms import layout as lay
-from transforms import split as splitting
-from transforms.header import SCHEMA, HeaderDecision
-from transforms.lines import LineReader, nth_newline, split_lines
-from transforms.manifest import Shard
-from transforms.storage import Storage, StorageError, describe, redact
+from transforms.aml import schema_file, slices
+from transforms.aml.manifest import Shard
+from transforms.io.storage import Storage, StorageError, describe, redact
+from transforms.join import align, blocks, coltypes, record_schema
+from transforms.join.header import SCHEMA, HeaderDecision, split_header
+from transforms.join.lines import LineReader, nth_newline, split_lines
+from transforms.report import audit
 
 RECORDS, DEAD_LETTER, REPORT, RESUBMIT = 'records', 'dead_letter', 'report', 'resubmit'
 
@@ -65,8 +65,8 @@ _READ_ERRORS = (StorageError, OSError, EOFError, zlib.error, gzip.BadGzipFile)
 class JoinPlan:
   """What every shard of the run must look like, and how to interpret it; fixed at launch."""
 
-  layout: lay.ResultLayout
-  schema: lay.OutputSchema
+  layout: record_schema.ResultLayout
+  schema: record_schema.OutputSchema
   header: HeaderDecision             # whether every input starts with a header line
   cutoff: float = 0.5
   min_score: float | None = None
@@ -82,17 +82,17 @@ class JoinPlan:
   # 250k rows of 5 classes: 12 MB). Larger results are read twice, so a worker's memory stays
   # bounded whatever the shard's size.
   result_keep_bytes: int = 32 << 20
-  aml_schema: amlschema.AmlSchema | None = None  # --schema, or the first shard's
+  aml_schema: schema_file.AmlSchema | None = None  # --schema, or the first shard's
   schema_given: bool = False         # --schema: it applies to every shard
   on_type_error: str = coltypes.DEAD_LETTER
   top_k: int | None = None
-  split: splitting.Split | None = None
+  split: slices.Split | None = None
   checks: tuple[align.Check, ...] = ()
   header_line: str | None = None     # the first shard's header line, for resubmit/
 
   @property
   def arrow_schema(self) -> pa.Schema:
-    return lay.arrow_schema(self.schema)
+    return record_schema.arrow_schema(self.schema)
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ class ShardReport:
   checks: list = dataclasses.field(default_factory=list)  # alignment checks that ran
   misaligned: dict | None = None  # the first misaligned row
   data_slice: dict | None = None  # with --data_rearrangement
-  audit: dict | None = None  # transforms/audit.py figures
+  audit: dict | None = None  # transforms/report/audit.py figures
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -221,7 +221,7 @@ class _Pass1:
 @dataclasses.dataclass
 class _Block:
   """A block of rows of one shard, as pass 2 reads it: ``row`` is its first row (0-based), the
-  ends are the blocks' line ends (``transforms/lines.py``), and the line numbers are those of
+  ends are the blocks' line ends (``transforms/join/lines.py``), and the line numbers are those of
   its first row in each file (``first_result_line`` None where the rows were not predicted)."""
 
   row: int
@@ -243,7 +243,7 @@ class ShardJoiner:
     self._arrow_schema = plan.arrow_schema
     self._header = int(plan.header.has_header)
 
-  def join(self, shard: Shard, shard_slice: splitting.ShardSlice | None = None,
+  def join(self, shard: Shard, shard_slice: slices.ShardSlice | None = None,
            slice_error: str | None = None) -> Iterator[tuple[str, object]]:
     """Yields ``(RECORDS, RecordBatch)``, ``(DEAD_LETTER, dict)`` and ``(RESUBMIT, str)``, then
     ``(REPORT, ShardReport)``.
@@ -282,7 +282,7 @@ class ShardJoiner:
       yield from self._reject(shard, report, ROW_COUNT_MISMATCH, report.error, with_result=True,
                               ranges=ranges)
       return
-    segments = splitting.segments(report.input_rows, ranges)
+    segments = slices.segments(report.input_rows, ranges)
     report.alignment = POSITIONAL
     if self.plan.checks:
       report.checks = [check.name for check in self.plan.checks]
@@ -354,8 +354,8 @@ class ShardJoiner:
     if self.plan.schema_given:
       return
     try:
-      schema = amlschema.find_schema(shard.input_uri, self.storage)
-    except amlschema.SchemaError as e:
+      schema = schema_file.find_schema(shard.input_uri, self.storage)
+    except schema_file.SchemaError as e:
       raise ShardProblem('schema_unreadable', str(e)) from None
     except _READ_ERRORS as e:
       raise ShardProblem('schema_unreadable', describe(e)) from None
@@ -380,7 +380,7 @@ class ShardJoiner:
       raise ShardProblem('input_header_mismatch',
                          f'{redact(shard.input_uri)} is empty: it has no header line '
                          f'({self.plan.header.reason})')
-    names = lay.split_header(line)
+    names = split_header(line)
     if names != tuple(expected):
       raise ShardProblem(
           'input_header_mismatch',
@@ -428,7 +428,7 @@ class ShardJoiner:
     if header is None:
       raise ShardProblem('result_unreadable',
                          f'{redact(shard.result_uri)} is empty: no header line')
-    names = lay.split_header(header)
+    names = split_header(header)
     if names != self.plan.layout.header:
       raise ShardProblem(
           'result_header_mismatch',

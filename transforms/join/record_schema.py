@@ -1,12 +1,12 @@
-"""Result-file headers, input column names, and the one output schema derived from them.
+"""The enriched record: its fields, and the one schema Avro, Arrow/Parquet and BigQuery derive from.
 
-Pure functions, no Beam. ``docs/amazon-ml-format.md`` section 4 gives the header rules; the naming rule for
-input columns is documented in the README ("Output contract").
+A record holds the provenance fields, the prediction and audit fields of the model type (a
+:class:`ResultLayout` says which the result has), then the input columns under names made valid
+by the naming rule (README, "Output contract"). Pure functions, no Beam.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import re
 
@@ -22,13 +22,11 @@ PROVENANCE = ('batch_prediction_id', 'input_uri', 'row_number', 'input_line_numb
 
 
 
-class LayoutError(ValueError):
-  """A result header that fits no model type, or not the expected one."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ResultLayout:
-  """What a result file's header says about its columns."""
+  """The columns of a result: the model type, the column names (``header``, named by the
+  vocabulary above: ``tag``, ``trueLabel``, ``bestAnswer``, ``score``, or one column per class)
+  and the class labels."""
 
   model_type: str
   header: tuple[str, ...]
@@ -45,49 +43,6 @@ class ResultLayout:
   @property
   def has_best_answer(self) -> bool:
     return BEST_ANSWER in self.header
-
-
-def split_header(line: str | bytes) -> tuple[str, ...]:
-  """Splits a CSV header line into stripped names (``1_star, 2_stars`` has spaces)."""
-  if isinstance(line, bytes):
-    line = line.decode('utf-8-sig')
-  line = line.lstrip('\ufeff').rstrip('\r\n')
-  # Headers carry spaces after commas, so a quoted name may follow one.
-  return tuple(cell.strip() for cell in next(csv.reader([line], skipinitialspace=True), []))
-
-
-def detect_layout(header: tuple[str, ...], model_type: str = 'auto',
-                  where: str = 'result file') -> ResultLayout:
-  """Reads the model type and columns from a result header.
-
-  Args:
-    header: the stripped header names.
-    model_type: ``auto`` or the type the user expects; a different header is an error.
-    where: the file, for error messages.
-
-  Raises:
-    LayoutError: duplicate or empty names, no prediction column, or a type other than expected.
-  """
-  if not header or any(not name for name in header):
-    raise LayoutError(f'{where}: the header line {",".join(header)!r} has an empty column name')
-  if len(set(header)) != len(header):
-    raise LayoutError(f'{where}: the header {",".join(header)!r} repeats a column name')
-  rest = [name for name in header if name not in (TAG, TRUE_LABEL)]
-  if sorted(rest) == sorted([BEST_ANSWER, SCORE]):
-    layout = ResultLayout(BINARY, header)
-  elif rest == [SCORE]:
-    layout = ResultLayout(REGRESSION, header)
-  else:
-    classes = tuple(name for name in rest if name != BEST_ANSWER)
-    if len(classes) < 2 or SCORE in classes:
-      raise LayoutError(
-          f'{where}: the header {",".join(header)!r} is not a binary (bestAnswer,score), '
-          'multiclass (one column per class) or regression (score) result header')
-    layout = ResultLayout(MULTICLASS, header, classes)
-  if model_type not in ('auto', layout.model_type):
-    raise LayoutError(f'{where}: --model_type {model_type} was given, but the header '
-                      f'{",".join(header)!r} is that of a {layout.model_type} model')
-  return layout
 
 
 def prediction_fields(layout: ResultLayout) -> list[tuple[str, str, bool]]:
@@ -207,7 +162,7 @@ def output_schema(layout: ResultLayout, input_columns: list[str] | tuple[str, ..
 # Every format declares every field, and every field of a ``scores`` item, nullable, whether or
 # not predjoin ever leaves it null (the ``nullable`` of ``OutputSchema.fields`` says that, and the
 # README's record table). The Avro records are encoded a block at a time by polars
-# (``transforms/sinks.py``), whose encoder writes each field as a union with null; Parquet and
+# (``transforms/io/sinks.py``), whose encoder writes each field as a union with null; Parquet and
 # BigQuery say the same, so a file of one format loads into a table made for another: BigQuery
 # refuses to load a nullable Avro or Parquet field into a REQUIRED column.
 
@@ -227,7 +182,7 @@ def arrow_schema(schema: OutputSchema):
 def avro_schema(schema: OutputSchema, name: str = 'EnrichedPrediction') -> dict:
   """The Avro schema of a record: every field optional (``["null", T]``), list items too.
 
-  Optional everywhere is what the Arrow-native Avro encoder writes (``transforms/sinks.py``
+  Optional everywhere is what the Arrow-native Avro encoder writes (``transforms/io/sinks.py``
   encodes whole blocks with polars, and checks that it encodes exactly this schema), and what
   the Arrow and BigQuery schemas declare.
   """

@@ -2,7 +2,7 @@
 
 Sinks need their schema before the pipeline runs, so the launcher reads the manifests, the
 first readable shard's result header and input, and the first bytes of a few more inputs (a
-few KB each) to decide whether inputs start with a header line (``transforms/header.py``).
+few KB each) to decide whether inputs start with a header line (``transforms/join/header.py``).
 Every shard is checked against the plan when it is joined; one that differs is reported, not
 guessed at.
 """
@@ -12,15 +12,14 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 
-from transforms import align, amlschema, coltypes
-from transforms import header as headers
-from transforms import layout as lay
-from transforms import split as splitting
-from transforms.access import AccessPolicy
-from transforms.join import JoinPlan
-from transforms.lines import LineReader
-from transforms.manifest import ManifestError, Shard, shards_of
-from transforms.storage import Storage, StorageError, redact
+from transforms.aml import result_header, schema_file, slices
+from transforms.aml.manifest import ManifestError, Shard, shards_of
+from transforms.io.access import AccessPolicy
+from transforms.io.storage import Storage, StorageError, redact
+from transforms.join import align, coltypes, record_schema
+from transforms.join.header import HeaderDecision, HeaderUndecided, Sample, decide, split_header
+from transforms.join.joiner import JoinPlan
+from transforms.join.lines import LineReader
 
 SAMPLE_BYTES = 64 << 10
 SAMPLE_SHARDS = 16  # inputs whose first bytes the header inference looks at
@@ -35,7 +34,7 @@ class PlanError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class _Columns:
   names: list[str]
-  schema: amlschema.AmlSchema | None
+  schema: schema_file.AmlSchema | None
   header_line: str | None  # the header line as written, when there is one
 
 
@@ -43,27 +42,27 @@ def _first_line(sample: bytes) -> bytes:
   return LineReader(_Bytes(sample)).readline() or b''
 
 
-def _input_columns(shard: Shard, decision: headers.HeaderDecision, sample: bytes,
-                   schema: amlschema.AmlSchema | None) -> _Columns:
+def _input_columns(shard: Shard, decision: HeaderDecision, sample: bytes,
+                   schema: schema_file.AmlSchema | None) -> _Columns:
   """The run's input columns, from the first shard's header line or its schema.
 
   Raises:
-    amlschema.SchemaError: the shard's header line differs from the schema's attributes.
+    schema_file.SchemaError: the shard's header line differs from the schema's attributes.
   """
   first = _first_line(sample)
-  cells = lay.split_header(first)
+  cells = split_header(first)
   if not decision.has_header:
     if schema is not None:
       return _Columns(list(schema.names), schema, None)
     # Without a header or a schema, the first line with anything on it says how many columns.
     row = next((line for line in sample.split(b'\n') if line.strip(b'\r')), b'')
-    return _Columns([f'col_{i}' for i in range(1, len(lay.split_header(row)) + 1)], None, None)
+    return _Columns([f'col_{i}' for i in range(1, len(split_header(row)) + 1)], None, None)
   if not any(cells):
-    raise amlschema.SchemaError(
+    raise schema_file.SchemaError(
         f'{redact(shard.input_uri)} line 1 is empty, but this run reads a header line there '
         f'({decision.reason}): the columns cannot be learned from it')
   if schema is not None and tuple(cells) != schema.names:
-    raise amlschema.SchemaError(
+    raise schema_file.SchemaError(
         f'{redact(shard.input_uri)} line 1: header {",".join(cells)!r} differs from the '
         f'attributes of {redact(schema.uri)}, {",".join(schema.names)!r}; the header and the '
         'schema must name the same columns in the same order')
@@ -80,14 +79,14 @@ class _Bytes:
     return data
 
 
-def _sample(storage: Storage, shard: Shard) -> headers.Sample | None:
+def _sample(storage: Storage, shard: Shard) -> Sample | None:
   """The first bytes of a shard's input, or None when it cannot be read (the join reports it)."""
   try:
     with storage.open(shard.input_uri) as f:
       data = f.read(SAMPLE_BYTES + 1)
   except (StorageError, OSError, EOFError):
     return None
-  return headers.Sample(redact(shard.input_uri), data[:SAMPLE_BYTES], len(data) <= SAMPLE_BYTES)
+  return Sample(redact(shard.input_uri), data[:SAMPLE_BYTES], len(data) <= SAMPLE_BYTES)
 
 
 def _spread(manifests: list[list[Shard]], first: Shard, count: int) -> list[Shard]:
@@ -102,22 +101,22 @@ def _spread(manifests: list[list[Shard]], first: Shard, count: int) -> list[Shar
   return picked
 
 
-def decide_header(option: str, schema: amlschema.AmlSchema | None, first: headers.Sample,
+def decide_header(option: str, schema: schema_file.AmlSchema | None, first: Sample,
                   manifests: list[list[Shard]], first_shard: Shard,
-                  storage: Storage) -> headers.HeaderDecision:
-  """The run's header decision (``transforms/header.py``); samples more inputs only when the
+                  storage: Storage) -> HeaderDecision:
+  """The run's header decision (``transforms/join/header.py``); samples more inputs only when the
   option and the schema leave it to the inference.
 
   Raises:
-    headers.HeaderUndecided: the inference cannot decide.
+    HeaderUndecided: the inference cannot decide.
   """
   if option != 'auto' or schema is not None:
-    return headers.decide(option, schema.contains_header if schema else None,
+    return decide(option, schema.contains_header if schema else None,
                           redact(schema.uri) if schema else None, [first])
   others = _spread(manifests, first_shard, SAMPLE_SHARDS)[1:]
   with concurrent.futures.ThreadPoolExecutor(_SAMPLE_THREADS) as pool:
     samples = [first] + [s for s in pool.map(lambda shard: _sample(storage, shard), others) if s]
-  return headers.decide(option, None, None, samples)
+  return decide(option, None, None, samples)
 
 
 def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = 'auto',
@@ -125,7 +124,7 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
               block_rows: int = 65536, rebase_rules=(),
               access_policy: AccessPolicy | None = None, schema_uri: str | None = None,
               on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
-              data_rearrangement: splitting.Split | None = None,
+              data_rearrangement: slices.Split | None = None,
               parse_threads: bool = True) -> JoinPlan:
   """Builds the plan from the first shard whose result and input can be read.
 
@@ -145,8 +144,8 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
   if access_policy is None:
     access_policy = AccessPolicy.create((), rebase_rules)
   try:
-    given = amlschema.load_schema(schema_uri, storage) if schema_uri else None
-  except amlschema.SchemaError as e:
+    given = schema_file.load_schema(schema_uri, storage) if schema_uri else None
+  except schema_file.SchemaError as e:
     raise PlanError(str(e)) from None
   problems = []
   manifests = []
@@ -165,15 +164,15 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
           header = LineReader(f).readline()
         if header is None:
           raise StorageError(f'{redact(shard.result_uri)} is empty: no header line')
-        layout = lay.detect_layout(lay.split_header(header), model_type,
+        layout = result_header.detect_layout(split_header(header), model_type,
                                    where=redact(shard.result_uri))
-        schema = given if given is not None else amlschema.find_schema(shard.input_uri, storage)
+        schema = given if given is not None else schema_file.find_schema(shard.input_uri, storage)
         first = _sample(storage, shard)
         if first is None:
           raise StorageError(f'cannot read {redact(shard.input_uri)}')
         decision = decide_header(input_header, schema, first, manifests, shard, storage)
         columns = _input_columns(shard, decision, first.data, schema)
-      except (amlschema.SchemaError, headers.HeaderUndecided) as e:
+      except (schema_file.SchemaError, HeaderUndecided) as e:
         raise PlanError(str(e)) from None
       except (StorageError, OSError, EOFError) as e:
         problems.append(str(e))
@@ -185,12 +184,12 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
                   '\n  - '.join(problems or ['the manifests name no shards']))
 
 
-def _plan(layout: lay.ResultLayout, columns: _Columns, decision: headers.HeaderDecision,
+def _plan(layout: record_schema.ResultLayout, columns: _Columns, decision: HeaderDecision,
           schema_given: bool, **options) -> JoinPlan:
   schema = columns.schema
   types = [schema.output_type(name) if schema else '' for name in columns.names]
   kinds = [coltypes.kind_of(t or None) for t in types]
-  output = lay.output_schema(layout, columns.names, kinds, types, top_k=options['top_k'])
+  output = record_schema.output_schema(layout, columns.names, kinds, types, top_k=options['top_k'])
   return JoinPlan(layout=layout, schema=output, header=decision, aml_schema=schema,
                   schema_given=schema_given,
                   checks=align.plan_checks(layout, schema, columns.names),

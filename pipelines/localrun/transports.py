@@ -3,9 +3,9 @@
 smart_open imports every transport module it has when it is itself imported: S3's pulls in
 boto3 and botocore, GCS's google-cloud-storage and google-auth's requests transport, and HTTP,
 Azure, HDFS, FTP and SSH follow; 0.12-0.15 s of a 0.75 s import, on one core, before a local
-run's workers can start (``pipelines/workers.py``). The ``predjoin`` command's launcher
+run's workers can start (``pipelines/localrun/workers.py``). The ``predjoin`` command's launcher
 imports smart_open without them; ``ensure(uri)`` registers the transport a URI needs before
-it is opened (``transforms/storage.py``), once per process, as smart_open's own import would
+it is opened (``transforms/io/storage.py``), once per process, as smart_open's own import would
 have. A process that imported smart_open normally has them all and ``ensure`` does nothing.
 
 Standard library only: the launcher reads ``MODULES`` before it imports anything else.

@@ -15,13 +15,13 @@ This module, standard library only so it loads in milliseconds:
     then forks the workers, before it has started any thread of its own (gRPC, thread pools)
     or read any data. Three processes no longer import Beam at once on two cores: the
     launcher's own import is the only one, and the workers share its memory pages.
-  - otherwise: starts them as ``python -m pipelines.workers --warm SOCKET``, before the
+  - otherwise: starts them as ``python -m pipelines.localrun.workers --warm SOCKET``, before the
     launcher imports Beam, so their imports overlap the launcher's.
-- The worker command the runner starts (``pipelines/handover.py``, set by
-  ``pipelines/local.py``) hands its environment (the runner's control and logging endpoints,
+- The worker command the runner starts (``pipelines/localrun/handover.py``, set by
+  ``pipelines/localrun/runner.py``) hands its environment (the runner's control and logging endpoints,
   pipeline options, worker id) to a warm process and relays that process's exit code. With
   no warm process (a pipeline run without ``pipelines/cli.py``, such as a test's, or a warm
-  process that died), it becomes ``python -m pipelines.workers``, which runs the harness
+  process that died), it becomes ``python -m pipelines.localrun.workers``, which runs the harness
   itself, as Beam's command would.
 - Every worker exits as soon as its harness returns: its work is done and Beam's log handler
   has flushed by then.
@@ -48,9 +48,9 @@ import time
 import traceback
 from collections.abc import Callable
 
-from pipelines.handover import POLL_S as _POLL_S
-from pipelines.handover import WARM_DIR_ENV
-from transforms import transports
+from pipelines.localrun import transports
+from pipelines.localrun.handover import POLL_S as _POLL_S
+from pipelines.localrun.handover import WARM_DIR_ENV
 
 LOCAL_RUNNERS = (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner')  # run by LocalRunner
 WARM_MARK_ENV = 'PREDJOIN_WARM_WORKER'  # set in a warm worker, for tests and diagnostics
@@ -154,7 +154,7 @@ _MONGODB_IO_LOGGER = 'apache_beam.io.mongodbio'
 
 def not_needed(argv: list[str]) -> tuple[str, ...]:
   """The modules the launcher's import of a local run of ``argv`` leaves out (``_Without``):
-  MongoDB's and smart_open's transports always (``transforms/transports.py`` registers one
+  MongoDB's and smart_open's transports always (``pipelines/localrun/transports.py`` registers one
   when a URI first needs it), Google Cloud's, S3's and Azure's Beam modules when no argument
   can use them. Together 0.25 s less of a 0.75 s import (7 alternated imports each)."""
   known = _runner_and_format(argv)
@@ -214,7 +214,7 @@ def import_harness(without: tuple[str, ...] = ()) -> None:
   try:
     import apache_beam.runners.worker.sdk_worker_main  # noqa: F401  # 2-3 s
 
-    import transforms.enrich  # noqa: F401
+    import transforms.steps  # noqa: F401
   finally:
     if finder is not None:
       sys.meta_path.remove(finder)
@@ -325,7 +325,7 @@ class WarmPool:
           self.processes.append(_fork_warm(path, warm_up))
           continue
         process = subprocess.Popen(
-            [sys.executable, '-m', 'pipelines.workers', '--warm', path, str(os.getpid())],
+            [sys.executable, '-m', 'pipelines.localrun.workers', '--warm', path, str(os.getpid())],
             stdin=subprocess.DEVNULL)
         self.processes.append(process)
         with open(os.path.join(self.dir, f'{i}.pending'), 'w') as f:
@@ -433,5 +433,5 @@ def _serve(server: socket.socket, socket_path: str, launcher: int) -> int:
 if __name__ == '__main__':
   if len(sys.argv) == 4 and sys.argv[1] == '--warm':
     exit_now(serve_warm(sys.argv[2], int(sys.argv[3])))
-  # The worker command (pipelines/handover.py) found no warm worker: run the harness here.
+  # The worker command (pipelines/localrun/handover.py) found no warm worker: run the harness here.
   exit_now(run_harness())

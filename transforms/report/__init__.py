@@ -1,0 +1,6 @@
+"""The run summary and what it verifies.
+
+- ``verification``: the summary's verification sections: header decision, typing, alignment,
+  audit, slices, reconciliation with the service, resubmit, warnings.
+- ``audit``: re-thresholding and multiclass figures, gathered per block and merged.
+"""
