@@ -29,7 +29,6 @@ from apache_beam.options.pipeline_options import (
   TestOptions,
 )
 
-from pipelines.localrun import runner, workers
 from pipelines.options import (
   Options,
   OptionsError,
@@ -38,6 +37,7 @@ from pipelines.options import (
   check_arguments,
   validate,
 )
+from pipelines.runners import LOCAL_RUNNERS, sdk_processes
 from transforms import steps
 from transforms.aml import schema_file, service, slices
 from transforms.aml.manifest import manifest_uri, parse_rebase_rules
@@ -97,10 +97,10 @@ def one_worker_process(options: PipelineOptions) -> bool:
   Dataflow and the other runners are not: Dataflow runs one SDK process per vCPU.
   """
   runner = options.view_as(StandardOptions).runner
-  if runner not in workers.LOCAL_RUNNERS:
+  if runner not in LOCAL_RUNNERS:
     return False
   direct = options.view_as(DirectOptions)
-  return workers.sdk_processes(runner, direct.direct_running_mode, direct.direct_num_workers) <= 1
+  return sdk_processes(runner, direct.direct_running_mode, direct.direct_num_workers) <= 1
 
 
 def check_table(opts: PredjoinOptions, schema, client=None) -> None:
@@ -199,7 +199,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
     schema_copy = schema_file.with_header_flag(plan.aml_schema, plan.header.has_header)
   # No launcher waits for a job on another runner than the local one to read its summary: the
   # job itself fails when there are too many bad shards.
-  fail_job = options.view_as(StandardOptions).runner not in workers.LOCAL_RUNNERS
+  fail_job = options.view_as(StandardOptions).runner not in LOCAL_RUNNERS
   write_summary = steps.WriteSummary(opts.output, opts.max_bad_shards,
                                       verification.run_facts(plan, records),
                                       resubmit.schema_uri(opts.output) if schema_copy else None,
@@ -252,27 +252,50 @@ def format_summary(summary: dict, summary_uri: str) -> str:
   return '\n'.join(lines)
 
 
-def local_runner(options: PipelineOptions):
+# What every local multi-processing run's workers log at WARNING, relayed by the runner, that
+# says nothing about the run: the workers see predjoin's own options, which Beam's parser does
+# not know, and Beam's local workers have no staging directory.
+HARMLESS_WORKER_WARNINGS = (
+    'Discarding unparseable args',
+    'No semi_persistent_directory found',
+)
+WORKER_LOGGER = 'apache_beam.runners.portability.local_job_service'
+
+
+class HarmlessWorkerWarnings(logging.Filter):
+  """Drops the relayed worker warnings above; every other worker message passes."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno > logging.WARNING:
+      return True
+    message = record.getMessage()
+    return not any(known in message for known in HARMLESS_WORKER_WARNINGS)
+
+
+def local_runner(options: PipelineOptions, runner_class=None):
   """The runner for ``--runner DirectRunner`` (the default): Beam's FnApiRunner, never Prism.
 
   Since Beam 2.68 the DirectRunner first tries the Prism runner, which downloads a Go binary
   from GitHub at run time; offline that costs a failed lookup and about a second, online it
   runs the job on a runner predjoin is not tested on. This builds what the DirectRunner falls
   back to, with the pipeline options handed to the workers the same way, so
-  ``--direct_num_workers`` and ``--direct_running_mode`` work as documented; its
-  multi-processing workers exit as soon as their work is done (``pipelines/runner.py``).
-  Returns None for any other runner (``--runner PrismRunner`` still picks Prism).
+  ``--direct_num_workers`` and ``--direct_running_mode`` work as documented.
+  ``runner_class``: a subclass of FnApiRunner to build instead (the ``predjoin`` command's
+  quick-starting local runs, ``pipelines.localrun``). Returns None for any other runner
+  (``--runner PrismRunner`` still picks Prism).
   """
   name = options.view_as(StandardOptions).runner
-  if name not in workers.LOCAL_RUNNERS:
+  if name not in LOCAL_RUNNERS:
     return None
   from apache_beam.portability.api import beam_provision_api_pb2
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
   encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-  runner.quiet_harmless_worker_warnings()
-  return runner.LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+  logger = logging.getLogger(WORKER_LOGGER)
+  if not any(isinstance(f, HarmlessWorkerWarnings) for f in logger.filters):
+    logger.addFilter(HarmlessWorkerWarnings())
+  return (runner_class or fn_runner.FnApiRunner)(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
@@ -307,12 +330,13 @@ def _read_summary(uri: str) -> dict | None:
     return None
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, runner_class=None) -> int:
   """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage).
 
   On Dataflow it returns once the job is submitted. On the local runner it waits, prints the
   summary and decides the exit code; on any other runner the job itself fails when the bad
   shards exceed ``--max_bad_shards`` (``steps.WriteSummary``), and the command says why.
+  ``runner_class``: the FnApiRunner subclass of a local run (see :func:`local_runner`).
   """
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
@@ -323,8 +347,7 @@ def run(argv: list[str] | None = None) -> int:
   options = Options(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
-  local = local_runner(options)
-  p = beam.Pipeline(runner=local, options=options)
+  p = beam.Pipeline(runner=local_runner(options, runner_class), options=options)
   try:
     built = build_pipeline(p, options)
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:

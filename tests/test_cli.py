@@ -25,7 +25,7 @@ from transforms.steps import TooManyBadShards
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = os.path.join(ROOT, 'deploy', 'metadata.json')
 # Beam's FnApiRunner named as any other runner: it runs the job in this process, but it is not
-# the local runner predjoin's launcher waits on and judges (pipelines/workers.LOCAL_RUNNERS).
+# the local runner predjoin's launcher waits on and judges (pipelines/runners.LOCAL_RUNNERS).
 IN_PROCESS_RUNNER = 'apache_beam.runners.portability.fn_api_runner.FnApiRunner'
 
 

@@ -387,14 +387,14 @@ def test_the_direct_runner_runs_the_fn_api_runner_never_prism(good_bp, tmp_path,
 
 
 def test_only_the_known_harmless_worker_warnings_are_dropped():
-  from pipelines.localrun.runner import HarmlessWorkerWarnings
+  from pipelines.job import HarmlessWorkerWarnings
 
   def record(level, message):
     return logging.LogRecord('apache_beam.runners.portability.local_job_service', level, 'x', 1,
                              'Worker: severity: WARN message: "%s"', (message,), None)
   keep = HarmlessWorkerWarnings().filter
   assert not keep(record(logging.WARNING, "Discarding unparseable args: ['--cutoff=0.5']"))
-  assert not keep(record(logging.WARNING, 'No shards found to finalize. num_shards: 0'))
+  assert not keep(record(logging.WARNING, 'No semi_persistent_directory found: None'))
   assert keep(record(logging.WARNING, 'the Arrow-to-Avro encoder does not encode like'))
   assert keep(record(logging.ERROR, 'Discarding unparseable args, and then it failed'))
 

@@ -10,8 +10,6 @@ HTTP 500/503, connection resets and bodies cut short; the output must not change
 import gzip
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,7 +18,6 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.job import build_pipeline, run
-from pipelines.localrun import transports
 from tests import s3_fixtures as fx
 from tests.builders import check_predictions, read_dead_letters, read_records, read_summary
 from transforms.io.storage import (
@@ -201,62 +198,6 @@ def test_a_body_that_keeps_failing_is_a_storage_error_naming_the_object(s3, aws,
     proxy.stop()
   assert f's3://{SAMPLE_BUCKET}/unit/broken.csv' in describe(e.value)
   assert 'SlowDown' in describe(e.value)
-
-
-def test_transports_knows_every_scheme_smart_open_has():
-  import importlib
-
-  from smart_open import transport
-  for module in transports.MODULES:
-    m = importlib.import_module(module)
-    schemes = getattr(m, 'SCHEMES', None) or (m.SCHEME,)
-    assert {s for s, name in transports.BY_SCHEME.items() if name == module} == set(schemes)
-  # smart_open's own registry, after its normal import: local files ('' and file) and the rest.
-  registered = set(transport._REGISTRY) | set(transport._ERRORS)
-  assert registered == {'', 'file', *transports.BY_SCHEME}
-
-
-_WITHOUT_TRANSPORTS = """
-import json, sys, threading
-from pipelines.localrun import workers
-finder = workers._Without(workers.not_needed(['--output', 'out/']))
-sys.meta_path.insert(0, finder)
-from transforms.io.storage import Storage, StorageConfig, StorageError
-sys.meta_path.remove(finder)
-seen = {'boto3 before': 'boto3' in sys.modules}
-storage = Storage(StorageConfig(s3_endpoint_url=sys.argv[1]))
-got = []
-def read():  # four threads open their first s3:// object at once
-  got.append(storage.read_bytes(sys.argv[2]))
-threads = [threading.Thread(target=read) for _ in range(4)]
-for t in threads: t.start()
-for t in threads: t.join()
-seen['reads'] = [g.decode() for g in got]
-try:
-  storage.open(sys.argv[2] + '.missing')
-except StorageError as e:
-  seen['missing'] = str(e)
-from smart_open import transport
-seen['transport'] = transport.get_transport('s3').__name__
-print(json.dumps(seen))
-"""
-
-
-def test_a_process_that_imported_smart_open_without_its_transports_reads_s3(s3):
-  # The launcher of a local run imports smart_open without them (pipelines/localrun/workers.py); the
-  # first s3:// object a process opens registers S3's, in any thread, once.
-  s3.client.put_object(Bucket=SAMPLE_BUCKET, Key='unit/lazy.csv.gz',
-                       Body=gzip.compress(b'a,b\n1,2\n'))
-  uri = f's3://{SAMPLE_BUCKET}/unit/lazy.csv.gz'
-  done = subprocess.run([sys.executable, '-c', _WITHOUT_TRANSPORTS, s3.endpoint, uri],
-                        cwd=fx.ROOT, env=fx.aws_env(), capture_output=True, text=True,
-                        timeout=120, check=True)
-  seen = json.loads(done.stdout)
-  assert seen['boto3 before'] is False
-  assert seen['reads'] == ['a,b\n1,2\n'] * 4
-  assert seen['missing'] == f'cannot open {uri}.missing: no such object'
-  assert seen['transport'] == 'smart_open.s3'
-  assert done.stderr == ''
 
 
 # The whole job on S3 --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipelines.job import local_runner
-from pipelines.localrun import runner, transports, workers
+from pipelines.localrun import runner, workers
 from pipelines.localrun.handover import GRPC_VERBOSITY_ENV
 
 MP2 = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
@@ -38,7 +38,7 @@ def _identities(tmp_path, argv=MP2):
   """Runs a 2-worker job; returns [(element, worker main module, worker pid, warm mark)]."""
   out = tmp_path / 'seen.jsonl'
   options = PipelineOptions(argv)
-  with TestPipeline(runner=local_runner(options), options=options) as p:
+  with TestPipeline(runner=local_runner(options, runner.LocalRunner), options=options) as p:
     _ = (p | beam.Create(list(range(8))) | beam.Reshuffle() | beam.ParDo(_WorkerIdentity())
          | beam.Map(json.dumps) | beam.io.WriteToText(str(out), shard_name_template=''))
   return [tuple(json.loads(line)) for line in out.read_text().splitlines()]
@@ -147,7 +147,7 @@ def test_no_writable_temporary_directory_means_no_warm_workers(tmp_path, monkeyp
 # process that has started no thread, so these run their launcher in a fresh interpreter.
 FORK_LAUNCHER = '''
 import json, os, sys, pathlib
-from pipelines.localrun import runner, workers
+from pipelines.localrun import workers  # standard library only: nothing started yet
 def warm_up():  # runs in each forked worker, before it waits for a claim
   with open(os.path.join(sys.argv[1], 'warmed-%%d' %% os.getpid()), 'w'):
     pass
@@ -282,8 +282,9 @@ def test_ctrl_c_ends_forked_workers_quietly():
     (['--format', 'xml'], False),  # the launcher reports it; the warm-up does nothing
     (['--format'], False),
 ])
-def test_the_cli_warm_up_preloads_what_a_first_bundle_imports_quietly(argv, polars):
-  code = ('import json, logging, sys; from pipelines import cli; cli.warm_up(sys.argv[1:]); '
+def test_the_warm_up_preloads_what_a_first_bundle_imports_quietly(argv, polars):
+  code = ('import json, logging, sys; from pipelines.localrun import workers; '
+          'workers.warm_up(sys.argv[1:]); '
           'print(json.dumps(["polars" in sys.modules, "numpy.ma" in sys.modules, '
           'len(logging.root.handlers)]))')
   done = subprocess.run([sys.executable, '-c', code, *argv], capture_output=True, text=True,
@@ -332,8 +333,8 @@ def test_the_runners_worker_command_hands_over_without_site_packages(tmp_path):
 _GRPC_CLIENT = """
 import sys
 if sys.argv[1] == 'launcher':
-  from pipelines import cli  # what the predjoin command runs first
-  cli.quiet_grpc()
+  from pipelines.localrun.handover import quiet_grpc  # what localrun.start does first
+  quiet_grpc()
 import grpc
 grpc.insecure_channel('[::1]:1').close()
 """
@@ -391,7 +392,6 @@ def test_a_run_uses_s3_through_beam_when_its_arguments_say_so(argv, uses):
   assert workers.uses_s3(argv) is uses
   names = workers.not_needed(argv)
   assert (set(workers.AWS_ONLY) <= set(names)) is not uses
-  assert set(transports.MODULES) <= set(names)  # always: registered when a URI needs one
   assert set(workers.MONGODB_ONLY) <= set(names)  # always: predjoin never uses MongoDB
 
 
@@ -405,15 +405,14 @@ def test_beams_azure_filesystem_is_imported_when_an_argument_names_azfs(argv, us
 
 
 def test_the_harness_imports_without_cloud_modules_a_local_run_never_uses():
-  # Beam and smart_open skip them as they do when those libraries are missing, quietly;
-  # afterwards they import again.
+  # Beam skips them as it does when those libraries are missing, quietly; afterwards they
+  # import again.
   code = ('import sys; from pipelines.localrun import workers\n'
           'workers.import_harness(without=workers.not_needed(["--output", "out/"]))\n'
           'print(sorted(m for m in sys.modules if m.startswith(("google.cloud.dataflow", '
           '"google.cloud.bigquery", "google.cloud.pubsub", "apache_beam.io.gcp.bigquery", '
-          '"apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.aws.s3filesystem", "boto3", '
-          '"botocore", "google.cloud.storage", "requests", "smart_open.s3", "smart_open.gcs", '
-          '"smart_open.http", "pymongo", "bson", "apitools", "oauth2client", '
+          '"apache_beam.io.gcp.gcsfilesystem", "apache_beam.io.aws.s3filesystem", '
+          '"pymongo", "bson", "apitools", "oauth2client", '
           '"apache_beam.io.azure.blobstoragefilesystem"))))\n'
           'import apache_beam as beam\n'
           'print(hasattr(beam.io, "WriteToBigQuery"), '
@@ -430,3 +429,94 @@ def test_the_harness_imports_without_cloud_modules_a_local_run_never_uses():
   assert done.stdout.splitlines()[1] == 'False False'  # skipped; the finder is gone
   assert done.stdout.splitlines()[2:] == ['GCSFileSystem', 'S3FileSystem']
   assert done.stderr == ''  # nor "Failed to import", nor Beam's "compatible bson" warning
+
+
+def test_the_modules_a_local_run_leaves_out_are_ones_beams_harness_imports():
+  # If the pinned Beam stopped importing one of them, leaving it out would no longer save
+  # anything (or Beam's import layout changed under it): this fails then.
+  left_out = (*workers.GOOGLE_CLOUD_ONLY, *workers.AWS_ONLY, *workers.AZURE_ONLY,
+              *workers.MONGODB_ONLY)
+  code = ('import json, sys; from pipelines.localrun import workers; workers.import_harness(); '
+          f'print(json.dumps([m for m in {list(left_out)!r} if m not in sys.modules]))')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=120, check=True)
+  assert json.loads(done.stdout) == []
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_beams_worker_command_is_the_one_the_local_runner_replaces():
+  # The pinned Beam's FnApiRunner starts multi-processing workers with
+  # "python -m apache_beam.runners.worker.sdk_worker_main": if that changes, the command would
+  # no longer be replaced (workers would start the slow way) and this fails.
+  from apache_beam.portability import python_urns
+  seen = {}
+
+  class Captured(runner.LocalRunner):
+    def run_via_runner_api(self, pipeline_proto, options):
+      seen['replaced'] = runner.use_our_worker(pipeline_proto)
+      seen['commands'] = [env.payload.decode() for env in
+                          pipeline_proto.components.environments.values()
+                          if env.urn == python_urns.SUBPROCESS_SDK]
+      raise _Stop()
+
+  p = beam.Pipeline(runner=Captured(), options=PipelineOptions(MP2))
+  _ = p | beam.Create([1]) | beam.Map(str)
+  with pytest.raises(_Stop):
+    p.run()
+  assert seen['replaced'] == 1
+  assert [c.endswith(runner.OUR_WORKER) for c in seen['commands']] == [True]
+
+
+def test_no_fork_while_a_thread_python_does_not_know_of_runs():
+  # A thread started outside threading (as NumPy's BLAS or Arrow's allocator start theirs):
+  # threading sees one thread, the system two.
+  code = ('import _thread, threading, time; from pipelines.localrun import workers\n'
+          'before = workers.can_fork()\n'
+          '_thread.start_new_thread(time.sleep, (5,)); time.sleep(0.2)\n'
+          'print(before, threading.active_count(), workers.os_threads(), workers.can_fork())')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=60, check=True)
+  assert done.stdout.split() == ['True', '1', '2', 'False']
+
+
+def test_the_launchers_import_starts_no_thread_so_it_can_fork():
+  code = ('import os; from pipelines.localrun import workers\n'
+          'for name, value in workers.SINGLE_THREADED_IMPORT.items(): os.environ[name] = value\n'
+          'workers.import_harness(workers.not_needed([]))\n'
+          'import numpy, pyarrow; pyarrow.array(list(range(1000)))\n'
+          'print(workers.os_threads(), workers.can_fork())')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=120, check=True)
+  assert done.stdout.split() == ['1', 'True']
+
+
+def test_the_switch_turns_the_quick_start_off(monkeypatch):
+  from pipelines import localrun
+  argv = [*MP2, '--output', 'out/']
+  monkeypatch.setenv(localrun.SWITCH_ENV, '0')
+  assert localrun.start(argv) is None
+  monkeypatch.delenv(localrun.SWITCH_ENV)
+  assert localrun.start([]) is None  # in-memory: nothing to start
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='workers are forked on Linux')
+def test_the_output_is_the_same_with_the_quick_start_off(tmp_path):
+  from benchmarks.same_output import differences
+  from tests.builders import write_bp
+  manifest = write_bp(tmp_path, 'bp-q', [([f'{i},n{i},{i}' for i in range(40)],
+                                          ['' if i % 7 == 0 else f'{i % 2},0.{i:02d}'
+                                           for i in range(40)])] * 3)
+  predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')
+  outs = []
+  for switch in ('1', '0'):
+    out = str(tmp_path / f'out-{switch}')
+    env = {**os.environ, 'PREDJOIN_FORK_WORKERS': switch}
+    done = subprocess.run([predjoin, '--manifest', manifest, '--output', out, '--format', 'jsonl',
+                           '--allowed_prefix', f'{tmp_path}/', *MP2], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    outs.append(out)
+  assert differences(*outs) == []

@@ -48,11 +48,10 @@ import time
 import traceback
 from collections.abc import Callable
 
-from pipelines.localrun import transports
 from pipelines.localrun.handover import POLL_S as _POLL_S
 from pipelines.localrun.handover import WARM_DIR_ENV
+from pipelines.runners import LOCAL_RUNNERS, sdk_processes
 
-LOCAL_RUNNERS = (None, 'DirectRunner', 'direct', 'SwitchingDirectRunner')  # run by LocalRunner
 WARM_MARK_ENV = 'PREDJOIN_WARM_WORKER'  # set in a warm worker, for tests and diagnostics
 
 
@@ -62,14 +61,6 @@ def exit_now(code: int) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)
-
-
-def sdk_processes(runner: str | None, running_mode: str | None, num_workers: int) -> int:
-  """How many multi-processing SDK worker processes a local run starts (0: none, the SDK work
-  runs in the launcher's process, or the runner is not local)."""
-  if runner not in LOCAL_RUNNERS or running_mode != 'multi_processing':
-    return 0
-  return num_workers if num_workers > 0 else os.cpu_count() or 1
 
 
 def local_workers(argv: list[str]) -> int:
@@ -85,13 +76,35 @@ def local_workers(argv: list[str]) -> int:
   return sdk_processes(known.runner, known.direct_running_mode, known.direct_num_workers)
 
 
+def os_threads() -> int | None:
+  """How many threads this process runs, counted by the operating system (None: cannot tell).
+
+  Python's ``threading`` sees only the threads Python started; NumPy's BLAS and Arrow's
+  allocator start their own.
+  """
+  try:
+    return len(os.listdir('/proc/self/task'))
+  except OSError:
+    return None
+
+
 def can_fork() -> bool:
-  """Whether warm workers can be forked from this process now: Linux, and no other thread.
+  """Whether warm workers can be forked from this process now: Linux, and no other thread of
+  any kind.
 
   A forked child has only the thread that forked; locks other threads held stay locked in it.
   macOS's system libraries are not safe to use after a fork, so it starts workers anew.
   """
-  return sys.platform.startswith('linux') and threading.active_count() == 1
+  return (sys.platform.startswith('linux') and threading.active_count() == 1
+          and os_threads() == 1)
+
+
+# Settings under which importing the harness starts no thread, so the launcher can still fork:
+# NumPy's OpenBLAS would start a thread pool, and Arrow's jemalloc a background purging thread.
+# Neither is used by the join (no BLAS calls; the same wall and CPU time with and without the
+# purging thread on the benchmark's data). A user's own setting stays.
+SINGLE_THREADED_IMPORT = {'OPENBLAS_NUM_THREADS': '1',
+                          'JE_ARROW_MALLOC_CONF': 'background_thread:false'}
 
 
 # Modules Beam imports only when it can, each inside ``try ... except ImportError`` (so Beam runs
@@ -154,11 +167,10 @@ _MONGODB_IO_LOGGER = 'apache_beam.io.mongodbio'
 
 def not_needed(argv: list[str]) -> tuple[str, ...]:
   """The modules the launcher's import of a local run of ``argv`` leaves out (``_Without``):
-  MongoDB's and smart_open's transports always (``pipelines/localrun/transports.py`` registers one
-  when a URI first needs it), Google Cloud's, S3's and Azure's Beam modules when no argument
-  can use them. Together 0.25 s less of a 0.75 s import (7 alternated imports each)."""
+  MongoDB's always, Google Cloud's, S3's and Azure's Beam modules when no argument can use
+  them. Together 0.15-0.2 s less of a 0.9 s import."""
   known = _runner_and_format(argv)
-  names = MONGODB_ONLY + transports.MODULES
+  names = MONGODB_ONLY
   if not _uses_google_cloud(argv, known):
     names += GOOGLE_CLOUD_ONLY
   if not _uses_scheme(argv, known, 's3'):
@@ -298,6 +310,29 @@ def _fork_warm(socket_path: str, warm_up: Callable[[], None] | None) -> _Forked:
   return _Forked(pid)
 
 
+def warm_up(argv: list[str]) -> None:
+  """What each forked worker does while the launcher builds the pipeline: imports what its
+  first bundle would otherwise import: ``numpy.ma`` (pyarrow looks it up on the first
+  ``pa.array`` of a NumPy array: 0.01 s) and polars, the block encoder of Avro and JSON Lines
+  records (0.3 s).
+
+  ``--format`` is read with predjoin's own argument definitions on a plain parser: Beam's
+  option parsing logs through the root logger, which would give the worker a stderr handler.
+  """
+  import numpy.ma  # noqa: F401
+
+  from pipelines.options import PredjoinOptions  # imported by now, with the harness
+  from transforms.io.sinks import POLARS_FORMATS
+  parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+  PredjoinOptions._add_argparse_args(parser)
+  try:
+    fmt = parser.parse_known_args(argv)[0].format
+  except argparse.ArgumentError:  # the launcher reports it
+    return
+  if fmt in POLARS_FORMATS:
+    import polars  # noqa: F401
+
+
 def _try_warm_up(warm_up: Callable[[], None]) -> None:
   try:
     warm_up()
@@ -370,7 +405,10 @@ def prewarm(argv: list[str], fork: bool = False,
     return None
   fork = fork and can_fork()
   if fork:  # the launcher's import, which the forked workers share
+    for name, value in SINGLE_THREADED_IMPORT.items():
+      os.environ.setdefault(name, value)
     import_harness(without=not_needed(argv))
+    fork = can_fork()  # a library may have started a thread anyway: then start them anew
   try:
     return WarmPool(count, fork, warm_up)
   except OSError as e:

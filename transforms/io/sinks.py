@@ -112,13 +112,6 @@ def _shape(avro_type):
 POLARS_FORMATS = ('avro', 'jsonl')  # the formats whose blocks polars encodes
 
 
-def preload(fmt: str) -> None:
-  """Imports the block encoder ``fmt``'s sink uses (polars for Avro and JSON Lines: 0.3 s), so a
-  warm worker can do it while it waits instead of in its first bundle."""
-  if fmt in POLARS_FORMATS:
-    import polars  # noqa: F401
-
-
 def _polars_avro(frame) -> bytes:
   """An uncompressed Avro container file of a polars frame's records."""
   buf = io.BytesIO()

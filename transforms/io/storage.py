@@ -35,8 +35,6 @@ import zlib
 import smart_open
 from isal import igzip, isal_zlib
 
-from pipelines.localrun import transports
-
 _SECRET_QUERY = re.compile(
     r'(?i)([?&;](?:x-amz-[a-z0-9-]*|x-goog-[a-z0-9-]*|signature|sig|[a-z_]*token|'
     r'[a-z_]*access_?key[a-z_]*|awsaccesskeyid|googleaccessid|[a-z_]*secret[a-z_]*|'
@@ -130,7 +128,7 @@ class Storage:
     return self._s3_client
 
   def _transport_params(self, uri: str) -> dict:
-    scheme = transports.scheme_of(uri)
+    scheme = uri.partition('://')[0].lower() if '://' in uri else ''
     if scheme == 's3':
       return {'client': self.s3_client()}
     if scheme in ('gs', 'gcs'):
@@ -150,7 +148,6 @@ class Storage:
     gunzip = (compression == smart_open.compression.INFER_FROM_EXTENSION
               and uri.lower().endswith('.gz'))
     try:
-      transports.ensure(uri)
       f = smart_open.open(uri, 'rb', compression='disable' if gunzip else compression,
                           transport_params=self._transport_params(uri))
     except Exception as e:  # smart_open raises per-backend types; normalise them here
