@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -53,7 +54,7 @@ from transforms.io.storage import (
   remove_summary,
 )
 from transforms.join import record_schema
-from transforms.join.plan import PlanError, make_plan
+from transforms.join.plan import JoinPlan, PlanError, PlanSettings, make_plan
 from transforms.report import verification
 
 _LOG = logging.getLogger('predjoin')
@@ -138,7 +139,21 @@ def prepare_table(opts: PredjoinOptions, schema, dry_run: bool, client=None):
   return load
 
 
-def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=None) -> dict:
+class BuiltJob(NamedTuple):
+  """What :func:`build_pipeline` added: the record batches (only when they go to BigQuery),
+  each shard's outcome (``transforms.report.run_summary.ShardOutcome``), the summary, where it
+  goes, the run's plan, and the BigQuery load (or None)."""
+
+  records: beam.PCollection
+  outcomes: beam.PCollection
+  summary: beam.PCollection
+  summary_uri: str
+  plan: JoinPlan
+  table_load: object | None
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
+                   bigquery_client=None) -> BuiltJob:
   """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
 
   Raises:
@@ -160,14 +175,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
   uris = manifest_uris(opts, storage)
   records = service.parse_records(opts.service_record, read_text) if opts.service_record \
       else None
-  plan = make_plan(uris, storage, model_type=opts.model_type, input_header=opts.input_header,
-                   cutoff=opts.cutoff, min_score=opts.min_score, block_rows=opts.block_rows,
-                   rebase_rules=rules, access_policy=policy, schema_uri=opts.schema,
-                   on_type_error=opts.on_type_error, top_k=opts.top_k,
-                   data_rearrangement=slices.parse(opts.data_rearrangement)
-                   if opts.data_rearrangement else None,
-                   # CSV parsing threads only where they do not compete with other workers.
-                   parse_threads=one_worker_process(options))
+  settings = PlanSettings(
+      model_type=opts.model_type, input_header=opts.input_header, cutoff=opts.cutoff,
+      min_score=opts.min_score, top_k=opts.top_k, block_rows=opts.block_rows,
+      rebase_rules=tuple(rules), schema_uri=opts.schema, on_type_error=opts.on_type_error,
+      data_rearrangement=slices.parse(opts.data_rearrangement) if opts.data_rearrangement
+      else None,
+      # CSV parsing threads only where they do not compete with other workers.
+      parse_threads=one_worker_process(options))
+  plan = make_plan(uris, storage, settings, policy)
   if opts.top_k and plan.layout.model_type != 'multiclass':
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
@@ -186,28 +202,28 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, bigquery_client=N
                         f'{redact(opts.output)}: {redact(str(e))}') from None
   # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
   # by the join (transforms/io/shard_files.py).
-  out = (p
-         | 'ListManifests' >> beam.Create(uris)
-         | 'Enrich' >> steps.EnrichPredictions(plan, config, opts.output, rules, policy,
-                                                None if to_table else opts.format))
+  enriched = (p
+              | 'ListManifests' >> beam.Create(uris)
+              | 'Enrich' >> steps.EnrichPredictions(plan, config, opts.output, rules, policy,
+                                                    None if to_table else opts.format))
   sink = {}
-  if to_table:  # record_files: the jobs that stage the records, which the summary publishes
-    sink = {'records': out['records'],
-            'record_files': out['records'] | 'LoadRecords' >> bigquery.WriteToTable(table_load)}
+  if to_table:  # staging_jobs: the jobs that stage the records, which the summary publishes
+    sink = {'records': enriched.records,
+            'staging_jobs': enriched.records | 'LoadRecords' >> bigquery.WriteToTable(
+                table_load)}
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = schema_file.with_header_flag(plan.aml_schema, plan.header.has_header)
   # No launcher waits for a job on another runner than the local one to read its summary: the
   # job itself fails when there are too many bad shards.
   fail_job = options.view_as(StandardOptions).runner not in LOCAL_RUNNERS
-  write_summary = steps.WriteSummary(opts.output, opts.max_bad_shards,
-                                      verification.run_facts(plan, records),
-                                      resubmit.schema_uri(opts.output) if schema_copy else None,
-                                      output_dirs, schema_copy, fail_job, table_load)
-  summary = ({'run_parts': out['run_parts'], **sink}
-             | 'WriteSummary' >> write_summary)
-  return {**out, **sink, 'summary': summary, 'summary_uri': write_summary.uri, 'plan': plan,
-          'table_load': table_load}
+  write_summary = steps.WriteSummary(steps.SummaryPlan(
+      opts.output, opts.max_bad_shards, verification.run_facts(plan, records),
+      resubmit.schema_uri(opts.output) if schema_copy else None, schema_copy,
+      tuple(output_dirs), fail_job, table_load))
+  summary = {'outcomes': enriched.outcomes, **sink} | 'WriteSummary' >> write_summary
+  return BuiltJob(enriched.records, enriched.outcomes, summary, write_summary.uri, plan,
+                  table_load)
 
 
 def _counters(result) -> dict[str, int]:
@@ -364,13 +380,13 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
       raise
     failure = e
   if dataflow:  # the launcher returns once the job is handed over
-    print(launch_message(result, options, built['summary_uri']))
+    print(launch_message(result, options, built.summary_uri))
     return 0
   why = '' if failure is None else f': {redact(_one_line(failure))}'
-  summary = _read_summary(built['summary_uri'])
+  summary = _read_summary(built.summary_uri)
   if summary is None:
     print(f'predjoin: error: the job failed{why}' if failure is not None else
-          f'predjoin: error: the job ended without writing {built["summary_uri"]}',
+          f'predjoin: error: the job ended without writing {built.summary_uri}',
           file=sys.stderr)
     return 1
   if opts.format == 'bigquery':
@@ -380,7 +396,7 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
   else:
     print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
   print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
-  print(format_summary(summary, built['summary_uri']))
+  print(format_summary(summary, built.summary_uri))
   differences = [] if failure is not None else check_counters(summary, _counters(result))
   for line in differences:
     print(f'predjoin: error: {line}', file=sys.stderr)

@@ -15,6 +15,7 @@ from transforms.aml.manifest import Shard, parse_rebase_rules
 from transforms.io.access import AccessError, AccessPolicy, Location, check_given, locate
 from transforms.io.storage import Storage, StorageConfig
 from transforms.join.plan import make_plan
+from transforms.report.run_summary import ShardOutcome
 from transforms.steps import ReadManifestFn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,10 +261,10 @@ def test_read_manifest_fn_reports_a_refused_manifest_and_emits_no_shard(tmp_path
   fn.setup()
   fn._storage = RecordingStorage()
   out = list(fn.process(manifest))
-  assert len(out) == 1 and isinstance(out[0], dict)  # the manifest's report, no shard
-  report = out[0]
-  assert report['status'] == 'error' and report['input_uri'] is None
-  assert 'refused' in report['error'] and '/etc/passwd' in report['error']
+  assert len(out) == 1 and isinstance(out[0], ShardOutcome)  # the manifest's, no shard
+  report = out[0].report
+  assert report.status == 'error' and report.input_uri is None
+  assert 'refused' in report.error and '/etc/passwd' in report.error
   assert fn._storage.opened == [manifest]
 
 
@@ -273,7 +274,7 @@ def test_read_manifest_fn_enforces_the_default_policy_when_given_none(tmp_path):
   fn = ReadManifestFn(StorageConfig())
   fn.setup()
   out = list(fn.process(manifest))
-  assert len(out) == 1 and out[0]['status'] == 'error' and 'refused' in out[0]['error']
+  assert len(out) == 1 and out[0].report.status == 'error' and 'refused' in out[0].report.error
 
 
 def test_read_manifest_fn_passes_shards_under_the_allowed_prefixes(tmp_path):

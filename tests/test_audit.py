@@ -8,7 +8,7 @@ import pytest
 
 from tests import verify_data as vd
 from transforms.aml import service
-from transforms.report import audit
+from transforms.join import audit
 
 INPUTS = [f'{i},name {i}' for i in range(1, 13)]
 SCORES = [0.05, 0.39, 0.45, 0.49, 0.5, 0.51, 0.55, 0.61, 0.7, 0.95, 0.3, 0.8]

@@ -229,7 +229,7 @@ def _job(tmp_path, *extra):
 
 def _schema_of_sample(tmp_path):
   options = _job(tmp_path, '--dry_run=True')
-  return record_schema.bigquery_schema(build_pipeline(beam.Pipeline(options=options), options)['plan'].schema)
+  return record_schema.bigquery_schema(build_pipeline(beam.Pipeline(options=options), options).plan.schema)
 
 
 TARGET = ('demo-project', 'warehouse', 'predictions')
@@ -262,7 +262,7 @@ def test_a_table_that_cannot_take_the_records_stops_the_launch(bigquery_api, tmp
   server.tables[TARGET] = {'schema': {'fields': older + [
       {'name': 'loaded_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}}
   built = build_pipeline(beam.Pipeline(options=options), options, bigquery_client=client)
-  load = built['table_load']
+  load = built.table_load
   assert (load.table, load.disposition) == ('demo-project:warehouse.predictions', disposition)
   [staging] = _posted_tables(server)
   assert staging['tableReference']['tableId'] == f'predictions__predjoin_{load.run_id}'
@@ -330,17 +330,17 @@ def test_rows_load_as_the_avro_files_the_bigquery_sink_writes(tmp_path):
   from transforms.io.access import AccessPolicy
   from transforms.io.storage import Storage
   from transforms.join import joiner
-  from transforms.join.plan import make_plan
+  from transforms.join.plan import PlanSettings, make_plan
   inputs = [f'{i},name {i},"{i}, more"' for i in range(1, 8)]
   results = ['t,0.1,0.9', '', 't,0.6,0.4', 't,0.5,0.5', '', 't,1.0E-3,9.99E-1', '']
   manifest = write_bp(tmp_path / 'm', 'bp-m', [(inputs, results)],
                       result_header='tag, 1_star, 2_stars')
   storage = Storage()
-  plan = make_plan([manifest], storage, block_rows=3,
-                   access_policy=AccessPolicy.create([str(tmp_path) + '/'], ()))
-  batches = [value for shard in shards_of(open(manifest).read(), manifest)
-             for kind, value in joiner.ShardJoiner(plan, storage).join(shard)
-             if kind == joiner.RECORDS]
+  plan = make_plan([manifest], storage, PlanSettings(block_rows=3),
+                   AccessPolicy.create([str(tmp_path) + '/'], ()))
+  batches = [item for shard in shards_of(open(manifest).read(), manifest)
+             for item in joiner.ShardJoiner(plan, storage).join(shard)
+             if isinstance(item, pa.RecordBatch)]
   rows = [row for batch in batches for row in bigquery.to_rows(batch)]
   assert len(rows) == 7 and [r['status'] for r in rows].count('failed') == 3
   path = tmp_path / 'load.avro'
@@ -495,19 +495,21 @@ def test_nothing_is_published_when_the_staging_table_does_not_hold_the_runs_rows
 
 
 def test_a_failed_run_publishes_nothing(bigquery_api):
-  from transforms.steps import publish_records, summarize
+  from transforms.join.outcomes import ShardReport
+  from transforms.report.run_summary import RunParts, ShardOutcome, summarize
+  from transforms.steps import publish_records
   server, client = bigquery_api
   load = _staged(server, 0)
-  report = {'batch_prediction_id': 'bp-1', 'manifest_uri': 'm', 'input_uri': 'in.csv',
-            'result_uri': 'r.gz', 'input_rows': 2, 'joined_rows': 0, 'failed_rows': 0,
-            'not_predicted_rows': 0, 'dead_letter_rows': 2, 'status': 'row_count_mismatch',
-            'error': 'in.csv has 2 rows but r.gz has 1 result lines'}
-  summary = summarize([report], {}, {('bp-1', 'in.csv'): (2, 0, 0)}, [], [], max_bad_shards=0)
+  report = ShardReport('bp-1', 'm', 'in.csv', 'r.gz', input_rows=2, dead_letter_rows=2,
+                       status='row_count_mismatch',
+                       error='in.csv has 2 rows but r.gz has 1 result lines')
+  parts = RunParts([ShardOutcome(report, {}, None, 2)])
+  summary = summarize(parts, max_bad_shards=0)
   requests = len(server.requests)
   assert publish_records(load, summary, [], client) == {
       'table': 'demo-project:warehouse.predictions', 'write_disposition': 'replace',
       'published': False, 'reason': 'the run failed (see "ok"): the table is unchanged'}
   assert len(server.requests) == requests
   # Within the limit the same run publishes, replacing bp-1's rows (none: it had no records).
-  summary = summarize([report], {}, {('bp-1', 'in.csv'): (2, 0, 0)}, [], [], max_bad_shards=1)
+  summary = summarize(parts, max_bad_shards=1)
   assert publish_records(load, summary, [], client)['batch_prediction_ids'] == ['bp-1']

@@ -342,9 +342,9 @@ def test_regression_blank_and_values():
 def _join(input_lines, result_lines, layout=BINARY, columns=('id', 'name', 'amount')):
   schema = record_schema.output_schema(layout, list(columns))
   place = blocks.BlockPlace('bp', 'in.csv', 11, 12, 21)  # a header line; the result's 20 lines
-  return blocks.join_block(schema, record_schema.arrow_schema(schema), layout, place,
-                           _block(input_lines), _block(result_lines), len(input_lines), 0.5,
-                           None)
+  rules = blocks.BlockRules(schema, record_schema.arrow_schema(schema), layout)
+  return blocks.join_block(rules, place, _block(input_lines), _block(result_lines),
+                           len(input_lines))
 
 
 def test_join_block_keeps_positions_and_dead_letters_bad_rows():

@@ -20,7 +20,7 @@ from pipelines.job import build_pipeline, run
 from pipelines.options import UsageError, check_arguments
 from tests.builders import read_summary, write_bp
 from tests.test_dataflow import LAUNCHER_ARGS
-from transforms.steps import TooManyBadShards
+from transforms.report.run_summary import TooManyBadShards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = os.path.join(ROOT, 'deploy', 'metadata.json')
@@ -187,7 +187,7 @@ def test_the_local_runner_leaves_the_verdict_to_the_launcher(bad_bp, tmp_path, c
 
 
 def test_the_error_names_the_count_the_limit_and_at_most_ten_shards():
-  from transforms.steps import bad_shards_message
+  from transforms.report.run_summary import bad_shards_message
   shards = [{'input_uri': f's3://b/in/{i}.csv', 'manifest_uri': 's3://b/m', 'status': 'error',
              'error': f'cannot read {i}.csv'} for i in range(12)]
   shards.append({'input_uri': None, 'manifest_uri': 's3://b/bad.manifest', 'status': 'error',

@@ -80,8 +80,8 @@ def test_bigquery_format_stages_the_records_and_publishes_them_with_the_summary(
   assert any(name.startswith('WriteSummary/CountRecords') for name in labels), labels
   # The summary still goes to --output (and so do the join's dead-letter files), and the same
   # step publishes the staged records: it carries the run's TableLoad.
-  args = _unpickled(proto, 'WriteSummary/WriteSummaryJson')[1]
-  load = args[-1]
+  [summary_plan] = _unpickled(proto, 'WriteSummary/WriteSummaryJson')[1]
+  load = summary_plan.table_load
   assert isinstance(load, bigquery.TableLoad)
   assert (load.table, load.disposition) == ('demo-project:warehouse.predictions', disposition)
   # The load's settings reach the job: into the run's own staging table, appending (a retried
@@ -97,7 +97,7 @@ def test_bigquery_format_stages_the_records_and_publishes_them_with_the_summary(
   table = destination.destination(None)  # the table of each element: the run's staging table
   assert f'{table.projectId}:{table.datasetId}.{table.tableId}' == load.staging
   plan = build_pipeline(beam.Pipeline(options=PipelineOptions(dataflow_args('avro'))),
-                        PipelineOptions(dataflow_args('avro')))['plan']
+                        PipelineOptions(dataflow_args('avro'))).plan
   assert fn.schema == {'fields': record_schema.bigquery_schema(plan.schema)} == {'fields': list(
       load.schema)}
   scores = next(f for f in fn.schema['fields'] if f['name'] == 'scores')

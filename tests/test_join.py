@@ -13,8 +13,9 @@ from tests.builders import oracle_rows, write_bp
 from transforms.aml.manifest import shards_of
 from transforms.io.access import AccessPolicy
 from transforms.io.storage import Storage
-from transforms.join import joiner
-from transforms.join.plan import PlanError, make_plan
+from transforms.join import joiner, outcomes
+from transforms.join.pass1 import FirstPass
+from transforms.join.plan import PlanError, PlanSettings, make_plan
 
 INPUTS = [f'{i},name {i},"{i}, more"' for i in range(1, 11)]
 
@@ -25,20 +26,23 @@ def _trust(manifest):
   return AccessPolicy.create([root + '/'], ())
 
 
-def _run(manifest, block_rows=3, **plan_args):
+def _plan(manifest, block_rows=3, **settings):
+  return make_plan([manifest], Storage(), PlanSettings(block_rows=block_rows, **settings),
+                   _trust(manifest))
+
+
+def _run(manifest, block_rows=3, **settings):
   storage = Storage()
-  plan = make_plan([manifest], storage, block_rows=block_rows, access_policy=_trust(manifest),
-                   **plan_args)
-  shard_joiner = joiner.ShardJoiner(plan, storage)
+  shard_joiner = joiner.ShardJoiner(_plan(manifest, block_rows, **settings), storage)
   records, dead, reports = [], [], []
   for shard in shards_of(open(manifest).read(), manifest):
-    for kind, value in shard_joiner.join(shard):
-      if kind == joiner.RECORDS:
-        records.extend(value.to_pylist())
-      elif kind == joiner.DEAD_LETTER:
-        dead.append(value)
-      elif kind == joiner.REPORT:
-        reports.append(value)
+    for item in shard_joiner.join(shard):
+      if isinstance(item, pa.RecordBatch):
+        records.extend(item.to_pylist())
+      elif isinstance(item, outcomes.DeadLetter):
+        dead.append(item.as_dict())
+      elif isinstance(item, outcomes.ShardReport):
+        reports.append(item)
   return records, dead, reports
 
 
@@ -57,7 +61,7 @@ def test_blank_lines_first_middle_last_never_shift(tmp_path, blanks):
       assert got['score'] == float(want['result'].split(',')[1])
   assert (report.input_rows, report.joined_rows, report.failed_rows) == (10, 10 - len(blanks),
                                                                           len(blanks))
-  assert report.status == joiner.OK
+  assert report.status == outcomes.OK
 
 
 @pytest.mark.parametrize('n_results', [9, 11])
@@ -70,7 +74,7 @@ def test_row_count_mismatch_dead_letters_the_whole_shard(tmp_path, n_results):
   assert {d['reason'] for d in dead} == {'row_count_mismatch'}
   assert dead[0]['input_rows'] == 10 and dead[0]['result_rows'] == n_results
   assert dead[3]['input_line'] == INPUTS[3] and dead[3]['result_line'] == results[3]
-  assert report.status == joiner.ROW_COUNT_MISMATCH and report.dead_letter_rows == 10
+  assert report.status == outcomes.ROW_COUNT_MISMATCH and report.dead_letter_rows == 10
   assert f'{n_results} result lines' in report.error
 
 
@@ -85,7 +89,7 @@ def test_bad_result_and_input_lines_go_to_the_dead_letter_alone(tmp_path):
   assert 'line 3' in dead[0]['error'] and dead[0]['result_line'] == '1,abc'  # header is line 1
   assert 'line 6' in dead[2]['error'] and dead[2]['input_line'] == '5,only two'
   assert [r['row_number'] for r in records] == [1, 3, 6, 7, 8, 9, 10]
-  assert report.status == joiner.WITH_DEAD_LETTERS
+  assert report.status == outcomes.WITH_DEAD_LETTERS
   assert report.input_rows == report.joined_rows + report.failed_rows + report.dead_letter_rows
 
 
@@ -98,7 +102,7 @@ def test_missing_and_corrupt_results_reject_their_shard_only(tmp_path):
   open(results[2], 'wb').write(data[:-12] + bytes(12))  # damaged CRC and length trailer
   records, dead, reports = _run(manifest)
   by_input = {r.input_uri: r for r in reports}
-  assert [by_input[i].status for i in pairs] == [joiner.OK, joiner.ERROR, joiner.ERROR]
+  assert [by_input[i].status for i in pairs] == [outcomes.OK, outcomes.ERROR, outcomes.ERROR]
   assert 'no such file' in by_input[list(pairs)[1]].error
   assert results[1] in by_input[list(pairs)[1]].error
   assert len(records) == 10 and len(dead) == 20
@@ -118,7 +122,7 @@ def test_a_result_corrupt_mid_stream_is_unreadable_not_short(tmp_path, damage, e
   second = list(json.load(open(manifest)).values())[1]
   open(second, 'wb').write(damage(open(second, 'rb').read()))
   records, dead, reports = _run(manifest)
-  bad = [r for r in reports if r.status == joiner.ERROR]
+  bad = [r for r in reports if r.status == outcomes.ERROR]
   assert len(bad) == 1 and bad[0].result_uri == second and bad[0].input_rows == 3000
   # The error names the damaged file first, then the inflater's error.
   prefix = f'result unreadable: {second}: '
@@ -141,7 +145,7 @@ def test_missing_input_is_reported_with_unknown_rows(tmp_path):
   manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, ['1,0.5'] * 10)] * 2)
   os.remove(list(json.load(open(manifest)))[1])
   records, dead, reports = _run(manifest)
-  bad = [r for r in reports if r.status == joiner.ERROR]
+  bad = [r for r in reports if r.status == outcomes.ERROR]
   assert len(records) == 10 and len(bad) == 1 and bad[0].input_rows is None
   assert dead[0]['reason'] == 'input_unreadable' and dead[0]['row_number'] is None
 
@@ -172,9 +176,9 @@ def test_a_count_off_by_one_is_refused_never_read_as_a_header(tmp_path, header, 
   manifest = write_bp(tmp_path, 'bp-1', [(INPUTS, [f'1,0.{i}' for i in range(results)])],
                       input_header=header)
   records, dead, [report] = _run(manifest)
-  assert records == [] and report.status == joiner.ROW_COUNT_MISMATCH
+  assert records == [] and report.status == outcomes.ROW_COUNT_MISMATCH
   assert report.input_rows == 10 and report.result_rows == results
-  assert report.alignment == joiner.REFUSED
+  assert report.alignment == outcomes.REFUSED
   assert [d['input_line_number'] for d in dead] == [i + 1 + bool(header) for i in range(10)]
   assert 'never read as a missing or extra header' in report.error
 
@@ -238,9 +242,9 @@ def test_memory_is_bounded_by_the_block(tmp_path):
   manifest = write_bp(tmp_path, 'bp-1', [([f'{i},n,{i}' for i in range(rows)],
                                           ['1,0.5'] * rows)])
   storage = Storage()
-  plan = make_plan([manifest], storage, block_rows=128, access_policy=_trust(manifest))
-  batches = [v for k, v in joiner.ShardJoiner(plan, storage).join(
-      shards_of(open(manifest).read(), manifest)[0]) if k == joiner.RECORDS]
+  plan = _plan(manifest, block_rows=128)
+  batches = [item for item in joiner.ShardJoiner(plan, storage).join(
+      shards_of(open(manifest).read(), manifest)[0]) if isinstance(item, pa.RecordBatch)]
   assert max(b.num_rows for b in batches) == 128
   assert sum(b.num_rows for b in batches) == rows
   assert all(isinstance(b, pa.RecordBatch) for b in batches)
@@ -263,15 +267,15 @@ def test_a_result_kept_from_pass_1_joins_exactly_like_one_read_again(tmp_path):
     f.write(data[:-1])  # the last line unterminated
   storage = Storage()
   shard = shards_of(open(manifest).read(), manifest)[0]
-  base = make_plan([manifest], storage, block_rows=7, access_policy=_trust(manifest))
+  base = _plan(manifest, block_rows=7)
   outputs = []
   for keep, kept in ((1 << 20, data[data.index(b'\n') + 1:-1]), (len(data) // 2, None), (0, None)):
     shard_joiner = joiner.ShardJoiner(dataclasses.replace(base, result_keep_bytes=keep), storage)
-    assert shard_joiner._count_result(shard) == (40, kept)
-    outputs.append([(kind, value.to_pylist() if kind == joiner.RECORDS else
-                     value.as_dict() if kind == joiner.REPORT else value)
-                    for kind, value in shard_joiner.join(shard)])
+    assert FirstPass(shard_joiner.plan, storage).count_result(shard) == (40, kept)
+    outputs.append([item.to_pylist() if isinstance(item, pa.RecordBatch) else
+                    item.as_dict() if isinstance(item, outcomes.ShardReport) else item
+                    for item in shard_joiner.join(shard)])
   assert outputs[0] == outputs[1] == outputs[2]
-  report = outputs[0][-1][1]
+  report = outputs[0][-1]
   assert (report['input_rows'], report['joined_rows'], report['failed_rows'],
           report['dead_letter_rows']) == (40, 36, 3, 1)

@@ -75,8 +75,8 @@ def assert_matches_oracle(records, expected):
 
 
 def _report_counts(report):
-  return (os.path.basename(report['input_uri']), report['input_rows'], report['joined_rows'],
-          report['failed_rows'], report['dead_letter_rows'], report['status'])
+  return (os.path.basename(report.input_uri), report.input_rows, report.joined_rows,
+          report.failed_rows, report.dead_letter_rows, report.status)
 
 
 def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
@@ -85,7 +85,7 @@ def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
                              '--block_rows', '5', *trusted(tmp_path)])
   p = TestPipeline(runner=local_runner(options), options=options)
   built = build_pipeline(p, p.options)
-  assert_that(built['reports'] | 'Counts' >> beam.Map(_report_counts),
+  assert_that(built.outcomes | 'Counts' >> beam.Map(lambda o: _report_counts(o.report)),
               equal_to([('part-1.csv', 12, 11, 1, 0, 'ok'),
                         ('part-2.csv', 12, 0, 0, 12, 'row_count_mismatch'),
                         ('part-3.csv', 12, 11, 1, 0, 'ok')]), label='CheckReports')
@@ -100,7 +100,7 @@ def test_test_pipeline_outputs_and_counters(mixed_bp, tmp_path):
   summary = read_summary(out)
   assert summary['identity']['holds'] and not summary['ok']
   assert summary['totals']['input_rows'] == 36
-  assert built['plan'].parse_threads  # one in-memory worker: the CSV reader's threads help
+  assert built.plan.parse_threads  # one in-memory worker: the CSV reader's threads help
 
 
 MP = ['--direct_running_mode=multi_processing']
@@ -122,7 +122,7 @@ def test_csv_reader_threads_only_where_one_process_has_the_cores(args, alone):
 def test_multi_processing_plans_parse_without_threads(good_bp, tmp_path):
   options = PipelineOptions(['--manifest', good_bp, '--output', str(tmp_path / 'out'),
                              *MP, '--direct_num_workers=2', *trusted(tmp_path)])
-  assert build_pipeline(beam.Pipeline(options=options), options)['plan'].parse_threads is False
+  assert build_pipeline(beam.Pipeline(options=options), options).plan.parse_threads is False
 
 
 def test_an_earlier_summary_goes_when_the_run_starts_but_not_on_a_dry_run(good_bp, tmp_path):
@@ -417,14 +417,21 @@ def test_options_views_are_made_once_and_share_the_values():
   assert PipelineOptions(argv).view_as(StandardOptions).runner == 'DirectRunner'
 
 
-def test_collect_run_sums_counts_per_shard_however_the_elements_are_split():
+def _outcome(uri, files=None, records=None, dead=0):
+  from transforms.join.outcomes import ShardReport
+  from transforms.report.run_summary import ShardOutcome
+  return ShardOutcome(ShardReport('bp', 'm', uri, uri + '.gz'), files or {}, records, dead)
+
+
+def test_collect_run_gathers_every_part_however_the_elements_are_split():
   import random
 
-  from transforms.steps import DEAD_COUNTS, RECORD_COUNTS, CollectRun
+  from transforms.report.run_summary import SinkCounts, StagingJob
+  from transforms.steps import CollectRun
   a, b = ('bp', 'in/a.csv'), ('bp', 'in/b.csv')
-  elements = ([(RECORD_COUNTS, (a, (3, 1, 0)))] * 5 + [(RECORD_COUNTS, (b, (2, 0, 1)))] * 3 +
-              [(DEAD_COUNTS, (b, (1, 0, 0)))] * 4 + [('reports', {'input_uri': u}) for u in 'xyz']
-              + [('record_files', 'r1'), ('record_files', 'r2'), ('resubmit_files', 's1')])
+  elements = ([SinkCounts(a, (3, 1, 0))] * 5 + [SinkCounts(b, (2, 0, 1))] * 3 +
+              [_outcome(u, {'records': f'r-{u}'}, (1, 0, 0)) for u in 'xyz'] +
+              [_outcome('w', {'resubmit': 's1'}), StagingJob('t <- j1'), StagingJob('t <- j2')])
   fn = CollectRun()
   rng = random.Random(7)
   for _ in range(20):
@@ -439,37 +446,43 @@ def test_collect_run_sums_counts_per_shard_however_the_elements_are_split():
       accs.append(acc)
     rng.shuffle(accs)
     out = fn.extract_output(fn.merge_accumulators(accs))
-    assert out[RECORD_COUNTS] == {a: (15, 5, 0), b: (6, 0, 3)}
-    assert out[DEAD_COUNTS] == {b: (4, 0, 0)}
-    assert sorted(r['input_uri'] for r in out['reports']) == ['x', 'y', 'z']
-    assert sorted(out['record_files']) == ['r1', 'r2'] and out['resubmit_files'] == ['s1']
-    assert out['dead_letter_files'] == []
+    assert out.sink_counts == {a: (15, 5, 0), b: (6, 0, 3)}
+    assert sorted(o.report.input_uri for o in out.outcomes) == ['w', 'x', 'y', 'z']
+    assert out.files('records') == ['r-x', 'r-y', 'r-z'] and out.files('resubmit') == ['s1']
+    assert out.files('dead_letter') == [] and sorted(out.staging_jobs) == ['t <- j1', 't <- j2']
+  with pytest.raises(TypeError):
+    fn.add_input(fn.create_accumulator(), ('reports', {}))  # no untyped parts
 
 
 def test_identity_check_catches_rows_a_sink_did_not_receive_or_received_without_a_report():
   # The summary checks each shard's report against what reached the record sink and the
   # shard's dead-letter file; any row missing, extra or unreported breaks the identity.
   from pipelines.job import check_counters
-  from transforms.steps import summarize
-  report = {'batch_prediction_id': 'bp', 'manifest_uri': 'm', 'input_uri': 'in/a.csv',
-            'input_rows': 10, 'joined_rows': 6, 'failed_rows': 1, 'not_predicted_rows': 0,
-            'dead_letter_rows': 3, 'status': 'ok_with_dead_letters'}
-  key = ('bp', 'in/a.csv')
+  from transforms.join.outcomes import ShardReport
+  from transforms.report.run_summary import RunParts, ShardOutcome, SinkCounts, summarize
 
-  def check(record_counts, dead_counts):
-    return summarize([dict(report)], record_counts, dead_counts, [], [], max_bad_shards=0)
+  def check(records, dead, sink=None):
+    report = ShardReport('bp', 'm', 'in/a.csv', 'r.gz', input_rows=10, joined_rows=6,
+                         failed_rows=1, dead_letter_rows=3, status='ok_with_dead_letters')
+    parts = RunParts([ShardOutcome(report, {}, records, dead)])
+    for part in sink or []:
+      parts.add(part)
+    return summarize(parts, max_bad_shards=0)
 
-  good = check({key: (6, 1, 0)}, {key: (3, 0, 0)})
+  good = check((6, 1, 0), 3)
   assert good['identity']['holds'] and good['ok']
   counters = {'rows_in': 10, 'rows_joined': 6, 'rows_failed': 1, 'rows_dead_lettered': 3,
               'records_to_sink': 7, 'dead_letters_to_sink': 3}
   assert check_counters(good, counters) == []
   assert check_counters(good, {**counters, 'dead_letters_to_sink': 2}) == [
       'counter dead_letters_to_sink = 2, summary says 3']
-  short = check({key: (6, 1, 0)}, {key: (2, 0, 0)})  # one dead letter never written
+  short = check((6, 1, 0), 2)  # one dead letter never written
   assert not short['identity']['holds'] and not short['ok']
   assert short['identity']['problems'] == [
       'in/a.csv: the sinks received 6 joined, 1 failed, 0 not predicted and 2 dead-letter rows; '
       'the join reported 6, 1, 0, 3']
-  stray = check({key: (6, 1, 0), ('bp', 'in/b.csv'): (1, 0, 0)}, {key: (3, 0, 0)})
+  # Records that went to a sink of their own are counted in front of it, keyed by shard.
+  key = ('bp', 'in/a.csv')
+  assert check(None, 3, [SinkCounts(key, (6, 1, 0))])['identity']['holds']
+  stray = check(None, 3, [SinkCounts(key, (6, 1, 0)), SinkCounts(('bp', 'in/b.csv'), (1, 0, 0))])
   assert stray['identity']['problems'] == ['in/b.csv: rows reached a sink with no shard report']

@@ -436,7 +436,7 @@ def test_allowed_prefix_admits_another_bucket(s3, out_bucket, aws, capsys):
   # Widened, the launch reads the inputs to plan the run (the whole job on S3 is run above).
   options = PipelineOptions([*args, '--allowed_prefix', f's3://{SAMPLE_BUCKET}/input/'])
   built = build_pipeline(beam.Pipeline(options=options), options)
-  assert built['plan'].schema.input_columns[:2] == ('customerId', 'age')
+  assert built.plan.schema.input_columns[:2] == ('customerId', 'age')
   assert s3.keys(out_bucket) == []
 
 

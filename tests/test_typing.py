@@ -213,10 +213,9 @@ def test_bigquery_schema_loads_as_a_beam_table_schema():
 def test_typed_block_writes_as_avro():
   schema = _typed_schema(top_k=1)
   layout = result_header.detect_layout(('tag', 'a', 'b', 'c'))
-  outcome = blocks.join_block(schema, record_schema.arrow_schema(schema), layout,
-                              blocks.BlockPlace('bp', 'in', 1, 1, 2),
-                              b'r1,1.5,yes,x\nr2,,no,y\n', b't1,0.2,0.3,0.5\n\n', 2, 0.5, None,
-                              top_k=1)
+  rules = blocks.BlockRules(schema, record_schema.arrow_schema(schema), layout, top_k=1)
+  outcome = blocks.join_block(rules, blocks.BlockPlace('bp', 'in', 1, 1, 2),
+                              b'r1,1.5,yes,x\nr2,,no,y\n', b't1,0.2,0.3,0.5\n\n', 2)
   buf = io.BytesIO()
   fastavro.writer(buf, record_schema.avro_schema(schema), outcome.batch.to_pylist())
   rows = list(fastavro.reader(io.BytesIO(buf.getvalue())))

@@ -36,11 +36,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.aml.manifest import Shard
-from transforms.io.storage import OUTPUT_DIRS, local_path, redact
+from transforms.io.storage import OUTPUT_DIRS, local_path
 
 RECORDS_DIR, DEAD_LETTER_DIR, RESUBMIT_DIR = OUTPUT_DIRS
-RECORD_FILES, DEAD_LETTER_FILES, RESUBMIT_FILES = \
-    'record_files', 'dead_letter_files', 'resubmit_files'
 
 
 def status_counts(batch: pa.RecordBatch) -> tuple[int, int, int]:
@@ -138,7 +136,6 @@ class ShardFiles:
         output, RECORDS_DIR, file_name(shard, writers.suffix), mime='application/octet-stream')
     self._writer = None
     self.record_counts = (0, 0, 0)  # (ok, failed, not predicted) records written
-    self.key = (shard.batch_prediction_id, redact(shard.input_uri))
 
   def records(self, batch: pa.RecordBatch) -> None:
     """Writes a block of the shard's records, counting them by status."""
@@ -148,11 +145,11 @@ class ShardFiles:
     self.record_counts = tuple(
         a + b for a, b in zip(self.record_counts, status_counts(batch), strict=True))
 
-  def dead_letter(self, record: dict) -> None:
-    """Writes one dead letter; it counts as a row unless it stands for a whole unreadable
-    shard (no ``row_number``)."""
-    self._dead.write(json.dumps(record, ensure_ascii=False, sort_keys=True),
-                     1 if record.get('row_number') is not None else 0)
+  def dead_letter(self, letter) -> None:
+    """Writes one dead letter (``transforms/join/outcomes.DeadLetter``, redacted as it is
+    written); it counts as a row unless it stands for a whole unreadable shard."""
+    self._dead.write(json.dumps(letter.as_dict(), ensure_ascii=False, sort_keys=True),
+                     1 if letter.is_row else 0)
 
   def resubmit(self, lines: str) -> None:
     """Writes failed observations' input lines (``lines``, joined by newlines)."""
@@ -163,19 +160,19 @@ class ShardFiles:
     return self._dead.rows
 
   def commit(self) -> dict[str, str]:
-    """Moves the written files into place: ``{RECORD_FILES, DEAD_LETTER_FILES or
-    RESUBMIT_FILES: name}``, for the files that have anything."""
+    """Moves the written files into place: ``{output directory: URI}`` (``records``,
+    ``dead_letter``, ``resubmit``) for the files that have anything."""
     if self._writer is not None:
       self._writer.close()
       self._writer = None
     done = {}
-    for kind, f in ((RECORD_FILES, self._records), (DEAD_LETTER_FILES, self._dead),
-                    (RESUBMIT_FILES, self._resubmit)):
+    for directory, f in ((RECORDS_DIR, self._records), (DEAD_LETTER_DIR, self._dead),
+                         (RESUBMIT_DIR, self._resubmit)):
       if f is None:
         continue
       uri = f.commit()
       if uri is not None:
-        done[kind] = uri
+        done[directory] = uri
     return done
 
   def discard(self) -> None:

@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from transforms.join import arrays, coltypes, record_schema
+from transforms.join import arrays, audit, coltypes, record_schema
 from transforms.join.lines import line_lengths, split_lines
-from transforms.report import audit
 
 
 def _arrow_memory_pool() -> str:
@@ -493,26 +492,43 @@ class BlockPlace:
                                   # for rows the batch prediction did not answer
 
 
-def join_block(schema: record_schema.OutputSchema, arrow_schema: pa.Schema, layout: record_schema.ResultLayout,
-               place: BlockPlace, input_block: bytes,
-               result_block: bytes | None, n: int, cutoff: float, min_score: float | None, *,
-               on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
-               threads: bool = True, result_ends: np.ndarray | None = None) -> BlockOutcome:
+@dataclasses.dataclass(frozen=True)
+class BlockRules:
+  """What joining a block needs to know of the run (``JoinPlan.block_rules``).
+
+  ``on_type_error``: ``dead_letter`` sends a row with a value that does not fit its column's type
+  to the dead letter (reason ``type_error``); ``null`` makes the value null. ``threads``: whether
+  the input block may be parsed on pyarrow's thread pool (``JoinPlan.parse_threads``).
+  """
+
+  schema: record_schema.OutputSchema
+  arrow_schema: pa.Schema
+  layout: record_schema.ResultLayout
+  cutoff: float = 0.5
+  min_score: float | None = None
+  on_type_error: str = coltypes.DEAD_LETTER
+  top_k: int | None = None
+  threads: bool = True
+
+
+def join_block(rules: BlockRules, place: BlockPlace, input_block: bytes,
+               result_block: bytes | None, n: int,
+               result_ends: np.ndarray | None = None) -> BlockOutcome:
   """Joins n input lines with the n result lines answering them, by position.
 
   Args:
+    rules: the run's schema and interpretation.
     place: the block's shard and the first row's number and lines.
     result_block: None for rows the batch prediction did not cover (outside the datasource's
       slice): their records have status ``not_predicted`` and null prediction fields.
-    on_type_error: ``dead_letter`` sends a row with a value that does not fit its column's type
-      to the dead letter (reason ``type_error``); ``null`` makes the value null.
-    threads: whether the input block may be parsed on pyarrow's thread pool.
-    result_ends: the result block's line ends (``transforms/join/lines.py``), when the reader has
-      them.
+    result_ends: the result block's line ends (``transforms/join/lines.py``), when the reader
+      has them.
   """
+  schema, layout = rules.schema, rules.layout
+  cutoff, min_score, on_type_error = rules.cutoff, rules.min_score, rules.on_type_error
   inputs = parse_input(input_block, n, len(schema.input_columns),
                        [coltypes.ARROW_TYPES[kind] for kind in schema.input_kinds],
-                       threads=threads)
+                       threads=rules.threads)
   typed, bad = _typed_columns(schema, inputs)
   type_dead = np.zeros(n, dtype=bool)
   if bad and on_type_error == coltypes.DEAD_LETTER:
@@ -551,7 +567,7 @@ def join_block(schema: record_schema.OutputSchema, arrow_schema: pa.Schema, layo
     columns['result_line_number'] = _numbers(place.first_result_line, n)
   if predicted:
     ok = keep & (result.kind == OK)
-    prediction = interpret(result, layout, ok, cutoff, min_score, top_k)
+    prediction = interpret(result, layout, ok, cutoff, min_score, rules.top_k)
     columns['status'] = pc.if_else(pa.array(ok), 'ok', 'failed')
     columns.update(prediction)
     stats = audit.block_stats(layout, prediction, ok, cutoff)
@@ -562,7 +578,7 @@ def join_block(schema: record_schema.OutputSchema, arrow_schema: pa.Schema, layo
     stats, joined, failed_rows = None, 0, np.zeros(0, dtype=np.int64)
   batch = pa.RecordBatch.from_arrays(
       [columns[field.name] if field.name in columns else pa.nulls(n, field.type)
-       for field in arrow_schema], schema=arrow_schema)
+       for field in rules.arrow_schema], schema=rules.arrow_schema)
   if n_keep != n:
     batch = batch.filter(pa.array(keep))
   return BlockOutcome(batch, joined, n_keep - joined if predicted else 0, dead,

@@ -11,19 +11,63 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
+
+import pyarrow as pa
 
 from transforms.aml import result_header, schema_file, slices
 from transforms.aml.manifest import ManifestError, Shard, shards_of
 from transforms.io.access import AccessPolicy
 from transforms.io.storage import Storage, StorageError, redact
 from transforms.join import align, coltypes, record_schema
+from transforms.join.blocks import BlockRules
 from transforms.join.header import HeaderDecision, HeaderUndecided, Sample, decide, split_header
-from transforms.join.joiner import JoinPlan
 from transforms.join.lines import LineReader
 
 SAMPLE_BYTES = 64 << 10
 SAMPLE_SHARDS = 16  # inputs whose first bytes the header inference looks at
 _SAMPLE_THREADS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinPlan:
+  """What every shard of the run must look like, and how to interpret it; fixed at launch."""
+
+  layout: record_schema.ResultLayout
+  schema: record_schema.OutputSchema
+  header: HeaderDecision             # whether every input starts with a header line
+  cutoff: float = 0.5
+  min_score: float | None = None
+  block_rows: int = 65536
+  block_bytes: int = 4 << 20  # input bytes per block: ~48k rows of a 12-column input
+  # Whether pyarrow's CSV reader may parse an input block on its thread pool: it shortens a
+  # block's wall time when this process has the cores to itself, but where one SDK process runs
+  # per core (local multi-processing, Dataflow) the threads only compete with the other
+  # workers: they cost 10% more CPU for the input's CSV parsing.
+  parse_threads: bool = True
+  # A result whose lines come to at most this many bytes once inflated is kept in memory from
+  # pass 1 to pass 2 instead of being read and inflated again (1M binary rows: about 11 MB;
+  # 250k rows of 5 classes: 12 MB). Larger results are read twice, so a worker's memory stays
+  # bounded whatever the shard's size.
+  result_keep_bytes: int = 32 << 20
+  aml_schema: schema_file.AmlSchema | None = None  # --schema, or the first shard's
+  schema_given: bool = False         # --schema: it applies to every shard
+  on_type_error: str = coltypes.DEAD_LETTER
+  top_k: int | None = None
+  split: slices.Split | None = None
+  checks: tuple[align.Check, ...] = ()
+  header_line: str | None = None     # the first shard's header line, for resubmit/
+
+  @functools.cached_property
+  def arrow_schema(self) -> pa.Schema:
+    return record_schema.arrow_schema(self.schema)
+
+  @functools.cached_property
+  def block_rules(self) -> BlockRules:
+    """What joining a block needs to know of the plan (``transforms/join/blocks.py``)."""
+    return BlockRules(self.schema, self.arrow_schema, self.layout, self.cutoff, self.min_score,
+                      self.on_type_error, self.top_k, self.parse_threads)
+
 
 
 class PlanError(ValueError):
@@ -119,18 +163,32 @@ def decide_header(option: str, schema: schema_file.AmlSchema | None, first: Samp
   return decide(option, None, None, samples)
 
 
-def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = 'auto',
-              input_header: str = 'auto', cutoff: float = 0.5, min_score: float | None = None,
-              block_rows: int = 65536, rebase_rules=(),
-              access_policy: AccessPolicy | None = None, schema_uri: str | None = None,
-              on_type_error: str = coltypes.DEAD_LETTER, top_k: int | None = None,
-              data_rearrangement: slices.Split | None = None,
-              parse_threads: bool = True) -> JoinPlan:
+@dataclasses.dataclass(frozen=True)
+class PlanSettings:
+  """What the run's options say about its plan (each field is the option of the same name;
+  ``rebase_rules`` are ``--rebase_uri``'s, ``schema_uri`` is ``--schema``, ``parse_threads``
+  whether a worker process has the cores to itself: see ``JoinPlan.parse_threads``)."""
+
+  model_type: str = 'auto'
+  input_header: str = 'auto'
+  cutoff: float = 0.5
+  min_score: float | None = None
+  top_k: int | None = None
+  block_rows: int = 65536
+  rebase_rules: tuple[tuple[str, str], ...] = ()
+  schema_uri: str | None = None
+  on_type_error: str = coltypes.DEAD_LETTER
+  data_rearrangement: slices.Split | None = None
+  parse_threads: bool = True
+
+
+def make_plan(manifest_uris: list[str], storage: Storage, settings: PlanSettings = PlanSettings(),
+              access_policy: AccessPolicy | None = None) -> JoinPlan:
   """Builds the plan from the first shard whose result and input can be read.
 
-  The input's schema (``schema_uri``, else the ``.schema`` beside the shard) gives the column
+  The input's schema (``--schema``, else the ``.schema`` beside the shard) gives the column
   names when the input has no header, the output type of each column, the alignment checks,
-  and, unless ``input_header`` says it, whether inputs start with a header line.
+  and, unless ``--input_header`` says it, whether inputs start with a header line.
 
   Every manifest is read and checked against ``access_policy`` (default: the manifest's own
   bucket or directory, and the rebase targets) before any shard is read.
@@ -141,17 +199,19 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
       with a header line cannot be decided safely.
     AccessError: a manifest names a URI outside the allowed prefixes; nothing else was read.
   """
+  rules = list(settings.rebase_rules)
   if access_policy is None:
-    access_policy = AccessPolicy.create((), rebase_rules)
+    access_policy = AccessPolicy.create((), rules)
   try:
-    given = schema_file.load_schema(schema_uri, storage) if schema_uri else None
+    given = schema_file.load_schema(settings.schema_uri, storage) if settings.schema_uri \
+        else None
   except schema_file.SchemaError as e:
     raise PlanError(str(e)) from None
   problems = []
   manifests = []
   for uri in manifest_uris:
     try:
-      shards = shards_of(storage.read_bytes(uri), uri, rebase_rules)
+      shards = shards_of(storage.read_bytes(uri), uri, rules)
     except (ManifestError, StorageError) as e:
       problems.append(str(e))
       continue
@@ -164,33 +224,37 @@ def make_plan(manifest_uris: list[str], storage: Storage, *, model_type: str = '
           header = LineReader(f).readline()
         if header is None:
           raise StorageError(f'{redact(shard.result_uri)} is empty: no header line')
-        layout = result_header.detect_layout(split_header(header), model_type,
-                                   where=redact(shard.result_uri))
-        schema = given if given is not None else schema_file.find_schema(shard.input_uri, storage)
+        layout = result_header.detect_layout(split_header(header), settings.model_type,
+                                             where=redact(shard.result_uri))
+        schema = given if given is not None else \
+            schema_file.find_schema(shard.input_uri, storage)
         first = _sample(storage, shard)
         if first is None:
           raise StorageError(f'cannot read {redact(shard.input_uri)}')
-        decision = decide_header(input_header, schema, first, manifests, shard, storage)
+        decision = decide_header(settings.input_header, schema, first, manifests, shard,
+                                 storage)
         columns = _input_columns(shard, decision, first.data, schema)
       except (schema_file.SchemaError, HeaderUndecided) as e:
         raise PlanError(str(e)) from None
       except (StorageError, OSError, EOFError) as e:
         problems.append(str(e))
         continue
-      return _plan(layout, columns, decision, given is not None, cutoff=cutoff,
-                   min_score=min_score, block_rows=block_rows, on_type_error=on_type_error,
-                   top_k=top_k, split=data_rearrangement, parse_threads=parse_threads)
+      return _plan(layout, columns, decision, given is not None, settings)
   raise PlanError('no shard could be read to learn the columns of this run:\n  - ' +
                   '\n  - '.join(problems or ['the manifests name no shards']))
 
 
 def _plan(layout: record_schema.ResultLayout, columns: _Columns, decision: HeaderDecision,
-          schema_given: bool, **options) -> JoinPlan:
+          schema_given: bool, settings: PlanSettings) -> JoinPlan:
   schema = columns.schema
   types = [schema.output_type(name) if schema else '' for name in columns.names]
   kinds = [coltypes.kind_of(t or None) for t in types]
-  output = record_schema.output_schema(layout, columns.names, kinds, types, top_k=options['top_k'])
+  output = record_schema.output_schema(layout, columns.names, kinds, types,
+                                       top_k=settings.top_k)
   return JoinPlan(layout=layout, schema=output, header=decision, aml_schema=schema,
                   schema_given=schema_given,
                   checks=align.plan_checks(layout, schema, columns.names),
-                  header_line=columns.header_line, **options)
+                  header_line=columns.header_line, cutoff=settings.cutoff,
+                  min_score=settings.min_score, block_rows=settings.block_rows,
+                  on_type_error=settings.on_type_error, top_k=settings.top_k,
+                  split=settings.data_rearrangement, parse_threads=settings.parse_threads)

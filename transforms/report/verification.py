@@ -8,11 +8,11 @@ to ``summary.json``. The README ("Output contract") documents every key.
 from __future__ import annotations
 
 from transforms.aml import service
-from transforms.join import joiner
-from transforms.report import audit
+from transforms.join import audit, outcomes
+from transforms.join.plan import JoinPlan
 
 
-def run_facts(plan: joiner.JoinPlan, service_records: dict | None = None) -> dict:
+def run_facts(plan: JoinPlan, service_records: dict | None = None) -> dict:
   """What the summary needs to know about the run, as plain JSON values."""
   schema = plan.schema
   return {
@@ -75,11 +75,11 @@ def alignment_section(shards: list[dict], facts: dict) -> dict:
   misaligned = [{'input_uri': r['input_uri'], 'result_uri': r['result_uri'], **r['misaligned']}
                 for r in shards if r.get('misaligned')]
   by_method = {method: sum(r.get('alignment') == method for r in shards)
-               for method in (joiner.VERIFIED, joiner.POSITIONAL, joiner.REFUSED)}
+               for method in (outcomes.VERIFIED, outcomes.POSITIONAL, outcomes.REFUSED)}
   return {'checks': facts['checks'], 'shards_checked': len(checked),
-          'shards_verified': by_method[joiner.VERIFIED],
-          'shards_positional': by_method[joiner.POSITIONAL],
-          'shards_refused': by_method[joiner.REFUSED],
+          'shards_verified': by_method[outcomes.VERIFIED],
+          'shards_positional': by_method[outcomes.POSITIONAL],
+          'shards_refused': by_method[outcomes.REFUSED],
           'misaligned_shards': len(misaligned), 'misaligned': misaligned}
 
 
