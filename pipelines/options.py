@@ -168,9 +168,9 @@ class Options(PipelineOptions):
 
   Beam builds a view for every transform it applies (type-check settings, standard options,
   ...), and each view builds an argument parser for its options class and parses the command
-  line again: about 400 views, 0.5 s of the launcher's 1 s of pipeline construction. A view
-  holds no values of its own (it reads and writes this object's ``_all_options``), so one view
-  per options class behaves the same.
+  line again: hundreds of views, half of the launcher's pipeline construction. A view holds no
+  values of its own (it reads and writes this object's ``_all_options``), so one view per
+  options class behaves the same.
   """
 
   def view_as(self, cls):
@@ -290,6 +290,30 @@ def command_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def options_markdown() -> str:
+  """predjoin's options as the README's tables show them: one table per group, each option with
+  its values, default and help, from the same declarations as ``--help`` (a test keeps the
+  README in step: ``python -m pipelines.options`` prints this)."""
+  parser = command_parser()
+  out = []
+  for group in parser._action_groups:
+    actions = [a for a in group._group_actions if a.dest not in ('help', 'version', 'help_beam')]
+    if not actions:
+      continue
+    out += [f'**{group.title}**: {group.description}' if group.description
+            else f'**{group.title}**', '', '| option | default | meaning |', '| --- | --- | --- |']
+    for action in actions:
+      name = action.option_strings[0]
+      value = '\\|'.join(action.choices) if action.choices else (action.metavar or 'VALUE')
+      default = '' if action.default in (None, False) else f'`{action.default}`'
+      text = ' '.join((action.help or '').split()).replace('|', '\\|')
+      if isinstance(action, argparse._AppendAction) and 'Repeatable' not in text:
+        text += ' Repeatable.'
+      out.append(f'| `{name} {value}` | {default} | {text} |')
+    out.append('')
+  return '\n'.join(out).rstrip() + '\n'
+
+
 class _EveryOption(argparse.ArgumentParser):
   """A parser of the arguments of every registered PipelineOptions class, as Beam builds its own
   (``PipelineOptions.get_all_options``): Beam's standard options and predjoin's."""
@@ -340,3 +364,7 @@ def check_arguments(argv: list[str]) -> None:
   hint = f'; did you mean {close[0]}?' if close else ''
   raise UsageError(f'unrecognized argument {name}{hint} (predjoin --help lists predjoin\'s '
                    'options, predjoin --help-beam Beam\'s)')
+
+
+if __name__ == '__main__':
+  print(options_markdown(), end='')

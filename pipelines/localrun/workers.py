@@ -101,8 +101,8 @@ def can_fork() -> bool:
 
 # Settings under which importing the harness starts no thread, so the launcher can still fork:
 # NumPy's OpenBLAS would start a thread pool, and Arrow's jemalloc a background purging thread.
-# Neither is used by the join (no BLAS calls; the same wall and CPU time with and without the
-# purging thread on the benchmark's data). A user's own setting stays.
+# Neither is used by the join (no BLAS calls; the same time and memory without the purging
+# thread). A user's own setting stays.
 SINGLE_THREADED_IMPORT = {'OPENBLAS_NUM_THREADS': '1',
                           'JE_ARROW_MALLOC_CONF': 'background_thread:false'}
 
@@ -112,8 +112,7 @@ SINGLE_THREADED_IMPORT = {'OPENBLAS_NUM_THREADS': '1',
 # (and after it, in the same ``try``, Pub/Sub, the GCS client and the cross-language IOs), the
 # GCS filesystem, and apitools (Beam's retry filters recognise its HttpError and, in the same
 # ``try``, google-api-core's errors: only Google's clients raise them). A local run that uses
-# no Google Cloud service never calls them; importing them took 0.2-0.4 s of the launcher's
-# 1-1.4 s import (8 alternated imports each), apitools (with oauth2client and pyasn1) 0.03 s.
+# no Google Cloud service never calls them, and importing them is a large part of the import.
 GOOGLE_CLOUD_ONLY = ('google.cloud.dataflow', 'apache_beam.io.gcp.bigquery',
                      'apache_beam.io.gcp.gcsfilesystem', 'apitools')
 # Beam's S3 and Azure filesystems (imported inside ``try ... except ImportError``, as the GCS
@@ -159,8 +158,8 @@ def uses_s3(argv: list[str]) -> bool:
 
 
 # What Beam's MongoDB IO imports, inside ``try ... except ImportError`` (predjoin never uses
-# it): 0.045 s of the import (7 alternated imports). Without them, Beam logs a warning at
-# import time, "Could not find a compatible bson package."; ``import_harness`` drops it.
+# it). Without them, Beam logs a warning at import time, "Could not find a compatible bson
+# package."; ``import_harness`` drops it.
 MONGODB_ONLY = ('bson', 'pymongo')
 _MONGODB_IO_LOGGER = 'apache_beam.io.mongodbio'
 
@@ -168,7 +167,7 @@ _MONGODB_IO_LOGGER = 'apache_beam.io.mongodbio'
 def not_needed(argv: list[str]) -> tuple[str, ...]:
   """The modules the launcher's import of a local run of ``argv`` leaves out (``_Without``):
   MongoDB's always, Google Cloud's, S3's and Azure's Beam modules when no argument can use
-  them. Together 0.15-0.2 s less of a 0.9 s import."""
+  them (``benchmarks/README.md`` has what each saves)."""
   known = _runner_and_format(argv)
   names = MONGODB_ONLY
   if not _uses_google_cloud(argv, known):
@@ -206,15 +205,13 @@ def import_harness(without: tuple[str, ...] = ()) -> None:
 
   Then moves every object that exists by now (modules, classes, functions, protobuf
   descriptors: about 200,000, alive until the process ends) out of the garbage collector's
-  sight (``gc.freeze``). Each full collection walked them all, about 165 ms, in workers and
-  launcher alike, a few times a run, mostly between the last stages; frozen before a fork,
-  they also stay shared with the forked workers instead of being copied when the collector
-  touches them. 8x5k job: 3.8 -> 3.3 s wall (medians of 5).
+  sight (``gc.freeze``): each full collection would walk them all, in workers and launcher
+  alike; frozen before a fork, they also stay shared with the forked workers instead of being
+  copied when the collector touches them.
 
   The collector is also off during the import: the import only adds objects, and every
-  collection it triggered walked all those made so far, 0.2-0.3 s of the import's 1.1-1.3 s
-  (5 alternated pairs here). The cycles the import leaves behind (about 2,000 objects) are
-  frozen with the rest instead of collected.
+  collection it would trigger walks all those made so far. The cycles the import leaves behind
+  (about 2,000 objects) are frozen with the rest instead of collected.
   """
   enabled = gc.isenabled()
   gc.disable()
@@ -313,8 +310,7 @@ def _fork_warm(socket_path: str, warm_up: Callable[[], None] | None) -> _Forked:
 def warm_up(argv: list[str]) -> None:
   """What each forked worker does while the launcher builds the pipeline: imports what its
   first bundle would otherwise import: ``numpy.ma`` (pyarrow looks it up on the first
-  ``pa.array`` of a NumPy array: 0.01 s) and polars, the block encoder of Avro and JSON Lines
-  records (0.3 s).
+  ``pa.array`` of a NumPy array) and polars, the block encoder of Avro and JSON Lines records.
 
   ``--format`` is read with predjoin's own argument definitions on a plain parser: Beam's
   option parsing logs through the root logger, which would give the worker a stderr handler.

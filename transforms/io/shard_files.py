@@ -16,8 +16,7 @@ outputs, and a failed run's temporary files are removed with the other leftovers
 (``transforms/io/storage.py``). A shard with nothing to write writes no file.
 
 Written here rather than through Beam file sinks: each of those costs four pipeline stages and
-about ten DoFns (temporary directory, write, pre-finalize, finalize), 0.1-0.2 s of every local
-run. Beam's sink writes one file per bundle and renames them all at the end; here one file per
+about ten DoFns (temporary directory, write, pre-finalize, finalize). Beam's sink writes one file per bundle and renames them all at the end; here one file per
 shard is renamed as soon as the shard is done, with the same guarantee that no partial file is
 ever visible under the output directories.
 """

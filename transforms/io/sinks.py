@@ -38,27 +38,21 @@ from transforms.join import record_schema
 
 _LOG = logging.getLogger(__name__)
 
-AVRO_DEFLATE_LEVEL = 1  # ISA-L's levels are 0-3; zlib's level 1 was 4x faster than its default 6
+AVRO_DEFLATE_LEVEL = 1  # ISA-L's levels are 0-3
 PARQUET_DICTIONARY_PAGE_LIMIT = 64 << 10
 PARQUET_ROW_GROUP_ROWS = 65536
-# polars encodes a block in slices of this many rows: its buffers for a whole 64k-row block of a
-# multiclass result added about 100 MB to a worker's peak; 16k-row slices kept it near 20 MB,
-# 8k-row slices took another 30 MB off a multiclass JSON Lines worker (437 -> 403 MB). Avro
-# encodes (and deflates) fastest in 4k-row slices, whose output stays in a core's 1 MB L2
-# cache: per million records, medians of 9, 2k/3k/4k/6k/8k rows: binary 0.62/0.61/0.60/0.61/
-# 0.80 s, multiclass 1.18/1.15/1.12/1.26/1.50 s. JSON Lines gets faster with longer slices
-# (binary 0.87/0.82/0.79 s at 2k/4k/8k). In whole runs with two workers sharing the machine
-# the Avro gain is smaller: 8x1M 5.89 -> 5.86 s, multiclass 2.13 -> 2.10 s (every pair of 5 and
-# 6 alternated no slower). Each Avro slice becomes one Avro block.
+# polars encodes a block in slices of this many rows: its buffers for a whole block would add
+# tens of MB to a worker's peak. Avro encodes and deflates fastest in 4k-row slices, whose
+# output stays in a core's L2 cache; JSON Lines gets faster with longer ones. Each Avro slice
+# becomes one Avro block. (benchmarks/README.md has the measurements.)
 ENCODE_ROWS = {'avro': 4096, 'jsonl': 8192}
 
 
 def _frames(batch: pa.RecordBatch, rows: int):
   """The batch as polars frames of ``rows`` rows (``ENCODE_ROWS``), for polars' encoders.
 
-  The batch is converted once and sliced (zero-copy): converting each slice on its own cost
-  0.03-0.05 s more CPU per million binary records (median of 15 alternated, 1.6 s a million in
-  all with Avro), the conversion's per-call cost; the encoders' buffers stay a slice's.
+  The batch is converted once and sliced (zero-copy), which saves the conversion's per-call
+  cost on every slice; the encoders' buffers stay a slice's.
   """
   import polars as pl  # imported on workers only when Avro or JSON Lines is written
   frame = pl.from_arrow(batch)
@@ -128,8 +122,8 @@ def avro_blocks(data: bytes):
 
   Only the framing is read (magic, metadata map, sync marker, then per block its count, size
   and the sync marker after it), with fastavro's decoder for its longs and bytes; no schema is
-  parsed. ``fastavro.block_reader`` parses the writer's schema for every file: 0.1 s of CPU per
-  million 20-field records when each 8k-row slice is a file of its own.
+  parsed: ``fastavro.block_reader`` would parse the writer's schema again for every slice, each a
+  file of its own.
 
   Raises:
     ValueError: ``data`` is not an Avro container file, or a block is cut short or not
@@ -170,9 +164,9 @@ def block_encoding_matches(arrow_schema: pa.Schema, avro_schema: dict) -> bool:
 def deflate(data: bytes) -> bytes:
   """Raw deflate (RFC 1951), the data of an Avro ``deflate`` block, compressed by ISA-L.
 
-  zlib's level 1 took 1.8 s of CPU per million 20-field records (about as long as everything
-  else a worker does to them); ISA-L's level 1 takes a fifth of that, for files no larger. Any
-  inflater reads it: the tests read the files back with fastavro, which uses zlib.
+  zlib's level 1 takes about as long as everything else a worker does to the records; ISA-L's
+  level 1 a fifth of that, for files no larger. Any inflater reads it: the tests read the files
+  back with fastavro, which uses zlib.
   """
   compressor = isal_zlib.compressobj(AVRO_DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
   return compressor.compress(data) + compressor.flush()
@@ -240,9 +234,9 @@ def _leaf_paths(field: pa.Field) -> list[str]:
 def parquet_statistics_columns(schema: record_schema.OutputSchema) -> list[str]:
   """The columns whose min/max statistics are written: all but the input's text columns.
 
-  Min/max over every string of free-text input columns took a third of the Parquet encoding
-  time (0.23 of 0.72 s per million 20-field records); rows keep the input's order, so those
-  bounds almost never let a reader skip a row group. Numbers, booleans, provenance and
+  Min/max over every string of free-text input columns would take a third of the Parquet
+  encoding time, and as rows keep the input's order, those bounds almost never let a reader
+  skip a row group. Numbers, booleans, provenance and
   prediction columns keep their statistics.
   """
   kinds = {name: kind for name, kind, _ in schema.fields}

@@ -27,14 +27,11 @@ from transforms.join.lines import line_lengths, split_lines
 def _arrow_memory_pool() -> str:
   """Puts Arrow on jemalloc where pyarrow has it (else the system allocator); returns its name.
 
-  Arrow's default mimalloc pool kept the memory of freed blocks: a worker's peak RSS was 40-60
-  MB higher than on the system allocator. On the system allocator each block's large buffers
-  are mapped and unmapped, new pages every time; Arrow's jemalloc, configured to give freed
-  pages back to the system promptly, was both faster and smaller. Alternated runs on the
-  benchmark's data, 2 workers: 8 x 1M CPU 15.5-18.7 -> 14.4-17.3 s and largest process 288 ->
-  249 MB; 1 x 4M 266 -> 229 MB; multiclass JSON Lines 308-311 -> 290-294 MB and 0.5 s less
-  CPU. The C++ side reads the variable when it first allocates, pyarrow's own calls use
-  ``set_memory_pool``. An explicit ARROW_DEFAULT_MEMORY_POOL still wins.
+  Arrow's default mimalloc pool keeps the memory of freed blocks, and on the system allocator
+  each block's large buffers are mapped and unmapped anew; Arrow's jemalloc gives freed pages
+  back promptly and is both faster and smaller (``benchmarks/README.md``). The C++ side reads
+  the variable when it first allocates, pyarrow's own calls use ``set_memory_pool``. An
+  explicit ARROW_DEFAULT_MEMORY_POOL still wins.
   """
   if os.environ.get('ARROW_DEFAULT_MEMORY_POOL'):
     return os.environ['ARROW_DEFAULT_MEMORY_POOL']
@@ -107,7 +104,7 @@ def _read_csv(block: bytes, ncols: int, types: list[pa.DataType], skip_blank: bo
 
 def _columns(table: pa.Table, count: int | None = None) -> list[pa.Array]:
   """The table's (first ``count``) columns as arrays: a column of one chunk is that chunk, not
-  a copy of it (``combine_chunks`` copies even one chunk: 0.1 s per million input rows)."""
+  a copy of it (``combine_chunks`` copies even one chunk)."""
   columns = []
   for i in range(table.num_columns if count is None else count):
     column = table.column(i)
@@ -415,15 +412,15 @@ def _cached_slice(key: tuple, length: int, build) -> pa.Array:
 
 
 def constant(value: str, n: int) -> pa.StringArray:
-  """A string column of ``value`` n times (``pa.repeat`` copied the value for every row of every
-  block: 0.05 s of CPU per million rows for a 62-byte input URI)."""
+  """A string column of ``value`` n times, without copying the value for every row of every
+  block as ``pa.repeat`` would."""
   return _cached_slice(('constant', value), n,
                        lambda m: pa.repeat(pa.scalar(value, pa.string()), m))
 
 
 def _tiled_labels(classes: tuple[str, ...], n: int) -> pa.StringArray:
-  """The class labels in order, n times over: the ``label`` of every ``scores`` entry (taking
-  them anew for each block cost 0.14 s of CPU per million multiclass rows)."""
+  """The class labels in order, n times over: the ``label`` of every ``scores`` entry, made
+  once, not for each block."""
   k = len(classes)
   return _cached_slice(('labels', classes), n * k, lambda m: pa.array(classes, pa.string()).take(
       pa.array(np.tile(np.arange(k), m // k))))

@@ -103,7 +103,7 @@ class LineReader:
   no more; a file that goes on is then read into one buffer (``readinto``) that is reused:
   taking a block copies the block only, and what is left after it moves to the front of the
   buffer when the next read needs the room. Reading into a new ``bytes`` and joining it to what
-  was left copied every byte once more (0.02-0.03 s of CPU per million input rows).
+  was left would copy every byte once more.
   """
 
   def __init__(self, f, chunk_bytes: int = CHUNK_BYTES, lines_before: int = 0,
