@@ -5,10 +5,11 @@ Pure functions, no Beam. The rules are those of ``docs/amazon-ml-format.md`` sec
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import posixpath
 import re
+
+from transforms.join.shards import Shard
 
 MANIFEST_SUFFIX = '.manifest'
 
@@ -18,16 +19,6 @@ _SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')
 
 class ManifestError(ValueError):
   """A manifest that cannot be used; the message names the manifest (and line when known)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Shard:
-  """One input shard and its result shard, as a manifest pairs them."""
-
-  batch_prediction_id: str
-  manifest_uri: str
-  input_uri: str
-  result_uri: str
 
 
 def manifest_uri(output_location: str, batch_prediction_id: str) -> str:

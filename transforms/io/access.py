@@ -158,14 +158,19 @@ class AccessPolicy:
       return None
     return f'{redact(uri)} is outside the allowed prefixes'
 
-  def check_shards(self, manifest_uri: str, shards) -> None:
+  def check_shards(self, manifest_uri: str, shards,
+                   extra_allowed: tuple[Location, ...] | None = None) -> None:
     """Checks every input and result URI of one manifest's shards, before any is read.
+
+    ``extra_allowed``: the prefixes the source itself lets a run read, instead of the
+    manifest's own bucket or directory (a SageMaker job's input bucket and output path).
 
     Raises:
       AccessError: naming the manifest, the first refused URIs with the reason, the allowed
         prefixes and how to widen them.
     """
-    allowed = self.allowed_for(manifest_uri)
+    allowed = self.allowed_for(manifest_uri) if extra_allowed is None else \
+        (*extra_allowed, *self.trusted)
     refused = []
     for shard in shards:
       for uri in (shard.input_uri, shard.result_uri):

@@ -34,8 +34,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.aml.manifest import Shard
 from transforms.io.storage import OUTPUT_DIRS, local_path
+from transforms.join.shards import Shard
 
 RECORDS_DIR, DEAD_LETTER_DIR, RESUBMIT_DIR = OUTPUT_DIRS
 

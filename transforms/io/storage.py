@@ -160,6 +160,38 @@ class Storage:
     with self.open(uri) as f:
       return f.read() if limit is None else f.read(limit)
 
+  def list(self, prefix: str) -> list[str]:
+    """The URIs of the objects whose URI starts with ``prefix``, sorted: a plain string prefix,
+    as S3 and GCS list (``s3://b/in/data`` also finds ``s3://b/in/data-2/x``); local paths the
+    same way, files only.
+
+    Raises:
+      StorageError: the listing failed; the message names the prefix.
+    """
+    scheme = prefix.partition('://')[0].lower() if '://' in prefix else ''
+    try:
+      if scheme == 's3':
+        bucket, _, key = prefix[len('s3://'):].partition('/')
+        pages = self.s3_client().get_paginator('list_objects_v2').paginate(Bucket=bucket,
+                                                                            Prefix=key)
+        return sorted(f's3://{bucket}/{item["Key"]}' for page in pages
+                      for item in page.get('Contents', []))
+      if scheme in ('gs', 'gcs'):
+        bucket, _, key = prefix[len(scheme) + 3:].partition('/')
+        self._transport_params(prefix)  # makes the client
+        return sorted(f'{scheme}://{bucket}/{blob.name}'
+                      for blob in self._gcs_client.list_blobs(bucket, prefix=key))
+      root = local_path(prefix)
+      directory = root if root.endswith('/') else os.path.dirname(root) or '.'
+      found = []
+      for where, _, names in os.walk(directory):
+        found.extend(path for path in (os.path.join(where, name) for name in names)
+                     if path.startswith(root))
+      return sorted(('file://' + path) if prefix.startswith('file://') else path
+                    for path in found)
+    except Exception as e:  # noqa: BLE001  # each backend raises its own: name the prefix
+      raise StorageError(f'cannot list {redact(prefix)}: {_describe(e)}') from e
+
   def exists(self, uri: str) -> bool:
     try:
       with self.open(uri, compression='disable') as f:

@@ -9,5 +9,7 @@ Pure Python over a storage object; no Beam.
 - ``blocks``: a block of input and result lines parsed, interpreted and made into records.
 - ``coltypes``: input columns typed by their attribute type; ``arrays``: NumPy views of Arrow.
 - ``align``: the alignment checks (``tag``, ``trueLabel``) against the input row.
+- ``results``: the result format seam (Amazon ML headed CSV, SageMaker output lines).
+- ``shards``: one input file paired with its result file.
 - ``record_schema``: the enriched record's fields and its Avro, Arrow and BigQuery schemas.
 """

@@ -32,10 +32,15 @@ class Check:
   input_index: int  # position among the input columns
   input_name: str
   attribute_type: str
+  shown: str = ''  # how the result's column is named in messages (default its name)
+
+  @property
+  def result_label(self) -> str:
+    return self.shown or self.result_column
 
   @property
   def name(self) -> str:
-    return f'{self.result_column} = {self.input_name}'
+    return f'{self.result_label} = {self.input_name}'
 
 
 def plan_checks(layout: record_schema.ResultLayout, schema: schema_file.AmlSchema | None,

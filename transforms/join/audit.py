@@ -41,11 +41,13 @@ def block_stats(layout: record_schema.ResultLayout, fields: dict[str, pa.Array],
   """The audit figures of one block's prediction fields; ``ok`` marks the rows with an answer."""
   rows = int(ok.sum())
   if layout.model_type == record_schema.BINARY:
-    # ok rows have every field: the values of null slots are never looked at.
+    # ok rows have a score and an answer: the values of null slots are never looked at. The
+    # service's own answer may be missing (a SageMaker output of a probability only).
     score = arrays.values(fields['score'])[ok]
     mine = arrays.values(fields['best_answer'])[ok]
-    theirs = arrays.values(fields['service_best_answer'])[ok]
-    changed = mine != theirs
+    given = arrays.valid(fields['service_best_answer'])[ok]
+    theirs = np.where(given, arrays.values(fields['service_best_answer'])[ok], -1)
+    changed = given & (mine != theirs)
     zero, one = score[theirs == 0], score[theirs == 1]
     return {
         'rows': rows,

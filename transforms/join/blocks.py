@@ -341,6 +341,9 @@ def interpret(result: Parsed, layout: record_schema.ResultLayout, ok: np.ndarray
     fields['answer_changed'] = pc.not_equal(fields['best_answer'], fields['service_best_answer'])
   elif layout.model_type == record_schema.MULTICLASS:
     fields.update(_multiclass(by_name, layout, ok, valid, min_score, top_k))
+  elif layout.model_type == record_schema.RAW:
+    for name, field in layout.raw_fields:
+      fields[field] = _masked(by_name[name], valid)
   else:
     fields['score'] = _masked(by_name[record_schema.SCORE], valid)
   if layout.has_tag:
@@ -506,6 +509,7 @@ class BlockRules:
   on_type_error: str = coltypes.DEAD_LETTER
   top_k: int | None = None
   threads: bool = True
+  result_format: object = None  # transforms/join/results.ResultFormat; None: parse_result
 
 
 def join_block(rules: BlockRules, place: BlockPlace, input_block: bytes,
@@ -533,7 +537,10 @@ def join_block(rules: BlockRules, place: BlockPlace, input_block: bytes,
       type_dead |= mask
   predicted = result_block is not None
   if predicted:
-    result = parse_result(result_block, n, layout, ends=result_ends)
+    if rules.result_format is None:
+      result = parse_result(result_block, n, layout, ends=result_ends)
+    else:
+      result = rules.result_format.parse(result_block, n, layout, ends=result_ends)
     result_errors, result_bad = result.errors, result.kind == BAD
   else:
     result_errors, result_bad = {}, np.zeros(n, dtype=bool)

@@ -33,7 +33,6 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.aml import slices
-from transforms.aml.manifest import Shard
 from transforms.io.storage import Storage, redact
 from transforms.join import audit, blocks
 from transforms.join.lines import LineReader, split_lines
@@ -53,6 +52,7 @@ from transforms.join.outcomes import (
 from transforms.join.pass1 import FirstPass, Found
 from transforms.join.plan import JoinPlan
 from transforms.join.refusal import Refusal, rows_of
+from transforms.join.shards import Shard
 
 
 def _text(line: bytes | None) -> str | None:
@@ -209,7 +209,8 @@ class ShardJoiner:
         inputs, results = LineReader(fin), LineReader(fres)
         if self._header:
           inputs.readline()
-        results.readline()
+        for _ in range(self.plan.result_leading_lines):
+          results.readline()
         for block in self._blocks(inputs, results, segments, input_ends=False):
           if block.result is None:
             continue
@@ -259,9 +260,10 @@ class ShardJoiner:
             raise RuntimeError(f'a result file changed while it was read: it ended {n - got} '
                                f'lines early')
           first_result_line = results.lines - n + 1
-          if first_result_line != answered + 2:
+          if first_result_line != answered + 1 + plan.result_leading_lines:
             raise RuntimeError(f'row {row + 1} would be answered by result line '
-                               f'{first_result_line}, not {answered + 2}: no record is made '
+                               f'{first_result_line}, not '
+                               f'{answered + 1 + plan.result_leading_lines}: no record is made '
                                'from a misplaced row')
           answered += n
         yield _Block(row, n, input_block, result_block, ends, result_ends,
@@ -279,11 +281,14 @@ class ShardJoiner:
       with self._pass.input(shard) as fin, \
           (io.BytesIO(result_rest) if kept else self._pass.result(shard)) as fres:
         inputs = LineReader(fin)
-        results = LineReader(fres, lines_before=1, at_start=False) if kept else LineReader(fres)
+        leading = self.plan.result_leading_lines
+        results = LineReader(fres, lines_before=leading, at_start=False) if kept else \
+            LineReader(fres)
         if self._header:
           inputs.readline()
         if not kept:
-          results.readline()
+          for _ in range(leading):
+            results.readline()
         last_row = 0
         for block in self._blocks(inputs, results, segments):
           place = blocks.BlockPlace(shard.batch_prediction_id, shown_uri, block.row + 1,

@@ -18,13 +18,13 @@ import zlib
 import numpy as np
 
 from transforms.aml import schema_file
-from transforms.aml.manifest import Shard
 from transforms.io.storage import Storage, StorageError, describe
 from transforms.join import align, blocks
 from transforms.join.header import SCHEMA, split_header
 from transforms.join.lines import LineReader, nth_newline
 from transforms.join.outcomes import ShardProblem
 from transforms.join.plan import JoinPlan
+from transforms.join.shards import Shard
 
 READ_ERRORS = (StorageError, OSError, EOFError, zlib.error, gzip.BadGzipFile)
 INPUT_UNREADABLE, RESULT_UNREADABLE = 'input_unreadable', 'result_unreadable'
@@ -112,6 +112,9 @@ class FirstPass:
     Raises:
       ShardProblem: the shard cannot be joined at all; ``reason`` says why.
     """
+    if shard.result_problem is not None:  # no result to read: its input's rows are refused
+      self.count_input(shard)
+      raise ShardProblem(*shard.result_problem)
     if self.plan.checks and not sliced:
       found = self.count_and_check(shard)
     else:
@@ -178,24 +181,18 @@ class FirstPass:
       reader.count_rest()
       return reader.lines, reader.trailing_empty_lines
 
-  def read_result_header(self, shard: Shard, reader: LineReader) -> None:
-    header = reader.readline()
-    if header is None:
-      raise ShardProblem(RESULT_UNREADABLE, f'{shard.result_uri} is empty: no header line')
-    names = split_header(header)
-    if names != self.plan.layout.header:
-      raise ShardProblem(
-          'result_header_mismatch',
-          f'{shard.result_uri} line 1: header {",".join(names)!r} differs from '
-          f'{",".join(self.plan.layout.header)!r}, the header of this run\'s first shard')
+  def read_leading(self, shard: Shard, reader: LineReader) -> None:
+    """Takes and checks the result lines before the first row's answer (a header line)."""
+    lines = [reader.readline() for _ in range(self.plan.result_leading_lines)]
+    self.plan.result_format.check_leading(shard.result_uri, lines, self.plan.layout)
 
   def count_result(self, shard: Shard) -> tuple[int, bytes | None]:
-    """The number of result rows (header excluded), and the lines after the header when they
-    are small enough to keep (``JoinPlan.result_keep_bytes``, else None); checks the header
-    against the plan."""
+    """The number of result rows (the leading lines excluded), and the lines after them when
+    they are small enough to keep (``JoinPlan.result_keep_bytes``, else None); checks the
+    leading lines (a header) against the plan."""
     with self.result(shard) as f:
       reader = LineReader(f)
-      self.read_result_header(shard, reader)
+      self.read_leading(shard, reader)
       return reader.count_and_keep_rest(self.plan.result_keep_bytes)
 
   def compare_block(self, shard: Shard, row: int, result_line: int, input_block: bytes,
@@ -211,7 +208,7 @@ class FirstPass:
     only = [check.result_column for check in plan.checks]
     parsed_input = blocks.parse_input(input_block, n, len(plan.schema.input_columns),
                                       include=include, threads=plan.parse_threads)
-    parsed_result = blocks.parse_result(result_block, n, plan.layout, only=only)
+    parsed_result = plan.result_format.parse(result_block, n, plan.layout, only=only)
     valid = (parsed_input.kind == blocks.OK) & (parsed_result.kind == blocks.OK)
     first = None
     for check in plan.checks:
@@ -231,7 +228,7 @@ class FirstPass:
               'result_value': theirs[i].as_py(), 'input_value': mine[i].as_py()}
     values['error'] = (
         f'{shard.input_uri} row {row_number} (line {row_number + self.header}): '
-        f'{check.input_name} is {values["input_value"]!r}, but {check.result_column} on '
+        f'{check.input_name} is {values["input_value"]!r}, but {check.result_label} on '
         f'line {result_line + i + 1} of {shard.result_uri} is '
         f'{values["result_value"]!r}: the result is not aligned with the input, so no '
         'row of this shard is joined')
@@ -254,7 +251,7 @@ class FirstPass:
         self.check_header_line(shard, inputs.readline())
       with self.result(shard) as fres:
         results = LineReader(fres)
-        self.read_result_header(shard, results)
+        self.read_leading(shard, results)
         rows = result_rows = 0
         mismatch, ended = None, False
         while True:
@@ -266,7 +263,8 @@ class FirstPass:
             ended = got < n
             if mismatch is None and got:
               block = input_block if got == n else _first_lines(input_block, got)
-              mismatch = self.compare_block(shard, rows, result_rows + 1, block,
+              mismatch = self.compare_block(shard, rows, result_rows + plan.result_leading_lines,
+                                            block,
                                             result_block, got, None)
             result_rows += got
           rows += n

@@ -16,13 +16,15 @@ import functools
 import pyarrow as pa
 
 from transforms.aml import result_header, schema_file, slices
-from transforms.aml.manifest import ManifestError, Shard, shards_of
+from transforms.aml.manifest import ManifestError, shards_of
 from transforms.io.access import AccessPolicy
 from transforms.io.storage import Storage, StorageError, redact
 from transforms.join import align, coltypes, record_schema
 from transforms.join.blocks import BlockRules
 from transforms.join.header import HeaderDecision, HeaderUndecided, Sample, decide, split_header
 from transforms.join.lines import LineReader
+from transforms.join.results import HeaderedCsv, ResultFormat
+from transforms.join.shards import Shard
 
 SAMPLE_BYTES = 64 << 10
 SAMPLE_SHARDS = 16  # inputs whose first bytes the header inference looks at
@@ -57,6 +59,12 @@ class JoinPlan:
   split: slices.Split | None = None
   checks: tuple[align.Check, ...] = ()
   header_line: str | None = None     # the first shard's header line, for resubmit/
+  result_format: ResultFormat = dataclasses.field(default_factory=HeaderedCsv)
+
+  @functools.cached_property
+  def result_leading_lines(self) -> int:
+    """The result lines before the answer to a shard's first row."""
+    return self.result_format.leading_lines(self.header.has_header)
 
   @functools.cached_property
   def arrow_schema(self) -> pa.Schema:
@@ -66,7 +74,7 @@ class JoinPlan:
   def block_rules(self) -> BlockRules:
     """What joining a block needs to know of the plan (``transforms/join/blocks.py``)."""
     return BlockRules(self.schema, self.arrow_schema, self.layout, self.cutoff, self.min_score,
-                      self.on_type_error, self.top_k, self.parse_threads)
+                      self.on_type_error, self.top_k, self.parse_threads, self.result_format)
 
 
 
@@ -76,7 +84,7 @@ class PlanError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Columns:
+class Columns:
   names: list[str]
   schema: schema_file.AmlSchema | None
   header_line: str | None  # the header line as written, when there is one
@@ -86,8 +94,8 @@ def _first_line(sample: bytes) -> bytes:
   return LineReader(_Bytes(sample)).readline() or b''
 
 
-def _input_columns(shard: Shard, decision: HeaderDecision, sample: bytes,
-                   schema: schema_file.AmlSchema | None) -> _Columns:
+def input_columns(shard: Shard, decision: HeaderDecision, sample: bytes,
+                   schema: schema_file.AmlSchema | None) -> Columns:
   """The run's input columns, from the first shard's header line or its schema.
 
   Raises:
@@ -97,10 +105,10 @@ def _input_columns(shard: Shard, decision: HeaderDecision, sample: bytes,
   cells = split_header(first)
   if not decision.has_header:
     if schema is not None:
-      return _Columns(list(schema.names), schema, None)
+      return Columns(list(schema.names), schema, None)
     # Without a header or a schema, the first line with anything on it says how many columns.
     row = next((line for line in sample.split(b'\n') if line.strip(b'\r')), b'')
-    return _Columns([f'col_{i}' for i in range(1, len(split_header(row)) + 1)], None, None)
+    return Columns([f'col_{i}' for i in range(1, len(split_header(row)) + 1)], None, None)
   if not any(cells):
     raise schema_file.SchemaError(
         f'{redact(shard.input_uri)} line 1 is empty, but this run reads a header line there '
@@ -111,7 +119,7 @@ def _input_columns(shard: Shard, decision: HeaderDecision, sample: bytes,
         f'attributes of {redact(schema.uri)}, {",".join(schema.names)!r}; the header and the '
         'schema must name the same columns in the same order')
   line = first.decode('utf-8', 'replace').rstrip('\r')
-  return _Columns(list(cells), schema, line)
+  return Columns(list(cells), schema, line)
 
 
 class _Bytes:
@@ -123,7 +131,7 @@ class _Bytes:
     return data
 
 
-def _sample(storage: Storage, shard: Shard) -> Sample | None:
+def sample_input(storage: Storage, shard: Shard) -> Sample | None:
   """The first bytes of a shard's input, or None when it cannot be read (the join reports it)."""
   try:
     with storage.open(shard.input_uri) as f:
@@ -159,7 +167,7 @@ def decide_header(option: str, schema: schema_file.AmlSchema | None, first: Samp
                           redact(schema.uri) if schema else None, [first])
   others = _spread(manifests, first_shard, SAMPLE_SHARDS)[1:]
   with concurrent.futures.ThreadPoolExecutor(_SAMPLE_THREADS) as pool:
-    samples = [first] + [s for s in pool.map(lambda shard: _sample(storage, shard), others) if s]
+    samples = [first] + [s for s in pool.map(lambda shard: sample_input(storage, shard), others) if s]
   return decide(option, None, None, samples)
 
 
@@ -228,12 +236,12 @@ def make_plan(manifest_uris: list[str], storage: Storage, settings: PlanSettings
                                              where=redact(shard.result_uri))
         schema = given if given is not None else \
             schema_file.find_schema(shard.input_uri, storage)
-        first = _sample(storage, shard)
+        first = sample_input(storage, shard)
         if first is None:
           raise StorageError(f'cannot read {redact(shard.input_uri)}')
         decision = decide_header(settings.input_header, schema, first, manifests, shard,
                                  storage)
-        columns = _input_columns(shard, decision, first.data, schema)
+        columns = input_columns(shard, decision, first.data, schema)
       except (schema_file.SchemaError, HeaderUndecided) as e:
         raise PlanError(str(e)) from None
       except (StorageError, OSError, EOFError) as e:
@@ -244,7 +252,7 @@ def make_plan(manifest_uris: list[str], storage: Storage, settings: PlanSettings
                   '\n  - '.join(problems or ['the manifests name no shards']))
 
 
-def _plan(layout: record_schema.ResultLayout, columns: _Columns, decision: HeaderDecision,
+def _plan(layout: record_schema.ResultLayout, columns: Columns, decision: HeaderDecision,
           schema_given: bool, settings: PlanSettings) -> JoinPlan:
   schema = columns.schema
   types = [schema.output_type(name) if schema else '' for name in columns.names]

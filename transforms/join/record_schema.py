@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-BINARY, MULTICLASS, REGRESSION = 'binary', 'multiclass', 'regression'
+BINARY, MULTICLASS, REGRESSION, RAW = 'binary', 'multiclass', 'regression', 'raw'
 TAG, TRUE_LABEL, BEST_ANSWER, SCORE = 'tag', 'trueLabel', 'bestAnswer', 'score'
 
 # The provenance fields every record starts with, in output order, and their kinds.
@@ -31,6 +31,14 @@ class ResultLayout:
   model_type: str
   header: tuple[str, ...]
   classes: tuple[str, ...] = ()
+  kinds: tuple[str, ...] = ()  # raw: each output field's kind (string, double, boolean)
+
+  @property
+  def raw_fields(self) -> list[tuple[str, str]]:
+    """raw: ``(output field, record field)`` of each field of the output kept as it is; the
+    record field is ``out_`` and the field's name made valid by the naming rule."""
+    names = [name for name in self.header if not name.startswith('echo_')]
+    return list(zip(names, ['out_' + _INVALID.sub('_', name) for name in names], strict=True))
 
   @property
   def has_tag(self) -> bool:
@@ -55,6 +63,9 @@ def prediction_fields(layout: ResultLayout) -> list[tuple[str, str, bool]]:
               ('unknown', 'boolean', True), ('scores', 'scores', True)]
     if layout.has_best_answer:
       fields.append(('service_best_answer', 'string', True))
+  elif layout.model_type == RAW:
+    fields = [(field, kind, True) for (_, field), kind in zip(layout.raw_fields, layout.kinds,
+                                                               strict=True)]
   else:
     fields = [('score', 'double', True)]
   if layout.has_tag:

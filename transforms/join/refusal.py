@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from transforms.aml.manifest import Shard
 from transforms.io.storage import redact
 from transforms.join.lines import LineReader, split_lines
 from transforms.join.outcomes import (
@@ -24,6 +23,7 @@ from transforms.join.outcomes import (
   ShardReport,
 )
 from transforms.join.pass1 import INPUT_UNREADABLE, FirstPass
+from transforms.join.shards import Shard
 
 
 def _text(line: bytes | None) -> str | None:
@@ -103,9 +103,11 @@ class Refusal:
         if header:
           inputs.readline()
         result_lines: Iterator[bytes] = iter(())
+        leading = self._pass.plan.result_leading_lines  # result lines before the first answer
         if with_result:
           results = LineReader(files.enter_context(self._pass.result(shard)))
-          results.readline()
+          for _ in range(leading):
+            results.readline()
           result_lines = lines_of(results, self._block_rows)
         at = answered = 0  # the range the rows have reached; result lines handed out
         rows = lines_of(inputs, self._block_rows)
@@ -124,7 +126,8 @@ class Refusal:
           report.dead_letter_rows += 1
           yield DeadLetter(
               shard.batch_prediction_id, reason, message, shard.input_uri, shard.result_uri,
-              row + 1, row + 1 + header, answered + 1 if result_line is not None else None,
+              row + 1, row + 1 + header,
+              answered + leading if result_line is not None else None,
               _text(input_line), _text(result_line), extra)
     except ShardProblem as e:
       raise RuntimeError(redact(f'{shard.input_uri} became unreadable while its rows were sent '

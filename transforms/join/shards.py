@@ -1,0 +1,22 @@
+"""What the join takes: a shard, one input file and the result file that answers it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  """One input shard and its result shard, as the service's listing pairs them (an Amazon ML
+  manifest, a SageMaker transform job's outputs).
+
+  ``result_problem``: ``(reason, message)`` when the input has no usable result (a SageMaker
+  input whose ``.out`` is missing: the job failed on it); the shard is then refused, every one
+  of its rows dead-lettered with the reason.
+  """
+
+  batch_prediction_id: str
+  manifest_uri: str
+  input_uri: str
+  result_uri: str
+  result_problem: tuple[str, str] | None = None
