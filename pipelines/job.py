@@ -56,6 +56,8 @@ from transforms.io.storage import (
 from transforms.join import record_schema
 from transforms.join.plan import JoinPlan, PlanError, PlanSettings, make_plan
 from transforms.report import verification
+from transforms.sagemaker import job as jobs
+from transforms.sagemaker.plan import TransformSettings, make_transform_plan
 
 _LOG = logging.getLogger('predjoin')
 _GLOB = set('*?[')
@@ -152,6 +154,38 @@ class BuiltJob(NamedTuple):
   table_load: object | None
 
 
+def _listed(text: str | None) -> tuple[str, ...]:
+  return tuple(item.strip() for item in text.split(',')) if text else ()
+
+
+def transform_job(opts: PredjoinOptions, storage: Storage) -> jobs.TransformJob:
+  """The SageMaker transform job of ``--transform_job`` (a describe-transform-job response,
+  inline or a URI), with the ``--transform_*`` options' fields over it.
+
+  Raises:
+    LaunchError: the description cannot be read or is not one.
+  """
+  given = opts.transform_job
+  try:
+    if given is None:
+      job = jobs.TransformJob(name='transform-job', input_uri=opts.transform_input,
+                              output_path=opts.transform_output,
+                              source='the --transform_* options')
+    elif given.lstrip().startswith('{'):
+      job = jobs.parse_description(given, 'the --transform_job JSON')
+    else:
+      access.check_given(given, '--transform_job')
+      job = jobs.parse_description(storage.read_bytes(given).decode('utf-8', 'replace'),
+                                   redact(given))
+  except (jobs.JobError, StorageError) as e:
+    raise LaunchError(str(e)) from None
+  return jobs.with_settings(
+      job, name=opts.transform_job_name, input_uri=opts.transform_input,
+      output_path=opts.transform_output, input_type=opts.transform_input_type,
+      split_type=opts.transform_split_type, accept=opts.transform_accept,
+      join_source=opts.transform_join_source, output_filter=opts.transform_output_filter)
+
+
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
                    bigquery_client=None) -> BuiltJob:
   """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
@@ -170,9 +204,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   storage = Storage(config)
   rules = parse_rebase_rules(opts.rebase_uri)
   policy = access.AccessPolicy.create(opts.allowed_prefix, rules)
-  for given in opts.manifest or [opts.output_location]:
-    access.check_given(given, '--manifest' if opts.manifest else '--output_location')
-  uris = manifest_uris(opts, storage)
+  transform = opts.transform_job is not None or opts.transform_input is not None
+  if not transform:
+    for given in opts.manifest or [opts.output_location]:
+      access.check_given(given, '--manifest' if opts.manifest else '--output_location')
   records = service.parse_records(opts.service_record, read_text) if opts.service_record \
       else None
   settings = PlanSettings(
@@ -183,7 +218,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
       else None,
       # CSV parsing threads only where they do not compete with other workers.
       parse_threads=one_worker_process(options))
-  plan = make_plan(uris, storage, settings, policy)
+  if transform:  # a SageMaker transform job: its shards are listed and paired here
+    planned = make_transform_plan(
+        transform_job(opts, storage), storage, settings,
+        TransformSettings(_listed(opts.class_labels), _listed(opts.output_fields),
+                          opts.failed_marker), tuple(opts.allowed_prefix or ()))
+    plan, sources, source_facts = planned.plan, list(planned.shards), planned.facts
+  else:
+    sources, source_facts = manifest_uris(opts, storage), None
+    plan = make_plan(sources, storage, settings, policy)
   if opts.top_k and plan.layout.model_type != 'multiclass':
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
@@ -203,9 +246,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
   # by the join (transforms/io/shard_files.py).
   enriched = (p
-              | 'ListManifests' >> beam.Create(uris)
+              | ('ListShards' if transform else 'ListManifests') >> beam.Create(sources)
               | 'Enrich' >> steps.EnrichPredictions(plan, config, opts.output, rules, policy,
-                                                    None if to_table else opts.format))
+                                                    None if to_table else opts.format,
+                                                    from_shards=transform))
   sink = {}
   if to_table:  # staging_jobs: the jobs that stage the records, which the summary publishes
     sink = {'records': enriched.records,
@@ -218,7 +262,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   # job itself fails when there are too many bad shards.
   fail_job = options.view_as(StandardOptions).runner not in LOCAL_RUNNERS
   write_summary = steps.WriteSummary(steps.SummaryPlan(
-      opts.output, opts.max_bad_shards, verification.run_facts(plan, records),
+      opts.output, opts.max_bad_shards, verification.run_facts(plan, records, source_facts),
       resubmit.schema_uri(opts.output) if schema_copy else None, schema_copy,
       tuple(output_dirs), fail_job, table_load))
   summary = {'outcomes': enriched.outcomes, **sink} | 'WriteSummary' >> write_summary

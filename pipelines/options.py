@@ -16,7 +16,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 FORMATS = ('avro', 'parquet', 'jsonl', 'bigquery')
 WRITE_DISPOSITIONS = ('replace', 'append', 'truncate')
-MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression')
+MODEL_TYPES = ('auto', 'binary', 'multiclass', 'regression', 'raw')
+SPLIT_TYPES = ('Line', 'None', 'RecordIO', 'TFRecord')
+INPUT_TYPES = ('S3Prefix', 'ManifestFile')
+ACCEPTS = ('text/csv', 'application/jsonlines')
+JOIN_SOURCES = ('None', 'Input')
 INPUT_HEADER = ('auto', 'true', 'false')
 ON_TYPE_ERROR = ('dead_letter', 'null')
 
@@ -62,8 +66,9 @@ class PredjoinOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     inputs = parser.add_argument_group(
-        'input', 'Which batch prediction to read: --manifest, or --output_location with '
-        '--batch_prediction_id.')
+        'input', 'Which batch prediction to read: an Amazon ML batch prediction (--manifest, '
+        'or --output_location with --batch_prediction_id), or a SageMaker Batch Transform job '
+        '(--transform_job, or --transform_input with --transform_output).')
     inputs.add_argument(
         '--manifest', action='append', default=None, metavar='URI',
         help='URI of a batch-prediction manifest, or a glob of them. Repeatable.')
@@ -74,6 +79,42 @@ class PredjoinOptions(PipelineOptions):
     inputs.add_argument(
         '--batch_prediction_id', default=None, metavar='ID',
         help='The batch prediction\'s ID, used with --output_location.')
+    inputs.add_argument(
+        '--transform_job', default=None, metavar='JSON_OR_URI',
+        help='A SageMaker Batch Transform job: the response of aws sagemaker '
+        'describe-transform-job, inline or the URI of a file holding it. Its inputs are '
+        'paired with their .out outputs by listing both. The --transform_* options below '
+        'override its fields.')
+    inputs.add_argument(
+        '--transform_input', default=None, metavar='URI',
+        help='SageMaker: the job\'s input, TransformInput S3Uri (a prefix, or a manifest file '
+        'with --transform_input_type ManifestFile).')
+    inputs.add_argument(
+        '--transform_input_type', default=None, choices=INPUT_TYPES,
+        help='SageMaker: the input\'s S3DataType (S3Prefix unless the job says otherwise).')
+    inputs.add_argument(
+        '--transform_output', default=None, metavar='URI',
+        help='SageMaker: the job\'s TransformOutput S3OutputPath, where the .out objects are.')
+    inputs.add_argument(
+        '--transform_split_type', default=None, choices=SPLIT_TYPES,
+        help='SageMaker: the job\'s SplitType; only Line gives one output line per input line '
+        '(Line unless the job says otherwise; the others are refused).')
+    inputs.add_argument(
+        '--transform_accept', default=None, choices=ACCEPTS,
+        help='SageMaker: the job\'s TransformOutput Accept, the output lines\' format '
+        '(text/csv unless the job says otherwise).')
+    inputs.add_argument(
+        '--transform_join_source', default=None, choices=JOIN_SOURCES,
+        help='SageMaker: the job\'s DataProcessing JoinSource; with Input each output line holds '
+        'its input record too, which is checked against the input on every row.')
+    inputs.add_argument(
+        '--transform_output_filter', default=None, metavar='JSONPATH',
+        help='SageMaker: the job\'s DataProcessing OutputFilter, e.g. $[0,-1]: which fields of '
+        'the joined record each output line keeps.')
+    inputs.add_argument(
+        '--transform_job_name', default=None, metavar='NAME',
+        help='SageMaker: the job\'s name, the records\' batch_prediction_id (the description\'s '
+        'TransformJobName; else transform-job).')
     inputs.add_argument(
         '--input_header', default='auto', choices=INPUT_HEADER,
         help='Whether input files start with a header line, decided once for the whole run: '
@@ -120,7 +161,9 @@ class PredjoinOptions(PipelineOptions):
     model = parser.add_argument_group('model', 'How the predictions are read.')
     model.add_argument(
         '--model_type', default='auto', choices=MODEL_TYPES,
-        help='Model type; auto reads it from the result header.')
+        help='Model type; auto reads it from an Amazon ML result header. SageMaker outputs '
+        'need it: binary (a probability of class 1 per line), multiclass (one probability per '
+        'class), regression (a value), or raw (the output\'s fields as typed columns).')
     model.add_argument(
         '--cutoff', type=_probability, default=0.5, metavar='FLOAT',
         help='Binary models: best_answer is 1 when score >= cutoff.')
@@ -130,6 +173,19 @@ class PredjoinOptions(PipelineOptions):
     model.add_argument(
         '--top_k', type=_positive_int, default=None, metavar='N',
         help='Multiclass models: also write top_labels, the N best labels, best first.')
+    model.add_argument(
+        '--class_labels', default=None, metavar='LABELS',
+        help='SageMaker multiclass: the class labels, comma-separated, in the order of the '
+        'output\'s probabilities (default 0, 1, 2, ...).')
+    model.add_argument(
+        '--output_fields', default=None, metavar='NAMES',
+        help='SageMaker CSV outputs: the names of the model\'s fields on each line, '
+        'comma-separated, e.g. predicted_label,probability (default: one probability, '
+        'value or per-class probabilities; raw: output_1, output_2, ...).')
+    model.add_argument(
+        '--failed_marker', default=None, metavar='TEXT',
+        help='SageMaker: an output line of exactly this text (e.g. ERROR) is a failed record, '
+        'as an empty line is.')
 
     verification = parser.add_argument_group(
         'verification', 'What counts as a failed run, and what the run is checked against.')
@@ -180,17 +236,47 @@ class Options(PipelineOptions):
     return views[cls]
 
 
+TRANSFORM_OPTIONS = ('transform_job', 'transform_input', 'transform_input_type', 'transform_output',
+                     'transform_split_type', 'transform_accept', 'transform_join_source',
+                     'transform_output_filter', 'transform_job_name')
+
+
+def _validate_transform(opts, located: bool) -> None:
+  if opts.manifest or located:
+    raise OptionsError('give either an Amazon ML batch prediction (--manifest, or '
+                       '--output_location with --batch_prediction_id) or a SageMaker transform '
+                       'job (--transform_job), not both')
+  if not opts.transform_job and not (opts.transform_input and opts.transform_output):
+    raise OptionsError('give --transform_job JSON_OR_URI, or both --transform_input and '
+                       '--transform_output')
+  if opts.model_type == 'auto':
+    raise OptionsError('--model_type binary, multiclass, regression or raw is needed for a '
+                       'SageMaker transform job: its outputs carry no header that says it')
+  for name in ('schema', 'data_rearrangement', 'service_record'):
+    if getattr(opts, name) is not None:
+      raise OptionsError(f'--{name} applies to Amazon ML batch predictions, not to SageMaker '
+                         'transform jobs')
+
+
 def validate(options: PipelineOptions) -> PredjoinOptions:
   """Checks option combinations before the pipeline is built; raises OptionsError."""
   opts = options.view_as(PredjoinOptions)
   located = opts.output_location is not None or opts.batch_prediction_id is not None
-  if opts.manifest and located:
+  transform = any(getattr(opts, name) is not None for name in TRANSFORM_OPTIONS)
+  if transform:
+    _validate_transform(opts, located)
+  elif opts.manifest and located:
     raise OptionsError('give either --manifest or --output_location with --batch_prediction_id, '
                        'not both')
-  if not opts.manifest:
+  elif not opts.manifest:
     if not (opts.output_location and opts.batch_prediction_id):
       raise OptionsError('give --manifest URI, or both --output_location and '
-                         '--batch_prediction_id')
+                         '--batch_prediction_id (Amazon ML), or --transform_job (SageMaker)')
+  for name in ('class_labels', 'output_fields', 'failed_marker'):
+    if getattr(opts, name) is not None and not transform:
+      raise OptionsError(f'--{name} applies to SageMaker transform jobs (--transform_job)')
+  if opts.model_type == 'raw' and not transform:
+    raise OptionsError('--model_type raw applies to SageMaker transform jobs (--transform_job)')
   if not opts.output:
     raise OptionsError('--output PREFIX is required')
   if opts.format == 'bigquery':
@@ -220,11 +306,12 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
 
 # The predjoin command's help ------------------------------------------------------------------
 
-USAGE = ('predjoin (--manifest URI | --output_location URI --batch_prediction_id ID) '
-         '--output PREFIX [option ...] [Beam option ...]')
+USAGE = ('predjoin (--manifest URI | --output_location URI --batch_prediction_id ID | '
+         '--transform_job JSON_OR_URI) --output PREFIX [option ...] [Beam option ...]')
 DESCRIPTION = """\
-Joins Amazon ML batch-prediction results to their input rows and writes enriched, typed
-records (Avro, Parquet, JSON Lines under --output), or loads them into BigQuery."""
+Joins Amazon ML batch-prediction results, or SageMaker Batch Transform outputs, to their input
+rows and writes enriched, typed records (Avro, Parquet, JSON Lines under --output), or loads
+them into BigQuery."""
 EPILOG = """\
 Beam's standard options pass through to Beam: --runner (default DirectRunner), --project,
 --region, --temp_location, --direct_num_workers, --direct_running_mode, --s3_endpoint_url, ...

@@ -29,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.aml import slices
-from transforms.aml.manifest import ManifestError, Shard, batch_prediction_id, shards_of
+from transforms.aml.manifest import ManifestError, batch_prediction_id, shards_of
 from transforms.io import shard_files, sinks
 from transforms.io.access import AccessError, AccessPolicy
 from transforms.io.storage import (
@@ -52,6 +52,7 @@ from transforms.join.outcomes import (
   ShardReport,
 )
 from transforms.join.plan import JoinPlan
+from transforms.join.shards import Shard
 from transforms.report.run_summary import (
   IdentityError,
   RunParts,
@@ -223,7 +224,8 @@ class Enriched(NamedTuple):
 
 
 class EnrichPredictions(beam.PTransform):
-  """PCollection of manifest URIs -> :class:`Enriched`; each shard's records (with
+  """PCollection of manifest URIs (or, ``from_shards``, of shards already listed: a SageMaker
+  transform job's) -> :class:`Enriched`; each shard's records (with
   ``record_format``: avro, parquet or jsonl), dead letters and resubmit lines go to files
   under ``output`` (``transforms/io/shard_files.py``). Without ``record_format``, ``records``
   holds the record batches, for a sink of their own.
@@ -231,8 +233,9 @@ class EnrichPredictions(beam.PTransform):
 
   def __init__(self, plan: JoinPlan, storage_config: StorageConfig, output: str,
                rebase_rules=(), access_policy: AccessPolicy | None = None,
-               record_format: str | None = None):
+               record_format: str | None = None, from_shards: bool = False):
     super().__init__()
+    self._from_shards = from_shards
     if record_format is not None and record_format not in sinks.SUFFIX:
       raise ValueError(f'no record files of format {record_format!r}')
     self._output = output
@@ -243,6 +246,8 @@ class EnrichPredictions(beam.PTransform):
     self._access_policy = access_policy
 
   def expand(self, manifests):
+    if self._from_shards:  # the shards are listed already (a SageMaker transform job)
+      return self._join(manifests, {})
     sliced = self._plan.split is not None
     shards = manifests | 'ReadManifests' >> beam.ParDo(
         ReadManifestFn(self._storage_config, self._rebase_rules,
@@ -254,8 +259,11 @@ class EnrichPredictions(beam.PTransform):
           shards[ReadManifestFn.INDEXED]
           | 'SpreadCounts' >> beam.Reshuffle()
           | 'CountInputRows' >> beam.ParDo(CountInputRowsFn(self._plan, self._storage_config)))
+    return self._join(shards.shards, side)
+
+  def _join(self, shards, side: dict) -> Enriched:
     joined = (
-        shards.shards
+        shards
         | 'SpreadShards' >> beam.Reshuffle()
         | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config, self._output,
                                                  self._record_format),

@@ -12,7 +12,8 @@ from transforms.join import audit, outcomes
 from transforms.join.plan import JoinPlan
 
 
-def run_facts(plan: JoinPlan, service_records: dict | None = None) -> dict:
+def run_facts(plan: JoinPlan, service_records: dict | None = None,
+              source: dict | None = None) -> dict:
   """What the summary needs to know about the run, as plain JSON values."""
   schema = plan.schema
   return {
@@ -32,6 +33,7 @@ def run_facts(plan: JoinPlan, service_records: dict | None = None) -> dict:
       'input_header': plan.header.as_dict(),
       'data_rearrangement': plan.split.as_dict() if plan.split else None,
       'service_records': service_records,
+      'source': source,
   }
 
 
@@ -138,6 +140,17 @@ def sections(reports: list[dict], facts: dict, resubmit_files: list[str],
     if entry['boundary'] in ('unconfirmed', 'unchecked'):
       warnings.append(f'{bp_id}: the slice boundary is {entry["boundary"]}: the result has no '
                       'tag or trueLabel values that would differ one row off')
+  source = facts.get('source')
+  if source and source.get('service') == 'sagemaker':
+    out['sagemaker'] = {'transform_job': source['transform_job'], 'pairing': source['pairing'],
+                        'output': source['output']}
+    job, pairs = source['transform_job'], source['pairing']
+    if job.get('status') not in (None, 'Completed'):
+      warnings.append(f'the transform job {job["name"]} is {job["status"]}'
+                      + (f': {job["failure_reason"]}' if job.get('failure_reason') else ''))
+    if pairs['unmatched_outputs']:
+      warnings.append(f'{len(pairs["unmatched_outputs"])} .out object(s) answer no input of '
+                      f'the job: {", ".join(pairs["unmatched_outputs"][:5])}')
   records = facts.get('service_records')
   if records:
     between = out['audit'].get('service_threshold_between')
