@@ -297,7 +297,8 @@ def format_summary(summary: dict, summary_uri: str) -> str:
            f'rows in {t["input_rows"]}, joined {t["joined_rows"]}, failed {t["failed_rows"]}, '
            + (f'not predicted {t["not_predicted_rows"]}, ' if t['not_predicted_rows'] else '') +
            f'dead-lettered {t["dead_letter_rows"]}; shards {t["shards"]} '
-           f'({t["bad_shards"]} bad), bad manifests {t["bad_manifests"]}']
+           f'({t["bad_shards"]} bad)'
+           + ('' if 'sagemaker' in summary else f', bad manifests {t["bad_manifests"]}')]
   for s in summary['shards']:
     if s['input_uri'] is None:
       lines.append(f'  manifest {s["manifest_uri"]}: {s["status"]}: {s["error"]}')

@@ -127,7 +127,8 @@ class PredjoinOptions(PipelineOptions):
         '<input>.schema or <prefix>/.schema beside each input. It names the columns of an '
         'input without a header, types them (NUMERIC -> double, BINARY -> boolean, others '
         'string; the rowId attribute stays a string) and names the rowId and target '
-        'attributes the alignment checks use.')
+        'attributes the alignment checks use. SageMaker inputs may use one too, to name and '
+        'type their columns.')
     inputs.add_argument(
         '--data_rearrangement', default=None, metavar='JSON',
         help='The datasource\'s DataRearrangement, e.g. {"splitting":{"percentBegin":70,'
@@ -180,8 +181,8 @@ class PredjoinOptions(PipelineOptions):
     model.add_argument(
         '--output_fields', default=None, metavar='NAMES',
         help='SageMaker CSV outputs: the names of the model\'s fields on each line, '
-        'comma-separated, e.g. predicted_label,probability (default: one probability, '
-        'value or per-class probabilities; raw: output_1, output_2, ...).')
+        'comma-separated, e.g. predicted_label,probability. Without it a line holds one '
+        'probability, a value, or the per-class probabilities (raw: output_1, output_2, ...).')
     model.add_argument(
         '--failed_marker', default=None, metavar='TEXT',
         help='SageMaker: an output line of exactly this text (e.g. ERROR) is a failed record, '

@@ -8,12 +8,14 @@ meant for it, which the test wrote and knows (never predjoin's code).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import uuid
 
 import pytest
 
+from pipelines.job import run
 from tests import s3_fixtures as fx
 from tests.builders import read_dead_letters, read_records, read_summary
 from transforms.io.storage import Storage
@@ -171,6 +173,54 @@ def test_json_lines_outputs_and_a_failed_marker():
                                                                    'boolean')
 
 
+@pytest.mark.parametrize('job, lines, model_type, options, fast', [
+    (_job(), ['0.25', '', '9.5E-1', '1e400', '0.5,0.5', 'nan'], 'binary', {}, True),
+    (_job(), ['0.25', '', 'x'], 'binary', {}, False),  # a value the reader cannot convert
+    (_job(), ['1,0.75', '0,0.25', '', '2,0.5', '1.0,0.5', ',0.5'], 'binary',
+     {'output_fields': ('predicted_label', 'probability')}, True),
+    (_job(), ['0.1,0.2,0.7', '0.5,0.25,0.25', '', '0.5,,0.5', '0.5,0.5'], 'multiclass', {},
+     True),
+    (_job(), ['12.5', '-3', '', 'NaN'], 'regression', {}, True),
+    (_job(), ['12.5,x', '3, y ', '', '4,"q, r"', ','], 'raw', {}, True),
+    (_job(join_source='Input', output_filter='$[0,-1]'),
+     ['id1,0.5', ' id2 ,0.25', '', 'id4', '"id,5",0.75', 'id6,'], 'binary', {}, True),
+    (_job(), ['0.25', 'ERROR', '', '0.5'], 'binary', {'failed_marker': 'ERROR'}, False),
+    (_job(), ['[0.1, 0.9]', '', '[0.5, 0.5]'], 'multiclass', {}, False),  # a list per line
+    # JSON Lines: the usual objects go through pyarrow's JSON reader
+    (_job(accept=jobs.JSON_LINES), ['{"score": 0.25, "predicted_label": 0}', '', '{"score": 1}',
+                                    '{"predicted_label": 1, "score": 0.75}'], 'binary', {}, True),
+    (_job(accept=jobs.JSON_LINES), ['{"score": 0.25}', '{"score": "0.5"}'], 'binary', {}, False),
+    (_job(accept=jobs.JSON_LINES), ['{"score": 0.5, "predicted_label": 1}',
+                                    '{"score": 0.25, "predicted_label": 2}'], 'binary', {}, False),
+    (_job(accept=jobs.JSON_LINES), ['{"score": 0.25}', '{"probability": 0.5}'], 'binary', {},
+     False),
+    (_job(accept=jobs.JSON_LINES), ['{"score": [0.1, 0.9], "predicted_label": 1}', '',
+                                    '{"score": [0.6, 0.4]}', '{"predicted_label": 0, '
+                                    '"score": [0.5, 0.5], "x": "y"}'], 'multiclass', {}, True),
+    (_job(accept=jobs.JSON_LINES), ['{"score": [0.1, 0.9]}', '{"score": [0.1, 0.8, 0.1]}'],
+     'multiclass', {}, False),
+    (_job(accept=jobs.JSON_LINES), ['{"score": [0.1, 0.9], "predicted_label": 7}'],
+     'multiclass', {}, False),
+    (_job(accept=jobs.JSON_LINES), ['{"score": 3.5}', '', '{"score": -1e3}'], 'regression', {},
+     True),
+    (_job(accept=jobs.JSON_LINES), ['{"score": 0.5}', 'ERROR'], 'binary',
+     {'failed_marker': 'ERROR'}, False),
+])
+def test_the_fast_parsers_agree_with_the_line_parser(job, lines, model_type, options, fast):
+  fmt, layout = output.learn(job, [lines[0]], 3, model_type, **options)
+  block = ''.join(line + '\n' for line in lines).encode()
+  assert (fmt.parse_fast(block, len(lines), layout) is not None) == fast
+  for only in (None, [name for name in layout.header if name.startswith('echo_')] or None):
+    slow = fmt.parse_lines(block, len(lines), layout, only)
+    got = fmt.parse(block, len(lines), layout, only)
+    assert got.kind.tolist() == slow.kind.tolist(), lines
+    ok = slow.kind == 0
+    for mine, theirs in zip(got.columns, slow.columns, strict=True):
+      assert mine.type == theirs.type
+      assert [v for v, k in zip(mine.to_pylist(), ok, strict=True) if k] == \
+          [v for v, k in zip(theirs.to_pylist(), ok, strict=True) if k]
+
+
 def test_joined_outputs_keep_the_input_fields_aside():
   job = _job(join_source='Input', output_filter='$[0,-1]')
   layout, parsed, cols = _parsed(job, ['id1,0.5', 'id2,0.25'], 'binary', columns=3)
@@ -190,6 +240,29 @@ def test_the_layout_needs_a_model_type_and_matching_options():
     output.learn(_job(), ['0.5,0.5'], 2, 'multiclass', class_labels=('a', 'b', 'c'))
   with pytest.raises(output.OutputError, match='output_fields'):
     output.learn(_job(), ['1,0.5'], 2, 'binary')
+  # Options that read none of the first lines stop the launch, not every row
+  with pytest.raises(output.OutputError, match='none of the first 2 .* predicted_label is .yes., not a number'):
+    output.learn(_job(accept=jobs.JSON_LINES), ['{"predicted_label": "yes", "probability": 0.9}',
+                                                '{"predicted_label": "no", "probability": 0.2}'],
+                 2, 'binary')
+
+
+def test_multiclass_labels_from_the_outputs():
+  job = _job(accept=jobs.JSON_LINES)
+  # Autopilot-style: the winning class's probability, every class's, and the labels
+  lines = ['{"predicted_label": "dog", "probability": 0.7, "probabilities": [0.1, 0.7, 0.2], '
+           '"labels": ["cat", "dog", "fox"]}',
+           '{"predicted_label": "cat", "probability": 0.5, "probabilities": [0.5, 0.3, 0.2], '
+           '"labels": ["cat", "fox", "dog"]}']  # another order of labels: this line is bad
+  layout, parsed, cols = _parsed(job, lines, 'multiclass')
+  assert layout.classes == ('cat', 'dog', 'fox')
+  assert parsed.kind.tolist() == [0, 2] and cols['dog'][0] == 0.7
+  assert cols['bestAnswer'][0] == 'dog'
+  # Keyed by class: the keys are the labels, --class_labels may order them
+  lines = ['{"cat": 0.25, "dog": 0.75}', '{"dog": 0.5, "cat": 0.5}', '{"cat": 1.0}']
+  layout, parsed, cols = _parsed(job, lines, 'multiclass', class_labels=('dog', 'cat'))
+  assert layout.classes == ('dog', 'cat') and parsed.kind.tolist() == [0, 0, 2]
+  assert (cols['dog'][:2], cols['cat'][:2]) == ([0.75, 0.5], [0.25, 0.5])
 
 
 # The plan, over local files -------------------------------------------------------------------
@@ -215,6 +288,42 @@ def test_the_layout_is_learned_from_an_output_with_an_answer(tmp_path):
     make_transform_plan(job, Storage(), PlanSettings(model_type='binary', input_header='false'))
 
 
+def test_a_schema_names_and_types_the_input_columns(tmp_path):
+  job = _local_job(tmp_path, {'a.csv': '0.25\n0.5\n'})
+  schema = {'version': '1.0', 'dataFileContainsHeader': False, 'attributes': [
+      {'attributeName': 'account', 'attributeType': 'CATEGORICAL'},
+      {'attributeName': 'tenure', 'attributeType': 'NUMERIC'}]}
+  (tmp_path / 'in.schema').write_text(json.dumps(schema))
+  planned = make_transform_plan(job, Storage(), PlanSettings(
+      model_type='binary', schema_uri=str(tmp_path / 'in.schema')))
+  assert planned.plan.header.has_header is False  # the schema says so: nothing inferred
+  fields = {name: kind for name, kind, _ in planned.plan.schema.fields}
+  assert (fields['account'], fields['tenure']) == ('string', 'double')
+
+
+def test_a_json_copy_of_the_input_is_compared_by_value(tmp_path):
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'out').mkdir()
+  (tmp_path / 'in' / 'a.csv').write_text('r1,10.50\nr2,3\nr3,7\n')
+  answers = [('r1', 10.5, 0.25), ('r2', 3, 0.5), ('r3', 7.0, 0.75)]
+  (tmp_path / 'out' / 'a.csv.out').write_text(''.join(
+      json.dumps({'SageMakerInput': [i, v], 'SageMakerOutput': {'score': p}}) + '\n'
+      for i, v, p in answers))
+  args = ['--transform_input', f'{tmp_path}/in/', '--transform_output', f'{tmp_path}/out',
+          '--transform_accept', 'application/jsonlines', '--transform_join_source', 'Input',
+          '--model_type', 'binary', '--input_header', 'false', '--format', 'jsonl']
+  assert run([*args, '--output', str(tmp_path / 'ok')]) == 0
+  records = read_records(str(tmp_path / 'ok'))
+  assert [(r['col_1'], r['score']) for r in records] == [(i, p) for i, _, p in answers]
+  assert read_summary(str(tmp_path / 'ok'))['shards'][0]['alignment'] == 'verified'
+  answers[1], answers[2] = answers[2], answers[1]  # two lines out of order: refused, not joined
+  (tmp_path / 'out' / 'a.csv.out').write_text(''.join(
+      json.dumps({'SageMakerInput': [i, v], 'SageMakerOutput': {'score': p}}) + '\n'
+      for i, v, p in answers))
+  assert run([*args, '--output', str(tmp_path / 'bad')]) == 1
+  assert {d['reason'] for d in read_dead_letters(str(tmp_path / 'bad'))} == {'misaligned'}
+
+
 # The whole job, over moto's S3 server ---------------------------------------------------------
 
 
@@ -230,21 +339,24 @@ def _score(shard: int, k: int) -> float:
   return round((shard * 100 + k) / 1000, 6)
 
 
-def _put(s3, bucket, key, text):
-  s3.client.put_object(Bucket=bucket, Key=key, Body=text.encode())
+def _put(s3, bucket, key, text, compress=False):
+  body = text.encode()
+  s3.client.put_object(Bucket=bucket, Key=key,
+                       Body=gzip.compress(body, mtime=0) if compress else body)
 
 
 def _write_job(s3, bucket, *, joined=False, misalign=None, missing=(), header=False,
-               short=(), accept=jobs.CSV, split='Line', shards=3, rows=7):
+               short=(), accept=jobs.CSV, split='Line', shards=3, rows=7, gzipped=False):
   """A transform job's inputs and outputs in S3 (nested keys); returns the description and
   the oracle: input key -> [(row id, meant score or None for a failed record)]."""
   oracle = {}
   for shard in range(1, shards + 1):
-    key = f'jobs/in/day-{shard % 2}/part-{shard}.csv'
+    # Gzip inputs (CompressionType Gzip): named .gz, or not (SageMaker gunzips them all)
+    key = f'jobs/in/day-{shard % 2}/part-{shard}.csv' + ('.gz' if gzipped and shard == 1 else '')
     ids = [f's{shard}r{k}' for k in range(1, rows + 1)]
     lines = (['id,amount,note'] if header else []) + \
         [f'{row_id},{k * 10},"n {k}, x"' for k, row_id in enumerate(ids, start=1)]
-    _put(s3, bucket, key, ''.join(line + '\n' for line in lines))
+    _put(s3, bucket, key, ''.join(line + '\n' for line in lines), compress=gzipped)
     meant = [(row_id, None if k % 5 == 0 else _score(shard, k))
              for k, row_id in enumerate(ids, start=1)]
     oracle[key] = meant
@@ -260,12 +372,13 @@ def _write_job(s3, bucket, *, joined=False, misalign=None, missing=(), header=Fa
       outs = outs[:-1]
     if header:  # SageMaker sends the header line to the model too: its answer comes first
       outs = ['0.5' if accept == jobs.CSV else '{"score": 0.5}'] + outs
-    _put(s3, bucket, f'jobs/out/day-{shard % 2}/part-{shard}.csv.out',
+    _put(s3, bucket, f'jobs/out/{key.split("/", 2)[2]}.out',
          ''.join(line + '\n' for line in outs))
   description = _description(**{
       'TransformJobName': f'bt-{bucket}',
       'TransformInput.DataSource.S3DataSource.S3Uri': f's3://{bucket}/jobs/in/',
       'TransformInput.SplitType': split,
+      'TransformInput.CompressionType': 'Gzip' if gzipped else 'None',
       'TransformOutput.S3OutputPath': f's3://{bucket}/jobs/out',
       'TransformOutput.Accept': accept,
       **({'DataProcessing': {'InputFilter': '$[1:]', 'JoinSource': 'Input',
@@ -322,9 +435,10 @@ def test_a_csv_job_joins_every_row_to_its_own_probability(s3, tmp_path):
   assert summary['identity']['holds'] and summary['totals']['input_rows'] == 21
 
 
-def test_a_json_lines_job_and_inputs_with_a_header(s3, tmp_path):
+def test_a_json_lines_job_and_gzip_inputs_with_a_header(s3, tmp_path):
   bucket = _bucket(s3)
-  description, oracle = _write_job(s3, bucket, accept=jobs.JSON_LINES, header=True)
+  description, oracle = _write_job(s3, bucket, accept=jobs.JSON_LINES, header=True,
+                                   gzipped=True)
   result, out = _run(s3, tmp_path, description)
   assert result.returncode == 0, result.stderr
   _check_by_value(out, oracle, bucket)

@@ -45,6 +45,8 @@ _USERINFO = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s"\'<>]*@')
 _AWS_KEY_ID = re.compile(r'\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{16}\b')
 
 DEFAULT_MAX_ATTEMPTS = 8
+# How open() decompresses: gzip when the name ends in .gz (smart_open's own default), or gzip.
+BY_NAME, GZIP = smart_open.compression.INFER_FROM_EXTENSION, '.gz'
 
 
 def redact(text: str) -> str:
@@ -138,15 +140,15 @@ class Storage:
       return {'client': self._gcs_client}
     return {}
 
-  def open(self, uri: str, compression: str = smart_open.compression.INFER_FROM_EXTENSION):
-    """A binary file object streaming ``uri``, gunzipped when its name ends in ``.gz``.
+  def open(self, uri: str, compression: str = BY_NAME):
+    """A binary file object streaming ``uri``, gunzipped when its name ends in ``.gz`` (or,
+    with ``compression`` GZIP, whatever its name).
 
     Raises:
       StorageError: the object does not exist or cannot be opened; the message names it.
         Errors while reading are OSError too: client-library errors become StorageError.
     """
-    gunzip = (compression == smart_open.compression.INFER_FROM_EXTENSION
-              and uri.lower().endswith('.gz'))
+    gunzip = compression == GZIP or (compression == BY_NAME and uri.lower().endswith('.gz'))
     try:
       f = smart_open.open(uri, 'rb', compression='disable' if gunzip else compression,
                           transport_params=self._transport_params(uri))

@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from transforms.aml import schema_file
-from transforms.io.storage import Storage, StorageError, describe
+from transforms.io.storage import BY_NAME, Storage, StorageError, describe
 from transforms.join import align, blocks
 from transforms.join.header import SCHEMA, split_header
 from transforms.join.lines import LineReader, nth_newline
@@ -39,8 +39,9 @@ class ShardFile:
   file, so the dead letter and the console say which of the shard's two files is at fault.
   """
 
-  def __init__(self, storage: Storage, uri: str, reason: str):
+  def __init__(self, storage: Storage, uri: str, reason: str, compression: str = BY_NAME):
     self._storage, self._uri, self._reason = storage, uri, reason
+    self._compression = compression
     self._f = None
 
   def _problem(self, error: BaseException) -> ShardProblem:
@@ -51,7 +52,7 @@ class ShardFile:
 
   def __enter__(self):
     try:
-      self._f = self._storage.open(self._uri)
+      self._f = self._storage.open(self._uri, self._compression)
     except READ_ERRORS as e:
       raise self._problem(e) from e
     return self
@@ -101,7 +102,7 @@ class FirstPass:
     self.header = int(plan.header.has_header)
 
   def input(self, shard: Shard) -> ShardFile:
-    return ShardFile(self.storage, shard.input_uri, INPUT_UNREADABLE)
+    return ShardFile(self.storage, shard.input_uri, INPUT_UNREADABLE, shard.input_compression)
 
   def result(self, shard: Shard) -> ShardFile:
     return ShardFile(self.storage, shard.result_uri, RESULT_UNREADABLE)

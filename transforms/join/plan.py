@@ -134,7 +134,7 @@ class _Bytes:
 def sample_input(storage: Storage, shard: Shard) -> Sample | None:
   """The first bytes of a shard's input, or None when it cannot be read (the join reports it)."""
   try:
-    with storage.open(shard.input_uri) as f:
+    with storage.open(shard.input_uri, shard.input_compression) as f:
       data = f.read(SAMPLE_BYTES + 1)
   except (StorageError, OSError, EOFError):
     return None

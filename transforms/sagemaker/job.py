@@ -127,6 +127,8 @@ def check(job: TransformJob) -> None:
   if job.accept not in (CSV, JSON_LINES):
     raise JobError(f'{where}: Accept {job.accept}: the outputs must be CSV (text/csv) or JSON '
                    'Lines (application/jsonlines), one line per record')
+  if job.compression not in ('None', 'Gzip'):
+    raise JobError(f'{where}: CompressionType {job.compression} is neither None nor Gzip')
   if job.join_source not in ('None', 'Input'):
     raise JobError(f'{where}: JoinSource {job.join_source} is neither None nor Input')
   for name, text in (('InputFilter', job.input_filter), ('OutputFilter', job.output_filter)):

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
-from transforms.join import blocks, record_schema
-from transforms.join.lines import split_lines
+from transforms.join import arrays, blocks, record_schema
+from transforms.join.lines import line_lengths, split_lines
 from transforms.join.record_schema import BEST_ANSWER, BINARY, MULTICLASS, RAW, REGRESSION, SCORE
 from transforms.join.results import ResultFormat
 from transforms.sagemaker.job import CSV, TransformJob
@@ -35,6 +38,31 @@ ECHO = 'echo_'  # the canonical name of a field that echoes input column i: echo
 SCORE_KEYS = ('probability', 'probabilities', 'score', 'scores', 'predicted_value',
               'prediction', 'predictions')
 LABEL_KEY = 'predicted_label'
+LABELS_KEY = 'labels'  # multiclass: the class labels, in the order of the probabilities
+
+
+def score_key(obj, model_type: str) -> str | None:
+  """The key of an output object that holds the prediction: the first of ``SCORE_KEYS`` it
+  has, or for a multiclass model the first that holds a list (``probability`` is then the
+  winning class's alone, ``probabilities`` every class's)."""
+  if not isinstance(obj, dict):
+    return None
+  found = [k for k in SCORE_KEYS if k in obj]
+  if model_type == MULTICLASS:
+    found = [k for k in found if isinstance(obj[k], list)] or found
+  return found[0] if found else None
+
+
+def _keyed_classes(obj) -> list[str] | None:
+  """The class labels of a multiclass object keyed by class (``{"cat": 0.1, "dog": 0.9}``):
+  every key but ``predicted_label`` holds a number; else None."""
+  if not isinstance(obj, dict) or any(k in obj for k in SCORE_KEYS):
+    return None
+  keys = [k for k in obj if k != LABEL_KEY]
+  if len(keys) >= 2 and all(isinstance(obj[k], (int, float)) and not isinstance(obj[k], bool)
+                            for k in keys):
+    return keys
+  return None
 
 
 class OutputError(ValueError):
@@ -91,6 +119,7 @@ class SageMakerOutputs(ResultFormat):
   joined: bool = False
   failed_marker: str | None = None
   raw_kinds: tuple[str, ...] = ()
+  score_key: str | None = None  # JSON Lines: the key of the probabilities or value
 
   def leading_lines(self, input_has_header: bool) -> int:
     # SageMaker sends an input's header line to the model like any record: its answer is the
@@ -141,6 +170,174 @@ class SageMakerOutputs(ResultFormat):
 
   def parse(self, block: bytes, n: int, layout: record_schema.ResultLayout,
             only: list[str] | None = None, ends=None) -> blocks.Parsed:
+    fast = self.parse_fast(block, n, layout, only, ends)
+    return fast if fast is not None else self.parse_lines(block, n, layout, only)
+
+  def parse_fast(self, block: bytes, n: int, layout: record_schema.ResultLayout,
+                 only: list[str] | None = None, ends=None) -> blocks.Parsed | None:
+    """The block parsed by pyarrow's readers, with no Python per line, exactly as
+    :meth:`parse_lines` parses it; None when the line parser must decide."""
+    if self.accept == CSV:
+      return self._parse_csv_fast(block, n, layout, only, ends)
+    return self._parse_json_fast(block, n, layout, only, ends)
+
+  def _parse_json_fast(self, block: bytes, n: int, layout: record_schema.ResultLayout,
+                       only: list[str] | None, ends) -> blocks.Parsed | None:
+    """JSON Lines parsed by pyarrow's JSON reader, as :meth:`parse_lines` would parse them,
+    for the usual objects (``{"score": ..., "predicted_label": ...}``); None for anything
+    else: joined or raw outputs, another key or shape on any line, a failed marker, a line
+    that is not an object, a class index that names no class."""
+    if self.joined or self.model_type == RAW or only is not None:
+      return None
+    key = self.score_key
+    if key is None or any(other != key and f'"{other}"'.encode() in block
+                          for other in (*SCORE_KEYS, LABELS_KEY)) or (
+        self.failed_marker is not None and self.failed_marker.encode('utf-8') in block):
+      return None
+    multiclass = self.model_type == MULTICLASS
+    fields = [(key, pa.list_(pa.float64()) if multiclass else pa.float64())]
+    if LABEL_KEY in self.names:
+      fields.append((LABEL_KEY, pa.float64()))
+    try:
+      table = pa_json.read_json(io.BytesIO(block), read_options=_JSON_READ,
+                                parse_options=pa_json.ParseOptions(
+                                    explicit_schema=pa.schema(fields),
+                                    unexpected_field_behavior='ignore'))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+      return None
+    present = np.flatnonzero(line_lengths(block, ends) > 0)
+    if table.num_rows != len(present):  # a line of spaces only: the line parser decides
+      return None
+    kind = np.full(n, blocks.FAILED, dtype=np.int8)
+    kind[present] = blocks.OK
+    index = np.full(n, -1, dtype=np.int64)
+    index[present] = np.arange(len(present))
+    take = pa.array(index, mask=index < 0)
+    scores = table.column(key).combine_chunks()
+    if scores.null_count:
+      return None
+    columns: dict[str, pa.Array] = {}
+    if multiclass:
+      width = len(self.classes)
+      items = scores.flatten()
+      if items.null_count or \
+          not pc.all(pc.equal(pc.list_value_length(scores), width)).as_py():
+        return None
+      values = arrays.values(items).reshape(-1, width)
+      for c, label in enumerate(self.classes):
+        columns[label] = pa.array(values[:, c]).take(take)
+    else:
+      columns[SCORE] = scores.take(take)
+    errors: dict[int, str] = {}
+    if LABEL_KEY in self.names:
+      labels = table.column(LABEL_KEY).combine_chunks()
+      given = arrays.valid(labels)
+      with np.errstate(invalid='ignore'):
+        number = arrays.values(labels)
+      if multiclass:  # a class's position: the label it stands for
+        if not np.all(~given | ((number == np.floor(number)) & (number >= 0) &
+                                (number < len(self.classes)))):
+          return None
+        positions = np.where(given, number, 0).astype(np.int64)
+        named = pa.array(np.asarray(self.classes, dtype=object)[positions], pa.string(),
+                         mask=~given)
+        columns[BEST_ANSWER] = named.take(take)
+      else:
+        if not np.all(~given | (number == 0) | (number == 1)):
+          return None
+        columns[BEST_ANSWER] = pc.cast(labels, pa.int64(), safe=False).take(take)
+    if not multiclass:
+      with np.errstate(invalid='ignore'):
+        finite = np.isfinite(arrays.values(scores))
+      for row in present[~finite]:
+        kind[row], errors[int(row)] = blocks.BAD, f'{SCORE} is not a finite number'
+    else:
+      finite = np.isfinite(values).all(axis=1)
+      for row in present[~finite]:
+        kind[row], errors[int(row)] = blocks.BAD, 'a class probability is not a finite number'
+    out = []
+    for name in layout.header:
+      out.append(columns[name] if name in columns else pa.nulls(n, pa.int64()))
+    return blocks.Parsed(n, kind, errors, out)
+
+  def _fast_types(self) -> list[pa.DataType] | None:
+    """Arrow types of a CSV output's fields when pyarrow's reader can parse them (plain
+    numbers, echoed input fields, raw strings), else None."""
+    if self.accept != CSV or self.list_field or (
+        self.model_type == MULTICLASS and LABEL_KEY in self.names):
+      return None
+    echoed = {position for position, _ in self.echo}
+    types = []
+    for position in range(self.fields):
+      if position in echoed:
+        types.append(pa.string())
+        continue
+      name = self.names[self.predictions.index(position)]
+      kind = self.raw_kinds[self.names.index(name)] if self.model_type == RAW else 'double'
+      if kind not in ('double', 'string'):
+        return None
+      types.append(_ARROW[kind])
+    return types
+
+  def _parse_csv_fast(self, block: bytes, n: int, layout: record_schema.ResultLayout,
+                      only: list[str] | None, ends) -> blocks.Parsed | None:
+    """The block parsed by pyarrow's CSV reader, as :meth:`parse_lines` would parse it; None
+    when this output or this block needs the line-by-line parser (anything unusual: a failed
+    marker, a value the reader does not convert, a line count that does not add up)."""
+    types = self._fast_types()
+    if types is None or (self.failed_marker is not None and
+                         self.failed_marker.encode('utf-8') in block):
+      return None
+    names = list(layout.header) if only is None else list(only)
+    position = {echo_name(column): p for p, column in self.echo}
+    for p in self.predictions:
+      position[self.names[self.predictions.index(p)]] = p
+    label = position.get(LABEL_KEY)
+    if BEST_ANSWER in names and layout.model_type == BINARY:
+      position[BEST_ANSWER] = label
+    try:
+      table, invalid = blocks._read_csv(block, self.fields, types)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+      return None
+    if table.num_rows + len(invalid) != n:
+      return None
+    kind = np.where(line_lengths(block, ends) == 0, blocks.FAILED, blocks.OK).astype(np.int8)
+    errors: dict[int, str] = {}
+    for number, text, got in invalid:
+      if text.strip():
+        kind[number - 1] = blocks.BAD
+        errors[number - 1] = 'not an output line' if only is not None else \
+            blocks._fields_error(self.fields, got)
+      else:
+        kind[number - 1] = blocks.FAILED
+    fields = blocks._scatter(table, n, [number - 1 for number, _, _ in invalid])
+    columns = []
+    for name in names:
+      p = position.get(name)
+      if p is None:  # the model's own answer, when the output has none
+        columns.append(pa.nulls(n, pa.int64()))
+        continue
+      column = fields[p]
+      if types[p] == pa.string():  # as the line parser reads a field: spaces around it dropped
+        column = pc.utf8_trim_whitespace(column)
+      elif only is None:
+        with np.errstate(invalid='ignore'):  # null slots may hold anything
+          values = arrays.values(column)
+          finite = np.isfinite(values) & arrays.valid(column)
+        if name == BEST_ANSWER:
+          finite &= (values == 0) | (values == 1)
+          column = pc.cast(column, pa.int64(), safe=False)
+        for i in np.flatnonzero((kind == blocks.OK) & ~finite):
+          kind[i], errors[int(i)] = blocks.BAD, (
+              'predicted_label is not 0 or 1' if name == BEST_ANSWER else
+              f'{name} is empty or not a finite number')
+      columns.append(column)
+    return blocks.Parsed(n, kind, errors, columns)
+
+  def parse_lines(self, block: bytes, n: int, layout: record_schema.ResultLayout,
+                  only: list[str] | None = None) -> blocks.Parsed:
+    """The block parsed one line at a time in Python: every output this format reads (and the
+    meaning the fast path must agree with)."""
     names = list(layout.header) if only is None else list(only)
     kinds = [self._kind(name, layout) for name in names]
     values = [[None] * n for _ in names]
@@ -201,6 +398,7 @@ class SageMakerOutputs(ResultFormat):
     return None if value is None else (value if isinstance(value, str) else json.dumps(value))
 
 
+_JSON_READ = pa_json.ReadOptions(use_threads=False, block_size=8 << 20)
 _ARROW = {'string': pa.string(), 'double': pa.float64(), 'long': pa.int64(),
           'boolean': pa.bool_()}
 
@@ -211,9 +409,19 @@ def _json_prediction(obj, model_type: str, names: tuple[str, ...]) -> dict:
     flat = flatten(obj)
     return {name: flat.get(name) for name in names}
   label = obj.get(LABEL_KEY) if isinstance(obj, dict) else None
+  classes = [n for n in names if n != LABEL_KEY]
+  if model_type == MULTICLASS and _keyed_classes(obj) is not None:
+    if sorted(k for k in obj if k != LABEL_KEY) != sorted(classes):
+      raise ValueError(f'the classes {", ".join(k for k in obj if k != LABEL_KEY)} are not '
+                       f'the run\'s, {", ".join(classes)}')
+    return {LABEL_KEY: label, **{c: obj[c] for c in classes}}
+  if model_type == MULTICLASS and isinstance(obj, dict) and LABELS_KEY in obj and \
+      obj[LABELS_KEY] != classes:
+    raise ValueError(f'labels {obj[LABELS_KEY]!r} are not the run\'s classes, in order '
+                     f'({", ".join(classes)})')
   found = obj
   if isinstance(obj, dict):
-    key = next((k for k in SCORE_KEYS if k in obj), None)
+    key = score_key(obj, model_type)
     if key is None:
       raise ValueError(f'no {" or ".join(SCORE_KEYS)} in the output object')
     found = obj[key]
@@ -221,7 +429,6 @@ def _json_prediction(obj, model_type: str, names: tuple[str, ...]) -> dict:
   if model_type == MULTICLASS:
     if not isinstance(found, list):
       raise ValueError('expected a list of class probabilities')
-    classes = [n for n in names if n != LABEL_KEY]
     if len(found) != len(classes):
       raise ValueError(f'expected {len(classes)} class probabilities, got {len(found)}')
     out.update(zip(classes, found, strict=True))
@@ -335,9 +542,10 @@ def learn(job: TransformJob, lines: list[str], input_columns: int, model_type: s
           if isinstance(obj.get('SageMakerInput'), list) else ()
       obj = obj['SageMakerOutput']
     names, raw_kinds = _json_names(obj, model_type, class_labels, lines, job.joined)
+    key = score_key(obj, model_type)
     fmt = SageMakerOutputs(job.accept, model_type, 0, echo, (), names,
                            _classes(model_type, names), False, job.joined, failed_marker,
-                           raw_kinds)
+                           raw_kinds, key)
   if model_type == BINARY:
     header = (BEST_ANSWER, SCORE)
   elif model_type == REGRESSION:
@@ -349,6 +557,13 @@ def learn(job: TransformJob, lines: list[str], input_columns: int, model_type: s
   header = (*header, *(echo_name(c) for _, c in fmt.echo))
   layout = record_schema.ResultLayout(model_type, header, fmt.classes,
                                       fmt.raw_kinds if model_type == RAW else ())
+  # A line that does not read goes to the dead letter alone; but when none of the first lines
+  # reads, the options do not fit the outputs: stop at launch instead of refusing every row.
+  sample = ''.join(line + '\n' for line in lines).encode('utf-8')
+  parsed = fmt.parse_lines(sample, len(lines), layout)
+  if (parsed.kind == blocks.BAD).all():
+    raise OutputError(f'none of the first {len(lines)} output lines reads as a {model_type} '
+                      f'output: {parsed.errors[0]} (line {lines[0]!r})')
   return fmt, layout
 
 
@@ -420,20 +635,32 @@ def _json_names(obj, model_type: str, class_labels: tuple[str, ...], lines: list
                              else value))
     names = tuple(dict.fromkeys(name for o in objects for name in o))
     return names, tuple(_raw_kind([o.get(n) for o in objects]) for n in names)
+  label = (LABEL_KEY,) if isinstance(obj, dict) and LABEL_KEY in obj else ()
+  keyed = _keyed_classes(obj) if model_type == MULTICLASS else None
+  if keyed is not None:  # the keys are the classes: --class_labels may order them
+    if class_labels and sorted(class_labels) != sorted(keyed):
+      raise OutputError(f'--class_labels names {", ".join(class_labels)}, but the outputs\' '
+                        f'classes are {", ".join(keyed)}')
+    return (*label, *(class_labels or keyed)), ()
   found = obj
   if isinstance(obj, dict):
-    key = next((k for k in SCORE_KEYS if k in obj), None)
+    key = score_key(obj, model_type)
     if key is None:
       raise OutputError(f'the output objects have none of {", ".join(SCORE_KEYS)}: name the '
                         'model type raw to keep their fields as they are')
     found = obj[key]
-  label = (LABEL_KEY,) if isinstance(obj, dict) and LABEL_KEY in obj else ()
   if model_type == MULTICLASS:
     if not isinstance(found, list) or len(found) < 2:
       raise OutputError('a multiclass output holds a list of class probabilities')
+    given = obj.get(LABELS_KEY) if isinstance(obj, dict) else None
+    if isinstance(given, list) and all(isinstance(g, str) for g in given):
+      if class_labels and tuple(class_labels) != tuple(given):
+        raise OutputError(f'--class_labels names {", ".join(class_labels)}, but the outputs\' '
+                          f'labels are {", ".join(given)}')
+      class_labels = tuple(given)  # the outputs name their classes
     labels = class_labels or tuple(str(i) for i in range(len(found)))
     if len(labels) != len(found):
-      raise OutputError(f'--class_labels names {len(labels)} classes, but the outputs have '
-                        f'{len(found)} probabilities')
+      raise OutputError(f'{len(labels)} class labels, but the outputs have {len(found)} '
+                        'probabilities')
     return (*label, *labels), ()
   return (*label, SCORE), ()

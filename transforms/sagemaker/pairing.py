@@ -95,6 +95,7 @@ def pair(job: TransformJob, inputs: list[str], outputs: list[str], output_root: 
     for out in outs:
       claimed.setdefault(out, []).append(uri)
   shards = []
+  gzip = job.compression == 'Gzip'  # SageMaker gunzips such inputs whatever their names
   for uri in inputs:
     outs = best[uri]
     expected = root + _key(uri).rsplit('/', 1)[-1] + OUT
@@ -104,14 +105,14 @@ def pair(job: TransformJob, inputs: list[str], outputs: list[str], output_root: 
           'output_missing', f'no {OUT} object for {uri} under {output_root}: SageMaker writes '
           f'one only when the whole input succeeded, so the transform job failed on it'
           + (f' (the job\'s FailureReason: {job.failure_reason})' if job.failure_reason
-             else ''))))
+             else '')), gzip))
     elif len(outs) > 1 or len(claimed[outs[0]]) > 1:
       shards.append(Shard(job.name, job.source, read_from, outs[0], (
           'output_ambiguous', f'{uri}: the outputs {", ".join(sorted(outs))} could each answer '
           f'it, or answer another input too ({", ".join(sorted(claimed[outs[0]]))}): not '
-          'paired, never guessed')))
+          'paired, never guessed'), gzip))
     else:
-      shards.append(Shard(job.name, job.source, read_from, outs[0]))
+      shards.append(Shard(job.name, job.source, read_from, outs[0], input_gzip=gzip))
   used = {out for outs in best.values() for out in outs}
   return Pairing(tuple(shards), tuple(sorted(set(names) - used)))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from transforms.aml import schema_file
 from transforms.io.access import AccessPolicy, Location, locate
 from transforms.io.storage import Storage, StorageError, redact
 from transforms.join import align, coltypes, record_schema
@@ -111,6 +112,11 @@ def make_transform_plan(job: jobs.TransformJob, storage: Storage, settings: Plan
   if not readable:
     raise PlanError(f'the transform job {job.name} has no output to join: '
                     + '; '.join(s.result_problem[1] for s in paired.shards[:3]))
+  try:  # --schema: an Amazon ML .schema file names and types the input's columns
+    given = schema_file.load_schema(settings.schema_uri, storage) if settings.schema_uri \
+        else None
+  except schema_file.SchemaError as e:
+    raise PlanError(str(e)) from None
   problems = []
   for shard in readable:
     first = sample_input(storage, shard)
@@ -118,9 +124,9 @@ def make_transform_plan(job: jobs.TransformJob, storage: Storage, settings: Plan
       problems.append(f'cannot read {redact(shard.input_uri)}')
       continue
     try:
-      decision = decide_header(settings.input_header, None, first, [list(readable)], shard,
+      decision = decide_header(settings.input_header, given, first, [list(readable)], shard,
                                storage)
-      columns = input_columns(shard, decision, first.data, None)
+      columns = input_columns(shard, decision, first.data, given)
       lines = _output_lines(storage, shard, int(decision.has_header), transform.failed_marker)
       if not lines:  # every record of this input failed: learn from the next one
         problems.append(f'{redact(shard.result_uri)} has no answer that is not a failed record')
@@ -128,19 +134,23 @@ def make_transform_plan(job: jobs.TransformJob, storage: Storage, settings: Plan
       fmt, layout = outputs.learn(job, lines, len(columns.names), settings.model_type,
                                   transform.class_labels, transform.output_fields,
                                   transform.failed_marker)
-    except (HeaderUndecided, outputs.OutputError) as e:
+    except (HeaderUndecided, schema_file.SchemaError, outputs.OutputError) as e:
       raise PlanError(f'{redact(shard.result_uri)}: {e}' if isinstance(e, outputs.OutputError)
                       else str(e)) from None
     except (StorageError, OSError, EOFError) as e:
       problems.append(str(e))
       continue
-    kinds = [coltypes.STRING] * len(columns.names)
-    schema = record_schema.output_schema(layout, columns.names, kinds, [''] * len(kinds),
+    types = [given.output_type(name) if given else '' for name in columns.names]
+    kinds = [coltypes.kind_of(t or None) for t in types]
+    schema = record_schema.output_schema(layout, columns.names, kinds, types,
                                          top_k=settings.top_k)
-    checks = tuple(align.Check(outputs.echo_name(c), c, columns.names[c], '',
+    # The output's copy of an input field may be re-written (a JSON number for the CSV text
+    # 10.50): numbers are compared by exact decimal value, other values as written.
+    checks = tuple(align.Check(outputs.echo_name(c), c, columns.names[c], schema_file.NUMERIC,
                                f'the output\'s copy of {columns.names[c]}')
                    for _, c in fmt.echo)
-    plan = JoinPlan(layout=layout, schema=schema, header=decision, checks=checks,
+    plan = JoinPlan(layout=layout, schema=schema, header=decision, aml_schema=given,
+                    schema_given=given is not None, checks=checks,
                     header_line=columns.header_line, cutoff=settings.cutoff,
                     min_score=settings.min_score, block_rows=settings.block_rows,
                     on_type_error=settings.on_type_error, top_k=settings.top_k,
