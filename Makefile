@@ -32,7 +32,8 @@ $(PEERS_STAMP): benchmarks/requirements-peers.txt
 	$(PEERS_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-peers.txt
 	touch $(PEERS_STAMP)
 
-# The main job on the bundled samples (one run per batch prediction), DirectRunner.
+# The main job on the bundled samples (one run per batch prediction or transform job),
+# DirectRunner.
 run: $(STAMP)
 	@for bp in binary multiclass regression; do \
 	  echo "== bp-sample-$$bp"; \
@@ -42,6 +43,17 @@ run: $(STAMP)
 	    --output $(OUT)/bp-sample-$$bp --format avro \
 	    --direct_num_workers=2 --direct_running_mode=multi_processing || exit 1; \
 	done
+	@echo "== bt-sample-churn (SageMaker)"
+	@$(VENV)/bin/predjoin --transform_job samples/sagemaker/bt-sample-churn.json \
+	    --model_type binary --rebase_uri s3://predjoin-samples/=$(SAMPLES)/ \
+	    --output $(OUT)/bt-sample-churn --format avro \
+	    --direct_num_workers=2 --direct_running_mode=multi_processing
+	@echo "== bt-sample-species (SageMaker; the job failed on one input: its rows are dead-lettered)"
+	@$(VENV)/bin/predjoin --transform_job samples/sagemaker/bt-sample-species.json \
+	    --model_type multiclass --class_labels setosa,versicolor,virginica --max_bad_shards 1 \
+	    --rebase_uri s3://predjoin-samples/=$(SAMPLES)/ \
+	    --output $(OUT)/bt-sample-species --format avro \
+	    --direct_num_workers=2 --direct_running_mode=multi_processing
 
 test: $(STAMP) $(PEERS_STAMP)
 	PREDJOIN_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(PY) -m pytest -q -n 2 --dist loadfile tests $(wildcard benchmarks/test_*.py)

@@ -10,6 +10,15 @@ Three batch predictions, laid out as the service lays them out, with manifests t
 - ``bp-sample-regression``: 2 shards with headers and no schema (the header is inferred from
   the first lines: text above numbers); one result shard ends with a blank failed observation.
 
+And two SageMaker Batch Transform jobs under ``sagemaker/``, each an input prefix, an output
+path of ``.out`` objects and the job's ``describe-transform-job`` response (``bt-*.json``):
+
+- ``bt-sample-churn``: a binary model on CSV inputs without a header in two dated folders,
+  ``InputFilter $[1:]`` (the id is not sent to the model), ``JoinSource Input`` and
+  ``OutputFilter $[0,-1]``: each output line is the row's id and its probability.
+- ``bt-sample-species``: a multiclass model answering in JSON Lines (``score`` per class and
+  ``predicted_label``); the job failed on its third input, which has no ``.out``.
+
 Run ``python samples/make_samples.py`` to regenerate.
 """
 
@@ -129,8 +138,66 @@ def regression(rng: random.Random) -> None:
   _manifest(bp, inputs)
 
 
+def _transform_job(name: str, folder: str, accept: str, status: str = 'Completed',
+                   processing: dict | None = None, failure: str | None = None) -> None:
+  """The job's description as ``aws sagemaker describe-transform-job`` prints it (CLI v2)."""
+  job = {
+      'TransformJobName': name,
+      'TransformJobArn': f'arn:aws:sagemaker:eu-west-1:111122223333:transform-job/{name}',
+      'TransformJobStatus': status,
+      **({'FailureReason': failure} if failure else {}),
+      'ModelName': f'{name}-model', 'MaxConcurrentTransforms': 1, 'MaxPayloadInMB': 6,
+      'BatchStrategy': 'MultiRecord', 'Environment': {},
+      'TransformInput': {
+          'DataSource': {'S3DataSource': {'S3DataType': 'S3Prefix',
+                                          'S3Uri': f'{BUCKET}sagemaker/{folder}/input/'}},
+          'ContentType': 'text/csv', 'CompressionType': 'None', 'SplitType': 'Line'},
+      'TransformOutput': {'S3OutputPath': f'{BUCKET}sagemaker/{folder}/output',
+                          'Accept': accept, 'AssembleWith': 'Line'},
+      'TransformResources': {'InstanceType': 'ml.m5.large', 'InstanceCount': 1},
+      'CreationTime': '2026-11-30T06:00:04.118000+00:00',
+      'TransformStartTime': '2026-11-30T06:03:40.502000+00:00',
+      'TransformEndTime': '2026-11-30T06:08:12.930000+00:00',
+      **({'DataProcessing': processing} if processing else {})}
+  _write(f'sagemaker/{name}.json', json.dumps(job, indent=4) + '\n')
+
+
+def churn(rng: random.Random) -> None:
+  """A binary model's job whose outputs repeat each row's id (JoinSource Input)."""
+  for folder, count in [('2026-11-28', 9), ('2026-11-29', 7)]:
+    lines, outs = [], []
+    for row in range(1, count + 1):
+      account = f'A{folder[-2:]}{row:03d}'
+      lines.append(f'{account},{rng.randint(1, 72)},{rng.uniform(10, 120):.2f},'
+                   f'{rng.randint(0, 9)}')
+      outs.append(f'{account},{rng.random():.6f}')
+    _write(f'sagemaker/churn/input/{folder}/accounts.csv', '\n'.join(lines) + '\n')
+    _write(f'sagemaker/churn/output/{folder}/accounts.csv.out', '\n'.join(outs) + '\n')
+  _transform_job('bt-sample-churn', 'churn', 'text/csv', processing={
+      'InputFilter': '$[1:]', 'JoinSource': 'Input', 'OutputFilter': '$[0,-1]'})
+
+
+def species(rng: random.Random) -> None:
+  """A multiclass model's JSON Lines outputs; the third input failed, so it has no .out."""
+  for part, count in [(1, 6), (2, 5), (3, 4)]:
+    lines, outs = [], []
+    for _ in range(count):
+      lines.append(','.join(f'{rng.uniform(0.1, 7.9):.1f}' for _ in range(4)))
+      weights = [rng.random() for _ in range(3)]
+      total = sum(weights)
+      scores = [round(w / total, 6) for w in weights]
+      outs.append(json.dumps({'score': scores, 'predicted_label': scores.index(max(scores))}))
+    _write(f'sagemaker/species/input/flowers-{part}.csv', '\n'.join(lines) + '\n')
+    if part != 3:
+      _write(f'sagemaker/species/output/flowers-{part}.csv.out', '\n'.join(outs) + '\n')
+  _transform_job('bt-sample-species', 'species', 'application/jsonlines', status='Failed',
+                 failure='AlgorithmError: See job logs for more information')
+
+
 if __name__ == '__main__':
   rng = random.Random(20261123)
   binary(rng)
   multiclass(rng)
   regression(rng)
+  churn(rng)
+  species(rng)

@@ -61,6 +61,23 @@ def test_translates_to_a_dataflow_job(fmt):
   assert fn._plan.layout.model_type == 'multiclass'
 
 
+
+def test_a_sagemaker_job_translates_with_its_shards_listed_at_launch():
+  result, proto = _translate([
+      '--runner', 'DataflowRunner', '--dry_run=True', '--project', 'demo-project',
+      '--region', 'us-central1', '--temp_location', 'gs://demo-bucket/tmp',
+      '--transform_job', f'{SAMPLES}/sagemaker/bt-sample-churn.json', '--model_type', 'binary',
+      '--rebase_uri', f's3://predjoin-samples/={SAMPLES}/',
+      '--output', 'gs://demo-bucket/enriched/', '--format', 'parquet'])
+  assert result.state == PipelineState.DONE
+  labels = {t.unique_name for t in proto.components.transforms.values()}
+  assert any(name.startswith('ListShards') for name in labels), labels
+  assert not any(name.startswith(('ListManifests', 'Enrich/ReadManifests')) for name in labels)
+  fn = _unpickled(proto, 'Enrich/JoinShards/ParDo(JoinShardFn)')[0]
+  # The worker gets the output format learned at launch: the id each line repeats is checked.
+  assert [check.input_name for check in fn._plan.checks] == ['col_1']
+  assert fn._plan.result_format.leading_lines(False) == 0
+
 def _unpickled(proto, name):
   """The DoFn and its extra arguments of the transform ``name`` in the translated job."""
   transform = next(t for t in proto.components.transforms.values() if t.unique_name == name)
@@ -152,11 +169,16 @@ def gcs(tmp_path):
   emulator.stop()
 
 
-def test_a_flex_template_launch_writes_the_job_and_exits_0(gcs):
-  parameters = ['--output_location=gs://predjoin-samples/output/',
-                '--batch_prediction_id=bp-sample-multiclass',
-                '--rebase_uri=s3://predjoin-samples/=gs://predjoin-samples/',
-                '--output=gs://flex-out/bp-sample-multiclass/', '--format=parquet']
+@pytest.mark.parametrize('name, source', [
+    ('bp-sample-multiclass', ['--output_location=gs://predjoin-samples/output/',
+                              '--batch_prediction_id=bp-sample-multiclass']),
+    # A SageMaker job: its inputs and .out objects are listed in the emulator at launch.
+    ('bt-sample-churn', ['--transform_job=gs://predjoin-samples/sagemaker/bt-sample-churn.json',
+                         '--model_type=binary']),
+])
+def test_a_flex_template_launch_writes_the_job_and_exits_0(gcs, name, source):
+  parameters = [*source, '--rebase_uri=s3://predjoin-samples/=gs://predjoin-samples/',
+                f'--output=gs://flex-out/{name}/', '--format=parquet']
   launch = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'deploy', 'flex_main.py'), *LAUNCHER_ARGS,
        *parameters], cwd=ROOT, env=fx.aws_env(gcs.env()), capture_output=True, text=True,
@@ -166,14 +188,13 @@ def test_a_flex_template_launch_writes_the_job_and_exits_0(gcs):
   # What the command prints reaches the launcher's log, though the process ends with os._exit.
   job_uri = f'gs://flex-staging/staging/template_launches/{LAUNCH_ID}/job_object'
   assert f'wrote the Dataflow job to {job_uri}' in launch.stdout
-  assert 'gs://flex-out/bp-sample-multiclass/summary.json' in launch.stdout
+  assert f'gs://flex-out/{name}/summary.json' in launch.stdout
   client = gcs.client()
   job = json.loads(client.bucket('flex-staging').blob(
       f'staging/template_launches/{LAUNCH_ID}/job_object').download_as_bytes())
   assert (job['name'], job['type']) == ('predjoin-daily-20250101-060000', 'JOB_TYPE_BATCH')
   options = job['environment']['sdkPipelineOptions']['options']
-  assert (options['output'], options['format']) == ('gs://flex-out/bp-sample-multiclass/',
-                                                    'parquet')
+  assert (options['output'], options['format']) == (f'gs://flex-out/{name}/', 'parquet')
   [pool] = job['environment']['workerPools']
   assert pool['workerHarnessContainerImage'] == LAUNCHER_ARGS[7].split('=', 1)[1]
   # The job's pipeline, staged beside it, holds predjoin's steps.
@@ -182,7 +203,8 @@ def test_a_flex_template_launch_writes_the_job_and_exits_0(gcs):
       staged[len('gs://flex-staging/'):]).download_as_bytes())
   labels = {t.unique_name for t in proto.components.transforms.values()}
   assert {'Enrich/JoinShards', 'WriteSummary/WriteSummaryJson'} <= labels, labels
-  # The launch read the manifest and a shard's headers, and wrote nothing under the output.
+  # The launch read the manifest (or listed the job's objects) and a shard's first lines, and
+  # wrote nothing under the output.
   assert not list(client.list_blobs('flex-out'))
 
 

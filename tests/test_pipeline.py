@@ -374,6 +374,33 @@ def test_bundled_samples_run_like_make_run(tmp_path):
     assert len(records) == rows == read_summary(out)['totals']['input_rows']
 
 
+
+def test_bundled_sagemaker_samples_run_like_make_run(tmp_path):
+  samples = os.path.join(ROOT, 'samples')
+  rebase = ['--rebase_uri', f's3://predjoin-samples/={samples}/']
+  out = str(tmp_path / 'churn')
+  assert run(['--transform_job', f'{samples}/sagemaker/bt-sample-churn.json', '--model_type',
+              'binary', *rebase, '--output', out]) == 0
+  records = read_records(out)
+  for r in records:  # each output line is the row's id and its probability (JoinSource Input)
+    with open(r['input_uri'].replace('/input/', '/output/') + '.out') as f:
+      account, probability = f.read().splitlines()[r['row_number'] - 1].split(',')
+    assert (r['col_1'], r['score']) == (account, float(probability))
+  assert len(records) == 16 == read_summary(out)['totals']['input_rows']
+  out = str(tmp_path / 'species')
+  assert run(['--transform_job', f'{samples}/sagemaker/bt-sample-species.json', '--model_type',
+              'multiclass', '--class_labels', 'setosa,versicolor,virginica',
+              '--max_bad_shards', '1', *rebase, '--output', out]) == 0
+  labels = ['setosa', 'versicolor', 'virginica']
+  for r in read_records(out):
+    with open(r['input_uri'].replace('/input/', '/output/') + '.out') as f:
+      answer = json.loads(f.read().splitlines()[r['row_number'] - 1])
+    assert [s['score'] for s in r['scores']] == answer['score']
+    assert r['service_best_answer'] == labels[answer['predicted_label']]
+  dead = read_dead_letters(out)
+  assert {d['reason'] for d in dead} == {'output_missing'} and len(dead) == 4
+  assert {os.path.basename(d['input_uri']) for d in dead} == {'flowers-3.csv'}
+
 def test_the_direct_runner_runs_the_fn_api_runner_never_prism(good_bp, tmp_path, caplog):
   # Beam's DirectRunner would first try Prism, which downloads a binary from GitHub.
   assert isinstance(local_runner(PipelineOptions([])), FnApiRunner)
