@@ -489,3 +489,22 @@ def test_a_job_without_line_correspondence_stops_at_launch(s3, tmp_path):
   assert result.returncode == 2
   assert 'SplitType is None' in result.stderr and result.stderr.count('\n') == 1
   assert not os.path.exists(os.path.join(out, 'summary.json'))
+
+
+def test_a_manifest_file_job_and_one_that_names_another_bucket(s3, tmp_path):
+  bucket, other = _bucket(s3), _bucket(s3)
+  description, oracle = _write_job(s3, bucket)
+  keys = sorted(oracle)
+  _put(s3, bucket, 'jobs/inputs.manifest',
+       json.dumps([{'prefix': f's3://{bucket}/jobs/in/'}, *[k[len('jobs/in/'):] for k in keys[:2]]]))
+  description['TransformInput']['DataSource']['S3DataSource'] = {
+      'S3DataType': 'ManifestFile', 'S3Uri': f's3://{bucket}/jobs/inputs.manifest'}
+  result, out = _run(s3, tmp_path, description)
+  assert result.returncode == 0, result.stderr
+  _check_by_value(out, {k: oracle[k] for k in keys[:2]}, bucket)  # the manifest's two inputs
+  # A manifest file is data, not trust: objects outside the job's buckets are not read.
+  _put(s3, bucket, 'jobs/inputs.manifest',
+       json.dumps([{'prefix': f's3://{other}/jobs/in/'}, keys[0][len('jobs/in/'):]]))
+  result, out = _run(s3, tmp_path / 'other', description)
+  assert result.returncode == 2
+  assert f's3://{other}/' in result.stderr and 'outside the allowed prefixes' in result.stderr
