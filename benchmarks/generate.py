@@ -8,6 +8,14 @@ Writes, under a directory D::
   D/batch-prediction/result/<bp-id>-<name>.csv.gz      gzip CSV, header + one line per input row
   D/truth.json                                         counts and sampled expected rows for check.py
 
+and with ``--sagemaker`` the same predictions as a SageMaker Batch Transform job would leave them
+(docs/sagemaker-format.md)::
+
+  D/transform/input/<name>.csv                         the input rows, no header line
+  D/transform/output/<name>.csv.out                    one output line per row: the model's CSV
+                                                       (binary: the probability), blank if failed
+  D/transform/job.json                                 the job's describe-transform-job response
+
 A failed observation is a blank result line at its position (docs/amazon-ml-format.md, section 4); the generator
 also forces the awkward places: a run of consecutive blank lines, a blank first data line and a
 blank last line of a shard.
@@ -287,8 +295,17 @@ def sample_rows(failed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return np.unique(np.concatenate(picks))
 
 
+def transform_output(model: str, body: bytes) -> bytes:
+  """A result body as a SageMaker model's CSV output lines: Amazon ML's lines less the
+  ``bestAnswer`` field of a binary model (its output is the probability alone)."""
+  if model != 'binary':
+    return body
+  return b'\n'.join(line.split(b',', 1)[-1] for line in body.split(b'\n'))
+
+
 def write_shard(out: str, bp_id: str, name: str, shard: int, n: int, model: str, rate: float,
-                seed_seq: np.random.SeedSequence, labels: list[str], crlf: bool) -> dict:
+                seed_seq: np.random.SeedSequence, labels: list[str], crlf: bool,
+                sagemaker: bool = False) -> dict:
   # Separate streams for inputs, failures and scores, so changing the failure rate or the model
   # does not change the input rows.
   inp_ss, fail_ss, score_ss, sample_ss = seed_seq.spawn(4)
@@ -304,9 +321,20 @@ def write_shard(out: str, bp_id: str, name: str, shard: int, n: int, model: str,
     with gzip.GzipFile(filename='', mode='wb', fileobj=raw, mtime=0, compresslevel=6) as gz:
       gz.write((result_header(model, labels) + '\n').encode('ascii'))
       gz.write(body)
+  info = {}
+  if sagemaker:
+    transform_input = os.path.join(out, 'transform', 'input', f'{name}.csv')
+    with open(input_path, 'rb') as f, open(transform_input, 'wb') as w:
+      f.readline()  # SageMaker inputs have no header line
+      while chunk := f.read(1 << 22):
+        w.write(chunk)
+    with open(os.path.join(out, 'transform', 'output', f'{name}.csv.out'), 'wb') as w:
+      w.write(transform_output(model, body))
+    info['transform_input'] = transform_input
   rows = sample_rows(failed, np.random.default_rng(sample_ss))
   lines = _line_strings(matrix, rows)
   return {
+      **info,
       'name': name,
       'index': shard,
       'input': input_path,
@@ -320,7 +348,7 @@ def write_shard(out: str, bp_id: str, name: str, shard: int, n: int, model: str,
 
 def generate(out: str, shards: int, rows: int, model: str = 'binary', failed_rate: float = 0.01,
              seed: int = 1, classes: int = 5, bp_id: str | None = None, crlf: bool = False,
-             schema: bool = True) -> dict:
+             schema: bool = True, sagemaker: bool = False) -> dict:
   """Writes a batch prediction under ``out`` and returns the truth it also writes to truth.json.
 
   Args:
@@ -334,6 +362,7 @@ def generate(out: str, shards: int, rows: int, model: str = 'binary', failed_rat
     bp_id: batch prediction id; default ``bp-<model>-s<seed>``.
     crlf: end input lines with CRLF.
     schema: write ``input/.schema``.
+    sagemaker: also write the SageMaker transform job's view of the same predictions.
 
   Returns:
     The truth dictionary.
@@ -345,11 +374,14 @@ def generate(out: str, shards: int, rows: int, model: str = 'binary', failed_rat
   labels = class_labels(classes) if model == 'multiclass' else []
   os.makedirs(os.path.join(out, 'input'), exist_ok=True)
   os.makedirs(os.path.join(out, 'batch-prediction', 'result'), exist_ok=True)
+  if sagemaker:
+    os.makedirs(os.path.join(out, 'transform', 'input'), exist_ok=True)
+    os.makedirs(os.path.join(out, 'transform', 'output'), exist_ok=True)
   children = np.random.SeedSequence(seed).spawn(shards)
   infos = []
   for shard in range(shards):
     infos.append(write_shard(out, bp_id, f'data-{shard:03d}', shard, rows, model, failed_rate,
-                             children[shard], labels, crlf))
+                             children[shard], labels, crlf, sagemaker))
   manifest = os.path.join(out, 'batch-prediction', f'{bp_id}.manifest')
   with open(manifest, 'w') as f:
     json.dump({i['input']: i['result'] for i in infos}, f, indent=0)
@@ -362,10 +394,24 @@ def generate(out: str, shards: int, rows: int, model: str = 'binary', failed_rat
           'attributes': [{'attributeName': n, 'attributeType': t} for n, t in INPUT_COLUMNS],
           'excludedAttributeNames': [],
       }, f, indent=2)
+  transform_job = None
+  if sagemaker:
+    transform_job = os.path.join(out, 'transform', 'job.json')
+    with open(transform_job, 'w') as f:
+      json.dump({
+          'TransformJobName': f'bt-{model}-s{seed}', 'TransformJobStatus': 'Completed',
+          'TransformInput': {
+              'DataSource': {'S3DataSource': {
+                  'S3DataType': 'S3Prefix',
+                  'S3Uri': os.path.join(out, 'transform', 'input') + '/'}},
+              'ContentType': 'text/csv', 'SplitType': 'Line'},
+          'TransformOutput': {'S3OutputPath': os.path.join(out, 'transform', 'output'),
+                              'Accept': 'text/csv', 'AssembleWith': 'Line'}}, f, indent=1)
   truth = {
       'params': {'shards': shards, 'rows': rows, 'model': model, 'failed_rate': failed_rate,
                  'seed': seed, 'classes': classes if model == 'multiclass' else None,
-                 'crlf': crlf, 'schema': schema},
+                 'crlf': crlf, 'schema': schema, 'sagemaker': sagemaker},
+      'transform_job': transform_job,
       'bp_id': bp_id,
       'model': model,
       'labels': labels,
@@ -393,10 +439,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--bp-id', default=None)
   parser.add_argument('--crlf', action='store_true', help='end input lines with CRLF')
   parser.add_argument('--no-schema', action='store_true', help='do not write input/.schema')
+  parser.add_argument('--sagemaker', action='store_true',
+                      help='also write the SageMaker transform job view (transform/)')
   args = parser.parse_args(argv)
   start = time.perf_counter()
   truth = generate(args.out, args.shards, args.rows, args.model, args.failed_rate, args.seed,
-                   args.classes, args.bp_id, args.crlf, not args.no_schema)
+                   args.classes, args.bp_id, args.crlf, not args.no_schema, args.sagemaker)
   print(f'wrote {truth["total_rows"]} rows ({truth["total_failed"]} failed) in '
         f'{len(truth["shards"])} shards to {os.path.abspath(args.out)} in '
         f'{time.perf_counter() - start:.1f} s; manifest {truth["manifest"]}', file=sys.stderr)

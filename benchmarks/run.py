@@ -58,14 +58,15 @@ MB = 1024 * 1024
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  role: str  # main, multiclass, mem-large, mem-small
+  role: str  # main, multiclass, mem-large, mem-small, sagemaker
   shards: int
   rows: int  # per shard
   model: str = 'binary'
   classes: int = 5
   failed_rate: float = 0.01
   seed: int = 1
-  tools: tuple[str, ...] | None = None  # None: every tool
+  tools: tuple[str, ...] | None = None  # None: every tool of its source
+  source: str = 'aml'  # aml: a batch prediction's manifest; sagemaker: a transform job
 
   @property
   def name(self) -> str:
@@ -86,17 +87,21 @@ def _count(n: int) -> str:
 
 
 MEMORY_TOOLS = ('predjoin-parquet', 'pandas_careful', 'duckdb_careful', 'pyarrow_careful', 'floor')
+SAGEMAKER_TOOLS = ('predjoin-parquet', 'predjoin-parquet-1w', 'pandas_sagemaker_careful',
+                   'pandas_sagemaker_naive')
 FULL = (
     Dataset('main', 8, 1_000_000),
     Dataset('multiclass', 4, 250_000, model='multiclass', seed=2),
     Dataset('mem-large', 1, 4_000_000, seed=3, tools=MEMORY_TOOLS),
     Dataset('mem-small', 1, 1_000_000, seed=4, tools=MEMORY_TOOLS),
+    Dataset('sagemaker', 8, 1_000_000, seed=5, source='sagemaker', tools=SAGEMAKER_TOOLS),
 )
 QUICK = (
     Dataset('main', 8, 5_000),
     Dataset('multiclass', 4, 2_500, model='multiclass', seed=2),
     Dataset('mem-large', 1, 40_000, seed=3, tools=MEMORY_TOOLS),
     Dataset('mem-small', 1, 10_000, seed=4, tools=MEMORY_TOOLS),
+    Dataset('sagemaker', 8, 2_500, seed=5, source='sagemaker', tools=SAGEMAKER_TOOLS),
 )
 
 
@@ -107,15 +112,22 @@ class Tool:
   fmt: str = 'parquet'
   workers: int = 0
   mode: str = 'multi_processing'  # the DirectRunner's running mode for predjoin
+  source: str = 'aml'  # the data sets it reads: aml, sagemaker, or any (predjoin)
 
-  def command(self, manifest: str, out: str, predjoin: str, data_dir: str) -> list[str]:
+  def command(self, truth: dict, out: str, predjoin: str, data_dir: str) -> list[str]:
+    job = truth.get('transform_job') if self.source != 'aml' else None
     if self.kind == 'predjoin':
       # The generated inputs sit beside batch-prediction/, outside the manifest's directory:
-      # predjoin reads them only under a prefix it is told to trust.
-      return [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
+      # predjoin reads them only under a prefix it is told to trust. A transform job's inputs
+      # have no header; the data set's schema names and types their columns.
+      source = ['--manifest', truth['manifest']] if job is None else [
+          '--transform_job', job, '--model_type', truth['model'], '--input_header', 'false',
+          '--schema', os.path.join(data_dir, 'input', '.schema')]
+      return [predjoin, *source, '--output', out, '--format', self.fmt,
               '--allowed_prefix', data_dir.rstrip('/') + '/',
               f'--direct_num_workers={self.workers}', f'--direct_running_mode={self.mode}']
-    return [peers_python(), os.path.join(PEERS, self.name + '.py'), manifest, out]
+    return [peers_python(), os.path.join(PEERS, self.name + '.py'), job or truth['manifest'],
+            out]
 
 
 def peers_python() -> str:
@@ -124,18 +136,21 @@ def peers_python() -> str:
 
 
 TOOLS = (
-    Tool('predjoin-parquet', 'predjoin', 'parquet', 2),
-    Tool('predjoin-avro', 'predjoin', 'avro', 2),
-    Tool('predjoin-jsonl', 'predjoin', 'jsonl', 2),
-    Tool('predjoin-parquet-1w', 'predjoin', 'parquet', 1),
+    Tool('predjoin-parquet', 'predjoin', 'parquet', 2, source='any'),
+    Tool('predjoin-avro', 'predjoin', 'avro', 2, source='any'),
+    Tool('predjoin-jsonl', 'predjoin', 'jsonl', 2, source='any'),
+    Tool('predjoin-parquet-1w', 'predjoin', 'parquet', 1, source='any'),
     # Not a target row: 2 threads in one process (pyarrow releases the GIL), no worker start-up.
-    Tool('predjoin-parquet-2threads', 'predjoin', 'parquet', 2, mode='multi_threading'),
+    Tool('predjoin-parquet-2threads', 'predjoin', 'parquet', 2, mode='multi_threading',
+         source='any'),
     Tool('pandas_careful', 'careful'),
     Tool('duckdb_careful', 'careful'),
     Tool('pyarrow_careful', 'careful'),
     Tool('pandas_naive', 'naive'),
     Tool('duckdb_naive', 'naive'),
     Tool('floor', 'floor'),
+    Tool('pandas_sagemaker_careful', 'careful', source='sagemaker'),
+    Tool('pandas_sagemaker_naive', 'naive', source='sagemaker'),
 )
 
 
@@ -279,7 +294,12 @@ def warm_up(truth: dict) -> int:
   """Reads every file of the data set once so all tools start from the page cache."""
   total = 0
   for shard in truth['shards']:
-    for path in (shard['input'], shard['result']):
+    paths = [shard['input'], shard['result']]
+    if 'transform_input' in shard:  # the SageMaker view: its inputs and .out objects
+      name = os.path.basename(shard['transform_input'])
+      paths += [shard['transform_input'], os.path.join(
+          os.path.dirname(os.path.dirname(shard['transform_input'])), 'output', name + '.out')]
+    for path in paths:
       with open(path, 'rb') as f:
         while chunk := f.read(1 << 22):
           total += len(chunk)
@@ -292,9 +312,10 @@ def warm_up(truth: dict) -> int:
 
 def ensure_data(ds: Dataset) -> dict:
   out = os.path.join(DATA, ds.name)
+  sagemaker = ds.source == 'sagemaker'
   params = {'shards': ds.shards, 'rows': ds.rows, 'model': ds.model, 'failed_rate': ds.failed_rate,
             'seed': ds.seed, 'classes': ds.classes if ds.model == 'multiclass' else None,
-            'crlf': False, 'schema': True}
+            'crlf': False, 'schema': True, 'sagemaker': sagemaker}
   truth_path = os.path.join(out, 'truth.json')
   if os.path.exists(truth_path):
     with open(truth_path) as f:
@@ -304,7 +325,8 @@ def ensure_data(ds: Dataset) -> dict:
       return truth
   shutil.rmtree(out, ignore_errors=True)
   start = time.perf_counter()
-  truth = generate.generate(out, ds.shards, ds.rows, ds.model, ds.failed_rate, ds.seed, ds.classes)
+  truth = generate.generate(out, ds.shards, ds.rows, ds.model, ds.failed_rate, ds.seed, ds.classes,
+                            sagemaker=sagemaker)
   print(f'generated {ds.name} ({ds.total_rows} rows) in {time.perf_counter() - start:.1f} s',
         flush=True)
   return truth
@@ -333,7 +355,7 @@ def run_dataset(ds: Dataset, tools: list[Tool], runs: int, predjoin: str, timeou
       # this tool runs: the kernel would throttle this tool's writes while it flushes them.
       os.sync()
       log = os.path.join(base, f'run-{run}' if run >= 0 else 'warm-up')
-      m = measure(tool.command(truth['manifest'], out, predjoin, data_dir), log, timeout)
+      m = measure(tool.command(truth, out, predjoin, data_dir), log, timeout)
       m['stderr_tail'] = _tail(log + '.stderr') if m['returncode'] else ''
       label = f'run {run + 1}/{runs}' if run >= 0 else 'warm-up run (not counted)'
       print(f'  {ds.name} {tool.name} {label}: {m["wall"]:.2f} s wall, '
@@ -411,10 +433,11 @@ def targets(rows: list) -> list[dict]:
     out.append({'target': name, 'value': value, 'limit': limit, 'verdict': 'PASS' if ok else 'FAIL',
                 'detail': detail})
 
-  # Parquet on both the 8x1M binary and the 4x250k multiclass data set (issue #5); the other
+  # Parquet on the 8x1M binary, the 4x250k multiclass and the SageMaker data sets; the other
   # formats on the main data set.
   for role, tool, limit in (('main', 'predjoin-parquet', 1.0),
                             ('multiclass', 'predjoin-parquet', 1.0),
+                            ('sagemaker', 'predjoin-parquet', 1.0),
                             ('main', 'predjoin-avro', 0.8), ('main', 'predjoin-jsonl', 0.8)):
     peers = [r for r in rows if r['role'] == role and r['kind'] in ('careful', 'naive')
              and _usable(r)]
@@ -662,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--quick', action='store_true', help='tiny data sets')
   parser.add_argument('--runs', type=int, default=3, help='runs per tool (median)')
   parser.add_argument('--datasets', default='', help='comma-separated roles: main,multiclass,'
-                      'mem-large,mem-small (default all)')
+                      'mem-large,mem-small,sagemaker (default all)')
   parser.add_argument('--tools', default='', help='comma-separated tool names (default all)')
   parser.add_argument('--predjoin', default=DEFAULT_PREDJOIN, help='the predjoin command')
   parser.add_argument('--timeout', type=float, default=None, help='seconds per run')
@@ -685,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
   t0 = time.perf_counter()
   rows = []
   for ds in datasets:
-    tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)]
+    tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)
+             and t.source in ('any', ds.source)]
     print(f'== {ds.name}: {ds.total_rows} rows, tools {", ".join(t.name for t in tools)}',
           flush=True)
     rows += run_dataset(ds, tools, args.runs, args.predjoin, timeout)

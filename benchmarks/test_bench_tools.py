@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -214,3 +215,47 @@ def test_targets_judge_parquet_on_the_multiclass_data_set_against_its_own_peers(
   rows = [r for r in rows if r['role'] != 'multiclass']  # not run: N/A, not a pass
   goals = {g['target']: g for g in targets(rows)}
   assert goals['predjoin-parquet rows/s vs fastest correct peer (multiclass)']['verdict'] == 'N/A'
+
+
+@pytest.fixture(scope='module')
+def sagemaker_data(tmp_path_factory):
+  """A small binary data set with its SageMaker transform job view."""
+  d = str(tmp_path_factory.mktemp('sagemaker'))
+  return d, generate.generate(d, SHARDS, ROWS, 'binary', RATE, 7, sagemaker=True)
+
+
+def test_the_sagemaker_view_holds_the_same_predictions(sagemaker_data):
+  d, truth = sagemaker_data
+  with open(truth['transform_job']) as f:
+    job = json.load(f)
+  assert job['TransformInput']['SplitType'] == 'Line'
+  for shard in truth['shards']:
+    with open(shard['input'], 'rb') as f:
+      f.readline()  # the batch prediction's inputs have a header line; the job's have none
+      assert f.read() == open(shard['transform_input'], 'rb').read()
+    out = os.path.join(d, 'transform', 'output', shard['name'] + '.csv.out')
+    with gzip.open(shard['result'], 'rt') as f, open(out) as o:
+      lines = f.read().split('\n')[1:]
+      assert [line.split(',')[-1] if line else '' for line in lines] == o.read().split('\n')
+
+
+def test_sagemaker_peers_and_predjoin_on_the_transform_job(sagemaker_data, peers, tmp_path):
+  from benchmarks.run import TOOLS, peers_python
+  d, truth = sagemaker_data
+  for name in ('pandas_sagemaker_careful', 'pandas_sagemaker_naive'):
+    out = str(tmp_path / name)
+    proc = subprocess.run([peers_python(), os.path.join(PEERS, name + '.py'),
+                           truth['transform_job'], out], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = check.check(d, out)
+    assert report['correct'] == (name == 'pandas_sagemaker_careful'), report['reason']
+  # predjoin, as the benchmark runs it on this data set
+  tool = next(t for t in TOOLS if t.name == 'predjoin-parquet-1w')
+  predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')
+  out = str(tmp_path / 'predjoin')
+  proc = subprocess.run(tool.command(truth, out, predjoin, d), capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  report = check.check(d, out)
+  assert report['correct'] and report['mode'] == 'input_uri + row_number', report

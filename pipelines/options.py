@@ -253,7 +253,7 @@ def _validate_transform(opts, located: bool) -> None:
   if opts.model_type == 'auto':
     raise OptionsError('--model_type binary, multiclass, regression or raw is needed for a '
                        'SageMaker transform job: its outputs carry no header that says it')
-  for name in ('schema', 'data_rearrangement', 'service_record'):
+  for name in ('data_rearrangement', 'service_record'):
     if getattr(opts, name) is not None:
       raise OptionsError(f'--{name} applies to Amazon ML batch predictions, not to SageMaker '
                          'transform jobs')
