@@ -107,15 +107,21 @@ class Tool:
   fmt: str = 'parquet'
   workers: int = 0
   mode: str = 'multi_processing'  # the DirectRunner's running mode for predjoin
+  runner: str = 'DirectRunner'  # predjoin's runner: DirectRunner or DaskRunner
+  roles: tuple[str, ...] | None = None  # the data sets it runs on (None: every one)
 
   def command(self, manifest: str, out: str, predjoin: str, data_dir: str) -> list[str]:
-    if self.kind == 'predjoin':
-      # The generated inputs sit beside batch-prediction/, outside the manifest's directory:
-      # predjoin reads them only under a prefix it is told to trust.
-      return [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
-              '--allowed_prefix', data_dir.rstrip('/') + '/',
-              f'--direct_num_workers={self.workers}', f'--direct_running_mode={self.mode}']
-    return [peers_python(), os.path.join(PEERS, self.name + '.py'), manifest, out]
+    if self.kind != 'predjoin':
+      return [peers_python(), os.path.join(PEERS, self.name + '.py'), manifest, out]
+    # The generated inputs sit beside batch-prediction/, outside the manifest's directory:
+    # predjoin reads them only under a prefix it is told to trust.
+    job = [predjoin, '--manifest', manifest, '--output', out, '--format', self.fmt,
+           '--allowed_prefix', data_dir.rstrip('/') + '/']
+    if self.runner == 'DaskRunner':
+      # Without --dask_client_address Beam's DaskRunner starts a local cluster, one worker
+      # process of one thread per core: `workers` on the 2-core machine the benchmark is for.
+      return [*job, '--runner', 'DaskRunner']
+    return [*job, f'--direct_num_workers={self.workers}', f'--direct_running_mode={self.mode}']
 
 
 def peers_python() -> str:
@@ -130,6 +136,9 @@ TOOLS = (
     Tool('predjoin-parquet-1w', 'predjoin', 'parquet', 1),
     # Not a target row: 2 threads in one process (pyarrow releases the GIL), no worker start-up.
     Tool('predjoin-parquet-2threads', 'predjoin', 'parquet', 2, mode='multi_threading'),
+    # Beam's DaskRunner on the local dask.distributed cluster it starts (2 worker processes
+    # here); reported, not judged by the targets (its workers run Dask's machinery too).
+    Tool('predjoin-dask-parquet', 'predjoin', 'parquet', 2, runner='DaskRunner', roles=('main',)),
     Tool('pandas_careful', 'careful'),
     Tool('duckdb_careful', 'careful'),
     Tool('pyarrow_careful', 'careful'),
@@ -433,7 +442,8 @@ def targets(rows: list) -> list[dict]:
 
   # "Each worker": the multi-processing rows, where every worker is a process of its own. The
   # 2-threads row runs the launcher and both workers in one process; it is reported, not judged.
-  processes = {t.name for t in TOOLS if t.kind == 'predjoin' and t.mode == 'multi_processing'}
+  processes = {t.name for t in TOOLS if t.kind == 'predjoin' and t.mode == 'multi_processing'
+               and t.runner == 'DirectRunner'}
   pj = [r for r in rows if r['tool'] in processes and r.get('status') == 'ran']
   name = 'peak RSS of the largest process of a multi-processing predjoin run (MB)'
   if pj:
@@ -685,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
   t0 = time.perf_counter()
   rows = []
   for ds in datasets:
-    tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)]
+    tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)
+             and (t.roles is None or ds.role in t.roles)]
     print(f'== {ds.name}: {ds.total_rows} rows, tools {", ".join(t.name for t in tools)}',
           flush=True)
     rows += run_dataset(ds, tools, args.runs, args.predjoin, timeout)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks import check, generate
-from benchmarks.run import peers_python
+from benchmarks.run import FULL, TOOLS, peers_python
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peers')
 SHARDS, ROWS, RATE = 3, 300, 0.08
@@ -214,3 +214,15 @@ def test_targets_judge_parquet_on_the_multiclass_data_set_against_its_own_peers(
   rows = [r for r in rows if r['role'] != 'multiclass']  # not run: N/A, not a pass
   goals = {g['target']: g for g in targets(rows)}
   assert goals['predjoin-parquet rows/s vs fastest correct peer (multiclass)']['verdict'] == 'N/A'
+
+
+def test_the_dask_tool_runs_predjoin_on_dask_on_the_main_data_set_only():
+  (dask,) = [t for t in TOOLS if t.runner == 'DaskRunner']
+  command = dask.command('m.manifest', 'out', '/venv/bin/predjoin', '/data/main/')
+  assert command[0] == '/venv/bin/predjoin' and command[-2:] == ['--runner', 'DaskRunner']
+  assert not [arg for arg in command if arg.startswith('--direct_')]
+  direct = next(t for t in TOOLS if t.name == 'predjoin-parquet').command(
+      'm.manifest', 'out', '/venv/bin/predjoin', '/data/main/')
+  assert command[:-2] == direct[:len(command) - 2]  # the same job, on another runner
+  main = next(d for d in FULL if d.role == 'main')
+  assert (main.shards, main.rows) == (8, 1_000_000) and dask.roles == ('main',)
