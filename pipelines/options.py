@@ -196,7 +196,8 @@ class PredjoinOptions(PipelineOptions):
     verification.add_argument(
         '--max_bad_shards', type=_non_negative_int, default=0, metavar='N',
         help='How many shards (or manifests) may fail before the run fails: the command '
-        'exits 1, and a job on Dataflow (or any runner but the local one) ends failed.')
+        'exits 1, and a job on Dataflow (or any runner but the local one and Dask) ends '
+        'failed.')
     verification.add_argument(
         '--on_type_error', default='dead_letter', choices=ON_TYPE_ERROR,
         help='What to do with a value that does not fit its column\'s type: dead_letter '
