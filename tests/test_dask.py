@@ -82,13 +82,7 @@ class DaskCluster:
         proc.kill()
 
 
-@pytest.fixture(scope='module')
-def s3():
-  server = fx.MotoS3()
-  server.make_bucket(SAMPLE_BUCKET)
-  server.upload_tree(SAMPLES, SAMPLE_BUCKET)
-  yield server
-  server.stop()
+s3 = pytest.fixture(scope='module', name='s3')(fx.samples_s3)
 
 
 @pytest.fixture(scope='module')
