@@ -22,7 +22,7 @@ from pipelines import job
 from pipelines.options import UsageError, check_arguments
 from pipelines.runners import asks_for_dask, is_dask, launcher_judges
 from tests import s3_fixtures as fx
-from tests.builders import read_records, read_summary, write_bp
+from tests.builders import read_dead_letters, read_records, read_summary, write_bp
 from tests.test_storage import (
   MANIFEST_KEY,
   SAMPLE_BUCKET,
@@ -210,6 +210,24 @@ def test_the_job_on_a_dask_cluster_writes_what_the_direct_runner_writes(cluster,
   after = cluster.tasks_run()
   assert sum(after.values()) > sum(before.values())
   assert read_records(out), 'no records'
+  assert differences(direct, out) == []
+
+
+def test_a_sagemaker_job_on_a_dask_cluster_writes_what_the_direct_runner_writes(cluster,
+                                                                                 tmp_path):
+  """A transform job's shards are listed at launch: --dask_npartitions cuts them into that many
+  partitions. One of its inputs failed in the job: its rows are dead letters on both runners."""
+  args = ['--transform_job', os.path.join(SAMPLES, 'sagemaker', 'bt-sample-species.json'),
+          '--model_type', 'multiclass', '--class_labels', 'setosa,versicolor,virginica',
+          '--max_bad_shards', '1', '--rebase_uri', f's3://{SAMPLE_BUCKET}/={SAMPLES}/',
+          '--format', 'parquet']
+  direct = str(tmp_path / 'direct')
+  assert job.run([*args, '--output', direct]) == 0
+  out = str(tmp_path / 'dask')
+  result = _run_on(cluster, [*args, '--output', out, '--dask_npartitions', '3'])
+  assert result.returncode == 0, result.stderr
+  assert not _errors(result.stderr), result.stderr
+  assert read_records(out) and read_dead_letters(out)
   assert differences(direct, out) == []
 
 
