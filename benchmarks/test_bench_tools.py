@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks import check, generate
-from benchmarks.run import peers_python
+from benchmarks.run import FULL, TOOLS, peers_python
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peers')
 SHARDS, ROWS, RATE = 3, 300, 0.08
@@ -259,3 +259,15 @@ def test_sagemaker_peers_and_predjoin_on_the_transform_job(sagemaker_data, peers
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = check.check(d, out)
   assert report['correct'] and report['mode'] == 'input_uri + row_number', report
+
+
+def test_the_dask_tool_runs_predjoin_on_dask_on_the_main_data_set_only():
+  (dask,) = [t for t in TOOLS if t.runner == 'DaskRunner']
+  command = dask.command({'manifest': 'm.manifest'}, 'out', '/venv/bin/predjoin', '/data/main/')
+  assert command[0] == '/venv/bin/predjoin' and command[-2:] == ['--runner', 'DaskRunner']
+  assert not [arg for arg in command if arg.startswith('--direct_')]
+  direct = next(t for t in TOOLS if t.name == 'predjoin-parquet').command(
+      {'manifest': 'm.manifest'}, 'out', '/venv/bin/predjoin', '/data/main/')
+  assert command[:-2] == direct[:len(command) - 2]  # the same job, on another runner
+  main = next(d for d in FULL if d.role == 'main')
+  assert (main.shards, main.rows) == (8, 1_000_000) and dask.roles == ('main',)

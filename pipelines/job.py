@@ -5,6 +5,12 @@ Run locally on the DirectRunner (waits, prints the summary, exits non-zero on ba
     predjoin --manifest 's3://bucket/out/batch-prediction/bp-1.manifest' --output out/ \\
         --format parquet --direct_num_workers=2 --direct_running_mode=multi_processing
 
+or on a dask.distributed cluster (waits and judges the run as a local run does; needs
+``pip install "predjoin[dask]"`` here and the same predjoin on the cluster's workers)::
+
+    predjoin --runner DaskRunner --dask_client_address tcp://scheduler:8786 \\
+        --manifest 's3://bucket/out/batch-prediction/bp-1.manifest' --output s3://bucket/out/bp-1/
+
 or on Dataflow (returns once the job is submitted; the job writes ``<output>/summary.json``)::
 
     python -m pipelines.job --runner DataflowRunner --project P --region R \\
@@ -38,7 +44,7 @@ from pipelines.options import (
   check_arguments,
   validate,
 )
-from pipelines.runners import LOCAL_RUNNERS, sdk_processes
+from pipelines.runners import LOCAL_RUNNERS, is_dask, launcher_judges, sdk_processes
 from transforms import steps
 from transforms.aml import schema_file, service, slices
 from transforms.aml.manifest import manifest_uri, parse_rebase_rules
@@ -55,7 +61,8 @@ from transforms.io.storage import (
 )
 from transforms.join import record_schema
 from transforms.join.plan import JoinPlan, PlanError, PlanSettings, make_plan
-from transforms.report import verification
+from transforms.report import readback, verification
+from transforms.report.run_summary import TooManyBadShards
 from transforms.sagemaker import job as jobs
 from transforms.sagemaker.plan import TransformSettings, make_transform_plan
 
@@ -200,7 +207,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   from the environment's credentials. A dry run does neither.
   """
   opts = validate(options)
-  config = StorageConfig.from_options(options)
+  # The DaskRunner gives its workers no pipeline options: they take the storage settings along.
+  config = StorageConfig.from_options(
+      options, set_worker_filesystems=is_dask(options.view_as(StandardOptions).runner))
   storage = Storage(config)
   rules = parse_rebase_rules(opts.rebase_uri)
   policy = access.AccessPolicy.create(opts.allowed_prefix, rules)
@@ -258,20 +267,26 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   schema_copy = None
   if plan.aml_schema is not None:
     schema_copy = schema_file.with_header_flag(plan.aml_schema, plan.header.has_header)
-  # No launcher waits for a job on another runner than the local one to read its summary: the
-  # job itself fails when there are too many bad shards.
-  fail_job = options.view_as(StandardOptions).runner not in LOCAL_RUNNERS
+  # Where no launcher waits for the job to read its summary (Dataflow), the job itself fails when
+  # there are too many bad shards; the local and Dask launchers judge the run themselves.
+  fail_job = not launcher_judges(options.view_as(StandardOptions).runner)
   write_summary = steps.WriteSummary(steps.SummaryPlan(
       opts.output, opts.max_bad_shards, verification.run_facts(plan, records, source_facts),
       resubmit.schema_uri(opts.output) if schema_copy else None, schema_copy,
-      tuple(output_dirs), fail_job, table_load))
+      tuple(output_dirs), fail_job, table_load, config))
   summary = {'outcomes': enriched.outcomes, **sink} | 'WriteSummary' >> write_summary
   return BuiltJob(enriched.records, enriched.outcomes, summary, write_summary.uri, plan,
                   table_load)
 
 
-def _counters(result) -> dict[str, int]:
-  counters = result.metrics().query(MetricsFilter().with_namespace(steps.NAMESPACE))['counters']
+def _counters(result) -> dict[str, int] | None:
+  """predjoin's Beam counters, summed over steps; None where the runner reports no metrics
+  (Beam's DaskRunner)."""
+  try:
+    metrics = result.metrics()
+  except NotImplementedError:
+    return None
+  counters = metrics.query(MetricsFilter().with_namespace(steps.NAMESPACE))['counters']
   totals: dict[str, int] = {}
   for counter in counters:
     totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
@@ -323,14 +338,31 @@ HARMLESS_WORKER_WARNINGS = (
 WORKER_LOGGER = 'apache_beam.runners.portability.local_job_service'
 
 
+# What Beam's DaskRunner logs at WARNING on every run: how it partitions the elements of a
+# Create, which for predjoin are the few manifest URIs.
+HARMLESS_DASK_WARNINGS = ('The new default partition size is',)
+DASK_LOGGER = 'apache_beam.runners.dask.transform_evaluator'
+
+
 class HarmlessWorkerWarnings(logging.Filter):
-  """Drops the relayed worker warnings above; every other worker message passes."""
+  """Drops the warnings above (``known``: the relayed worker warnings unless told otherwise);
+  every other message passes."""
+
+  def __init__(self, known: tuple[str, ...] = HARMLESS_WORKER_WARNINGS):
+    super().__init__()
+    self.known = known
 
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno > logging.WARNING:
       return True
     message = record.getMessage()
-    return not any(known in message for known in HARMLESS_WORKER_WARNINGS)
+    return not any(known in message for known in self.known)
+
+
+def _quiet(logger_name: str, known: tuple[str, ...]) -> None:
+  logger = logging.getLogger(logger_name)
+  if not any(isinstance(f, HarmlessWorkerWarnings) for f in logger.filters):
+    logger.addFilter(HarmlessWorkerWarnings(known))
 
 
 def local_runner(options: PipelineOptions, runner_class=None):
@@ -353,11 +385,24 @@ def local_runner(options: PipelineOptions, runner_class=None):
   from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
   encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-  logger = logging.getLogger(WORKER_LOGGER)
-  if not any(isinstance(f, HarmlessWorkerWarnings) for f in logger.filters):
-    logger.addFilter(HarmlessWorkerWarnings())
+  _quiet(WORKER_LOGGER, HARMLESS_WORKER_WARNINGS)
   return (runner_class or fn_runner.FnApiRunner)(provision_info=fn_runner.ExtendedProvisionInfo(
       beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def dask_runner(options: PipelineOptions):
+  """Beam's DaskRunner for ``--runner DaskRunner`` (or ``dask``, or its full path): Beam's
+  registry of runner names does not list it, so only its full path would resolve. None for any
+  other runner. It connects to ``--dask_client_address`` (Beam's ``DaskOptions``), or starts a
+  local cluster without one."""
+  if not is_dask(options.view_as(StandardOptions).runner):
+    return None
+  from apache_beam.runners.dask.dask_runner import DaskRunner
+  _quiet(DASK_LOGGER, HARMLESS_DASK_WARNINGS)
+  # The cluster's INFO lines (a local cluster's start, workers coming and going) would bury the
+  # summary; its warnings and errors still show.
+  logging.getLogger('distributed').setLevel(logging.WARNING)
+  return DaskRunner()
 
 
 def _one_line(error: BaseException) -> str:
@@ -391,12 +436,36 @@ def _read_summary(uri: str) -> dict | None:
     return None
 
 
+def verify_outputs(result, summary: dict, records_in_files: bool) -> list[str]:
+  """Differences between the run and its summary (none on a correct run): the Beam counters
+  (``check_counters``), or where the runner reports none, the files the summary lists, read
+  back (``transforms.report.readback``); it says so once on stderr then."""
+  counters = _counters(result)
+  if counters is not None:
+    return check_counters(summary, counters)
+  print('predjoin: Beam counters are not available on this runner; the run is checked against '
+        'the record and dead-letter files summary.json lists', file=sys.stderr)
+  try:
+    return readback.check(summary, records_in_files)
+  except Exception as e:  # noqa: BLE001  # a file that cannot be read is a failed check
+    return [f'the output files could not be read back: {redact(_one_line(e))}']
+
+
+def _close(result) -> None:
+  """Closes what a finished run holds: a DaskRunner result holds its Dask client (and, without
+  --dask_client_address, the local cluster the client started)."""
+  client = getattr(result, 'client', None)
+  if client is not None:
+    client.close()
+
+
 def run(argv: list[str] | None = None, runner_class=None) -> int:
   """Builds and runs the job; returns the exit code (0 ok, 1 bad shards or identity, 2 usage).
 
-  On Dataflow it returns once the job is submitted. On the local runner it waits, prints the
-  summary and decides the exit code; on any other runner the job itself fails when the bad
-  shards exceed ``--max_bad_shards`` (``steps.WriteSummary``), and the command says why.
+  On Dataflow it returns once the job is submitted. On the local runner and the DaskRunner it
+  waits, prints the summary, checks the run (:func:`verify_outputs`) and decides the exit code;
+  on any other runner the job itself fails when the bad shards exceed ``--max_bad_shards``
+  (``steps.WriteSummary``), and the command says why.
   ``runner_class``: the FnApiRunner subclass of a local run (see :func:`local_runner`).
   """
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -408,14 +477,15 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
   options = Options(argv)
   opts = options.view_as(PredjoinOptions)
   runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
-  p = beam.Pipeline(runner=local_runner(options, runner_class), options=options)
+  p = beam.Pipeline(runner=local_runner(options, runner_class) or dask_runner(options),
+                    options=options)
   try:
     built = build_pipeline(p, options)
   except (OptionsError, LaunchError, PlanError, ValueError, StorageError) as e:
     print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
   dataflow = 'Dataflow' in runner
-  failure = None
+  result = failure = None
   try:
     result = p.run()
     if not dataflow:
@@ -427,13 +497,25 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
   if dataflow:  # the launcher returns once the job is handed over
     print(launch_message(result, options, built.summary_uri))
     return 0
+  try:
+    return _judge(result, failure, opts, built.summary_uri)
+  finally:
+    _close(result)
+
+
+def _judge(result, failure: Exception | None, opts: PredjoinOptions, summary_uri: str) -> int:
+  """Prints where the outputs are and the summary, checks the run, and returns the exit code."""
   why = '' if failure is None else f': {redact(_one_line(failure))}'
-  summary = _read_summary(built.summary_uri)
+  summary = _read_summary(summary_uri)
   if summary is None:
     print(f'predjoin: error: the job failed{why}' if failure is not None else
-          f'predjoin: error: the job ended without writing {built.summary_uri}',
+          f'predjoin: error: the job ended without writing {summary_uri}',
           file=sys.stderr)
     return 1
+  if isinstance(failure, TooManyBadShards) and not summary['ok']:
+    # The job failed itself on its bad shards, after writing the summary (a runner whose job
+    # does, with the error as raised): the summary and the line below say it all.
+    failure = None
   if opts.format == 'bigquery':
     published = (summary.get('bigquery') or {}).get('published')
     print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '
@@ -441,8 +523,9 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
   else:
     print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
   print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
-  print(format_summary(summary, built.summary_uri))
-  differences = [] if failure is not None else check_counters(summary, _counters(result))
+  print(format_summary(summary, summary_uri))
+  differences = [] if failure is not None or result is None else \
+      verify_outputs(result, summary, opts.format != 'bigquery')
   for line in differences:
     print(f'predjoin: error: {line}', file=sys.stderr)
   if failure is not None:

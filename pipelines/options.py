@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.metadata
+import importlib.util
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines.runners import asks_for_dask, is_dask
 
 FORMATS = ('avro', 'parquet', 'jsonl', 'bigquery')
 WRITE_DISPOSITIONS = ('replace', 'append', 'truncate')
@@ -193,7 +196,8 @@ class PredjoinOptions(PipelineOptions):
     verification.add_argument(
         '--max_bad_shards', type=_non_negative_int, default=0, metavar='N',
         help='How many shards (or manifests) may fail before the run fails: the command '
-        'exits 1, and a job on Dataflow (or any runner but the local one) ends failed.')
+        'exits 1, and a job on Dataflow (or any runner but the local one and Dask) ends '
+        'failed.')
     verification.add_argument(
         '--on_type_error', default='dead_letter', choices=ON_TYPE_ERROR,
         help='What to do with a value that does not fit its column\'s type: dead_letter '
@@ -302,7 +306,24 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
       parse(opts.data_rearrangement)
     except SplitError as e:
       raise OptionsError(str(e)) from None
+  _check_dask(options, opts)
   return opts
+
+
+def _check_dask(options: PipelineOptions, opts: PredjoinOptions) -> None:
+  """Refuses on the DaskRunner what it cannot run: Beam's DaskRunner hands a step every output
+  of the step before it, tagged or not, and these options add steps that read one output of a
+  step that has several."""
+  if not is_dask(options.view_as(StandardOptions).runner):
+    return
+  why = ("Beam's DaskRunner hands each step every output of the step before it, and this needs "
+         'them apart')
+  if opts.format == 'bigquery':
+    raise OptionsError(f'--format bigquery does not run on the DaskRunner ({why}): write files '
+                       '(--format avro, parquet or jsonl) and load those, or run on Dataflow')
+  if opts.data_rearrangement is not None:
+    raise OptionsError(f'--data_rearrangement does not run on the DaskRunner ({why}): run on '
+                       'the DirectRunner or Dataflow')
 
 
 # The predjoin command's help ------------------------------------------------------------------
@@ -319,8 +340,25 @@ Beam's standard options pass through to Beam: --runner (default DirectRunner), -
 `predjoin --help-beam` lists every one. An argument that is neither a predjoin option nor a
 Beam option is a usage error.
 
-Exit codes (local runners): 0 ok; 1 more bad shards than --max_bad_shards, or the outputs do
-not account for every input row; 2 usage error."""
+On a Dask cluster: --runner DaskRunner --dask_client_address HOST:8786 (its scheduler), with
+Dask installed (pip install "predjoin[dask]"); --help-beam then lists Dask's options too.
+
+Exit codes (local and Dask runs): 0 ok; 1 more bad shards than --max_bad_shards, or the
+outputs do not account for every input row; 2 usage error."""
+
+
+DASK_INSTALL = 'pip install "predjoin[dask]"'
+
+
+def load_dask_options() -> bool:
+  """Registers Beam's ``DaskOptions`` (``--dask_client_address``, ...) with Beam's parser,
+  which knows only the PipelineOptions classes imported so far. They are declared in the module
+  of Beam's DaskRunner, which imports Dask; False when Dask (an optional extra) is missing."""
+  # The runner module needs dask.distributed for its types, not only dask.
+  if importlib.util.find_spec('dask') is None or importlib.util.find_spec('distributed') is None:
+    return False
+  import apache_beam.runners.dask.dask_runner  # noqa: F401
+  return True
 
 
 def version() -> str:
@@ -350,10 +388,13 @@ class _BeamHelp(argparse.Action):
     super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
   def __call__(self, parser, namespace, values, option_string=None):
+    dask = '' if load_dask_options() else (
+        f'\n\nThe DaskRunner\'s options (--dask_client_address, ...) are listed once Dask is '
+        f'installed: {DASK_INSTALL}')
     beam_help = argparse.ArgumentParser(
         prog='predjoin', usage='predjoin [predjoin option ...] [Beam option ...]',
         description="Beam's standard options, which predjoin passes to Beam (predjoin --help "
-        "lists predjoin's own).", formatter_class=_HelpFormatter, add_help=False,
+        "lists predjoin's own)." + dask, formatter_class=_HelpFormatter, add_help=False,
         allow_abbrev=False)
     for cls in _option_classes():
       if cls is not PredjoinOptions:
@@ -435,9 +476,15 @@ def check_arguments(argv: list[str]) -> None:
   Template launcher adds (``--template_location``, ``--sdk_container_image``, ``--labels``,
   ...) pass.
 
+  Dask's options count when the command line asks for the DaskRunner or gives one of them
+  (``load_dask_options``), so other runs do not import Dask.
+
   Raises:
-    UsageError: naming the argument and, for an unknown one, the closest option name.
+    UsageError: naming the argument and, for an unknown one, the closest option name; or the
+      DaskRunner asked for without Dask installed.
   """
+  if asks_for_dask(argv) and not load_dask_options():
+    raise UsageError(f'the DaskRunner and its --dask_* options need Dask: {DASK_INSTALL}')
   parser = _every_option()
   _, unknown = parser.parse_known_args(argv)
   if not unknown:

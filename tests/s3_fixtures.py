@@ -27,6 +27,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, 'samples')
+SAMPLE_BUCKET = 'predjoin-samples'  # the bucket the bundled manifests name
 REGION = 'us-east-1'
 # Fake values with the shape of real ones, so redaction of the access key ID is exercised.
 ACCESS_KEY_ID = 'AKIAIOSFODNN7FAKE000'
@@ -110,6 +112,17 @@ class MotoS3:
       path = os.path.join(local_dir, key[len(prefix):])
       os.makedirs(os.path.dirname(path), exist_ok=True)
       self.client.download_file(bucket, key, path)
+
+
+def samples_s3():
+  """A module's ``s3`` fixture (``pytest.fixture(scope='module', name='s3')(samples_s3)``):
+  moto's S3 server with the bundled samples in SAMPLE_BUCKET, where their manifests name
+  them."""
+  server = MotoS3()
+  server.make_bucket(SAMPLE_BUCKET)
+  server.upload_tree(SAMPLES, SAMPLE_BUCKET)
+  yield server
+  server.stop()
 
 
 # ---------------------------------------------------------------------------------------------

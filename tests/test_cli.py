@@ -157,17 +157,16 @@ def test_a_job_on_another_runner_fails_after_writing_its_summary(bad_bp, tmp_pat
   assert summary['identity']['holds']
 
 
-def test_the_command_on_another_runner_says_the_job_failed(bad_bp, tmp_path):
+def test_a_job_that_failed_itself_on_bad_shards_is_judged_by_its_summary(bad_bp, tmp_path):
+  """On another runner the job raises TooManyBadShards after writing the summary; a launcher
+  that waits for it prints the summary and one line, as when it judges the run itself."""
   out = str(tmp_path / 'out')
   result = predjoin('--manifest', bad_bp, '--output', out, '--allowed_prefix', f'{tmp_path}/',
                     '--runner', IN_PROCESS_RUNNER)
   assert result.returncode == 1
-  *_, failed, verdict = result.stderr.rstrip().splitlines()
-  assert failed.startswith('predjoin: error: the job failed: TooManyBadShards: 1 bad shard(s) '
-                           'or manifest(s), more than --max_bad_shards 0 allows (see ')
-  assert 'part-2.csv: row_count_mismatch: ' in failed
-  assert verdict == 'predjoin: 1 bad shard(s) or manifest(s), --max_bad_shards 0'
-  assert 'row_count_mismatch' in result.stdout  # the summary, printed
+  mine = [line for line in result.stderr.splitlines() if line.startswith('predjoin:')]
+  assert mine == ['predjoin: 1 bad shard(s) or manifest(s), --max_bad_shards 0']
+  assert 'part-2.csv: row_count_mismatch, in ' in result.stdout  # the summary, printed
   assert read_summary(out)['ok'] is False
 
 

@@ -31,18 +31,10 @@ from transforms.io.storage import (
   s3_retry_config,
 )
 
-SAMPLES = os.path.join(fx.ROOT, 'samples')
-SAMPLE_BUCKET = 'predjoin-samples'  # the bucket the bundled manifests name
+SAMPLES, SAMPLE_BUCKET = fx.SAMPLES, fx.SAMPLE_BUCKET
 MANIFEST_KEY = 'output/batch-prediction/{bp}.manifest'
 
-
-@pytest.fixture(scope='module')
-def s3():
-  server = fx.MotoS3()
-  server.make_bucket(SAMPLE_BUCKET)
-  server.upload_tree(SAMPLES, SAMPLE_BUCKET)
-  yield server
-  server.stop()
+s3 = pytest.fixture(scope='module', name='s3')(fx.samples_s3)
 
 
 @pytest.fixture

@@ -148,6 +148,7 @@ class JoinShardFn(beam.DoFn):
     self._record_format = record_format
 
   def setup(self):
+    self._storage_config.configure_filesystems()  # the shard's files go through FileSystems
     self._joiner = ShardJoiner(self._plan, Storage(self._storage_config))
     self._writers = None if self._record_format is None else \
         sinks.RecordWriters(self._record_format, self._plan.schema)
@@ -310,7 +311,8 @@ class SummaryPlan:
   (``report.verification.run_facts``), the copy of the input's schema beside the resubmit files
   (``resubmit_schema`` URI and its text), the output directories whose leftovers go, whether
   the job itself fails on too many bad shards (``fail_job``: where no launcher waits to read
-  the summary, such as Dataflow), and the BigQuery load to publish (``io.bigquery.TableLoad``).
+  the summary, such as Dataflow), the BigQuery load to publish (``io.bigquery.TableLoad``), and
+  the run's storage settings (``io.storage.StorageConfig``: written through FileSystems).
   """
 
   output: str
@@ -321,6 +323,7 @@ class SummaryPlan:
   output_dirs: tuple[str, ...] = OUTPUT_DIRS
   fail_job: bool = False
   table_load: object | None = None
+  storage_config: StorageConfig = StorageConfig()
 
   @property
   def uri(self) -> str:
@@ -343,6 +346,7 @@ def write_summary(parts: RunParts, plan: SummaryPlan) -> dict:
   """Writes ``summary.json`` (and the resubmit schema copy), once every sink has finished;
   publishes BigQuery's staged records when the run is ok. Raises after writing it when the
   identity does not hold, or (``fail_job``) when there are too many bad shards."""
+  plan.storage_config.configure_filesystems()
   resubmit_schema = plan.resubmit_schema if plan.resubmit_schema_text else None
   summary = summarize(parts, plan.max_bad_shards, plan.run, resubmit_schema)
   if plan.table_load is not None:  # the records are staged in BigQuery: publish them, or not

@@ -76,14 +76,31 @@ class StorageConfig:
   s3_verify: str | None = None
   s3_disable_ssl: bool = False
   s3_api_version: str | None = None
+  # Whether workers hand these settings to Beam's FileSystems themselves
+  # (``configure_filesystems``): where the runner gives its workers no pipeline options.
+  set_worker_filesystems: bool = False
 
   @classmethod
-  def from_options(cls, options) -> StorageConfig:
+  def from_options(cls, options, set_worker_filesystems: bool = False) -> StorageConfig:
     from apache_beam.options.pipeline_options import S3Options
     s3 = options.view_as(S3Options)
     return cls(s3.s3_endpoint_url, s3.s3_region_name, s3.s3_access_key_id,
                s3.s3_secret_access_key, s3.s3_session_token, s3.s3_verify,
-               bool(s3.s3_disable_ssl), s3.s3_api_version)
+               bool(s3.s3_disable_ssl), s3.s3_api_version, set_worker_filesystems)
+
+  def configure_filesystems(self) -> None:
+    """On a worker of a runner that gives its workers no pipeline options (Beam's DaskRunner;
+    ``set_worker_filesystems``), hands Beam's FileSystems this job's S3 settings, so the files
+    written there reach the endpoint the reads use. Elsewhere Beam's SDK harness has handed it
+    the job's own options, and this does nothing."""
+    if not self.set_worker_filesystems:
+      return
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+    settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name.startswith('s3_')}
+    FileSystems.set_options(PipelineOptions.from_dictionary(
+        {name: value for name, value in settings.items() if value not in (None, False)}))
 
   def __repr__(self):  # never print credentials
     return f'StorageConfig(s3_endpoint_url={redact(self.s3_endpoint_url or "")!r}, ' \

@@ -3,4 +3,6 @@
 - ``verification``: the summary's verification sections: header decision, typing, alignment,
   audit, slices, reconciliation with the service, resubmit, warnings.
 - ``audit``: re-thresholding and multiclass figures, gathered per block and merged.
+- ``readback``: the record and dead-letter files the summary lists, read back and counted per
+  shard: the launcher's check where a runner reports no Beam counters (Dask).
 """
