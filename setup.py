@@ -1,4 +1,4 @@
-"""predjoin: Amazon ML batch-prediction results joined to their inputs, with Apache Beam."""
+"""predjoin: Amazon ML and SageMaker batch predictions joined to their inputs, with Apache Beam."""
 
 import setuptools
 
@@ -10,6 +10,9 @@ REQUIRED = [
     'numpy>=1.24',
     'polars>=1.0',  # Arrow-native Avro and NDJSON block encoders (transforms/io/sinks.py)
     'isal>=1.6',  # ISA-L deflate for Avro blocks, 5x faster than zlib (transforms/io/sinks.py)
+    # Indexes a large gzip result as pass 1 inflates it, so row ranges can start inflating at
+    # an access point (transforms/join/ranges.py).
+    'rapidgzip>=0.16',
 ]
 
 TEST = [
@@ -29,7 +32,8 @@ DASK = ['dask[distributed]==2026.8.0']
 setuptools.setup(
     name='predjoin',
     version='0.1.0',
-    description='Join Amazon ML batch-prediction results to their input rows, typed and checked.',
+    description='Join Amazon ML and SageMaker batch predictions to their input rows, typed and '
+    'checked.',
     # numpy 2.4, polars 2.1 and fastavro 1.13 (deploy/constraints.txt) need 3.11.
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['pipelines', 'pipelines.*', 'transforms',

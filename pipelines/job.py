@@ -226,7 +226,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
       data_rearrangement=slices.parse(opts.data_rearrangement) if opts.data_rearrangement
       else None,
       # CSV parsing threads only where they do not compete with other workers.
-      parse_threads=one_worker_process(options))
+      parse_threads=one_worker_process(options),
+      # Beam's DaskRunner hands every output of a step to each step that reads one of them,
+      # and does not spread a Reshuffle's elements: ranges need both.
+      range_rows=0 if is_dask(options.view_as(StandardOptions).runner) else opts.range_rows)
   if transform:  # a SageMaker transform job: its shards are listed and paired here
     planned = make_transform_plan(
         transform_job(opts, storage), storage, settings,

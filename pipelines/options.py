@@ -161,6 +161,11 @@ class PredjoinOptions(PipelineOptions):
     output.add_argument(
         '--block_rows', type=int, default=65536, metavar='N',
         help='Rows per block passed between transforms (memory per shard scales with it).')
+    output.add_argument(
+        '--range_rows', type=_non_negative_int, default=1_000_000, metavar='N',
+        help='A shard of at least twice N rows is cut into ranges of N rows that several '
+        'workers join at once, its files then one per range (part-<name>-<hash>-r<k>); 0 '
+        'joins every shard whole, as the DaskRunner always does.')
 
     model = parser.add_argument_group('model', 'How the predictions are read.')
     model.add_argument(

@@ -45,7 +45,8 @@ def test_translates_to_a_dataflow_job(fmt):
   assert result.state == PipelineState.DONE
   assert result.job.proto.type_.name == 'JOB_TYPE_BATCH'
   labels = {t.unique_name for t in proto.components.transforms.values()}
-  for label in ('Enrich/JoinShards', 'Enrich/SpreadShards', 'WriteSummary/WriteSummaryJson'):
+  for label in ('Enrich/JoinShards', 'Enrich/SpreadShards', 'Enrich/SpreadRanges',
+                'Enrich/JoinRanges', 'Enrich/MergeRanges', 'WriteSummary/WriteSummaryJson'):
     assert any(name == label or name.startswith(label + '/') for name in labels), label
   # Records, dead letters and resubmit lines are files the join writes per shard: no sink of
   # their own, and no count of records between stages.

@@ -267,6 +267,27 @@ def test_faults_on_every_kind_of_request_do_not_change_the_output(s3, out_bucket
   _no_temp_files(s3, out_bucket, '')
 
 
+
+def test_ranges_read_their_offsets_from_s3_through_faults(s3, out_bucket, tmp_path,
+                                                          tmp_path_factory):
+  # Shards of 12, 10 and 8 rows in ranges of 3 (4, 4 and 3 ranges): each range opens the input at its byte offset
+  # and the gzip result at an access point of its index, with ranged reads on S3.
+  proxy = fx.FaultProxy(s3.endpoint, share=0.2)
+  try:
+    result = fx.run_cli(
+        ['--manifest', f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary'),
+         '--output', f's3://{out_bucket}/r/', '--format', 'jsonl', '--range_rows', '3',
+         '--direct_num_workers=2', '--direct_running_mode=multi_processing',
+         *fx.s3_args(proxy.endpoint)], fx.aws_env())
+  finally:
+    proxy.stop()
+  assert result.returncode == 0, result.stderr
+  summary = assert_same_output(s3, out_bucket, 'r/',
+                               local_reference('bp-sample-binary', 'jsonl', tmp_path_factory),
+                               tmp_path)
+  assert len(summary['outputs']['records']) == 4 + 4 + 3
+  _no_temp_files(s3, out_bucket, '')
+
 def test_missing_and_always_failing_objects_are_reported_others_complete(s3, out_bucket,
                                                                           tmp_path):
   # Shard 1 is whole; shard 2's result is missing; shard 3's input answers 503 to every

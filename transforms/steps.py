@@ -10,6 +10,13 @@
 With ``--data_rearrangement``, ``CountInputRows`` first counts every shard's rows (in parallel)
 and ``JoinShards`` takes the counts as a side input, to place the datasource's slice.
 
+A large shard is split by ``JoinShards`` after its pass 1 (``--range_rows``,
+``transforms/join/ranges.py``): its ranges go through ``SpreadRanges`` to ``JoinRanges``, on
+any worker, and ``MergeRanges`` adds their outcomes up into the shard's one ``ShardOutcome``::
+
+    JoinShards ──ranges──SpreadRanges──JoinRanges──> files per range
+                                           └──> range outcomes ──MergeRanges──> ShardOutcome
+
 What passes between the steps is typed: ``aml.manifest.Shard`` pairs; Arrow ``RecordBatch``
 blocks of records (not one dict per row); and for the summary one
 ``report.run_summary.ShardOutcome`` per shard (and per manifest that cannot be used), plus, for
@@ -42,7 +49,7 @@ from transforms.io.storage import (
   remove_output_leftovers,
   write_text,
 )
-from transforms.join.joiner import ShardJoiner
+from transforms.join.joiner import ShardJoiner, merge_ranges
 from transforms.join.outcomes import (
   ERROR,
   MISALIGNED,
@@ -52,6 +59,7 @@ from transforms.join.outcomes import (
   ShardReport,
 )
 from transforms.join.plan import JoinPlan
+from transforms.join.ranges import RangeWork, SplitShard
 from transforms.join.shards import Shard
 from transforms.report.run_summary import (
   IdentityError,
@@ -139,6 +147,7 @@ class JoinShardFn(beam.DoFn):
   """
 
   OUTCOMES = 'outcomes'
+  RANGES = 'ranges'  # the ranges of split shards (``RangeWork``), for JoinRangeFn
 
   def __init__(self, plan: JoinPlan, storage_config: StorageConfig, output: str,
                record_format: str | None = None):
@@ -183,8 +192,14 @@ class JoinShardFn(beam.DoFn):
       raise
 
   def _join(self, shard, shard_slice, slice_error, files: shard_files.ShardFiles):
-    for item in self._joiner.join(shard, shard_slice, slice_error):
-      if isinstance(item, pa.RecordBatch):
+    yield from self._emit(self._joiner.join(shard, shard_slice, slice_error), files)
+
+  def _emit(self, items, files: shard_files.ShardFiles):
+    for item in items:
+      if isinstance(item, SplitShard):  # joined by JoinRangeFn, a range at a time
+        for work in item.work:
+          yield pvalue.TaggedOutput(self.RANGES, work)
+      elif isinstance(item, pa.RecordBatch):
         self._batch_rows.update(item.num_rows)
         if self._writers is None:
           yield item
@@ -199,20 +214,82 @@ class JoinShardFn(beam.DoFn):
 
   def _finish(self, report: ShardReport, files: shard_files.ShardFiles) -> ShardOutcome:
     """Moves the shard's files into place and counts its rows."""
+    outcome = self._commit(report, files)
+    self._count_shard(report)
+    return outcome
+
+  def _commit(self, report: ShardReport, files: shard_files.ShardFiles) -> ShardOutcome:
+    """Moves the files into place and counts the rows they hold."""
     written = files.commit()
     self._dead_to_sink.inc(files.dead_letter_rows)
     if self._writers is not None:
       self._records_to_sink.inc(sum(files.record_counts))
-    self._rows_in.inc(report.input_rows or 0)
     self._joined.inc(report.joined_rows)
     self._failed.inc(report.failed_rows)
     self._not_predicted.inc(report.not_predicted_rows)
     self._dead.inc(report.dead_letter_rows)
-    self._misaligned.inc(report.status == MISALIGNED)
-    (self._shards_bad if report.bad else self._shards_ok).inc()
     return ShardOutcome(report, written,
                         files.record_counts if self._writers is not None else None,
                         files.dead_letter_rows)
+
+  def _count_shard(self, report: ShardReport) -> None:
+    self._rows_in.inc(report.input_rows or 0)
+    self._misaligned.inc(report.status == MISALIGNED)
+    (self._shards_bad if report.bad else self._shards_ok).inc()
+
+
+class JoinRangeFn(JoinShardFn):
+  """One range of a split shard (``RangeWork``) -> its records, dead letters and resubmit
+  lines, in files of its own (``-r<range>``), and ``(shard key, (range, ShardOutcome))``
+  (``OUTCOMES``) holding the range's counts, for :func:`merge_range_outcomes`."""
+
+  def process(self, work: RangeWork):
+    files = shard_files.ShardFiles(self._output, work.shard, self._plan.header_line,
+                                   self._writers, part=work.range.index)
+    try:
+      for item in self._emit(self._joiner.join_range(work), files):
+        if isinstance(item, pvalue.TaggedOutput):  # the range's own outcome
+          yield pvalue.TaggedOutput(self.OUTCOMES, (range_key(work.shard), (work, item.value)))
+        else:
+          yield item
+    except BaseException:
+      files.discard()
+      raise
+
+  def _finish(self, report: ShardReport, files: shard_files.ShardFiles) -> ShardOutcome:
+    return self._commit(report, files)  # the shard is counted once, when its ranges merge
+
+
+def range_key(shard: Shard) -> str:
+  """The key the ranges of one shard are grouped by (a string: a deterministic key)."""
+  return json.dumps([shard.batch_prediction_id, shard.manifest_uri, shard.input_uri,
+                     shard.result_uri])
+
+
+def merge_range_outcomes(keyed) -> ShardOutcome:
+  """A split shard's ranges' outcomes -> the shard's one outcome: pass 1's report with the
+  ranges' counts added up, and every range's files.
+
+  Raises:
+    RuntimeError: a range is missing or twice (a bug: the identity would not hold).
+  """
+  _, parts = keyed
+  parts = sorted(parts, key=lambda part: part[0].range.index)
+  works = [work for work, _ in parts]
+  if [w.range.index for w in works] != list(range(works[0].ranges)):
+    raise RuntimeError(f'{works[0].shard.input_uri}: ranges '
+                       f'{[w.range.index for w in works]} of {works[0].ranges} were joined')
+  outcomes = [outcome for _, outcome in parts]
+  report = merge_ranges(works[0].report, [o.report for o in outcomes])
+  files = {}
+  for outcome in outcomes:
+    for kind, uri in outcome.files.items():
+      files[kind] = (*files.get(kind, ()), uri)
+  counts = None if outcomes[0].record_counts is None else tuple(
+      sum(column) for column in zip(*(o.record_counts for o in outcomes), strict=True))
+  _counter('rows_in').inc(report.input_rows or 0)
+  _counter('shards_ok').inc()
+  return ShardOutcome(report, files, counts, sum(o.dead_letter_rows for o in outcomes))
 
 
 class Enriched(NamedTuple):
@@ -268,9 +345,25 @@ class EnrichPredictions(beam.PTransform):
         | 'SpreadShards' >> beam.Reshuffle()
         | 'JoinShards' >> beam.ParDo(JoinShardFn(self._plan, self._storage_config, self._output,
                                                  self._record_format),
-                                     **side).with_outputs(JoinShardFn.OUTCOMES, main='records'))
+                                     **side).with_outputs(JoinShardFn.OUTCOMES,
+                                                          JoinShardFn.RANGES, main='records'))
     joined.records.element_type = pa.RecordBatch  # coded by sinks.RecordBatchCoder
-    return Enriched(joined.records, joined[JoinShardFn.OUTCOMES])
+    if not self._plan.range_rows:
+      return Enriched(joined.records, joined[JoinShardFn.OUTCOMES])
+    ranged = (
+        joined[JoinShardFn.RANGES]
+        | 'SpreadRanges' >> beam.Reshuffle()
+        | 'JoinRanges' >> beam.ParDo(JoinRangeFn(self._plan, self._storage_config, self._output,
+                                                 self._record_format)).with_outputs(
+                                                     JoinRangeFn.OUTCOMES, main='records'))
+    ranged.records.element_type = pa.RecordBatch
+    merged = (ranged[JoinRangeFn.OUTCOMES]
+              | 'GroupRanges' >> beam.GroupByKey()
+              | 'MergeRanges' >> beam.Map(merge_range_outcomes))
+    records = (joined.records, ranged.records) | 'AllRecords' >> beam.Flatten()
+    records.element_type = pa.RecordBatch
+    outcomes = (joined[JoinShardFn.OUTCOMES], merged) | 'AllOutcomes' >> beam.Flatten()
+    return Enriched(records, outcomes)
 
 
 def count_records(batch: pa.RecordBatch) -> SinkCounts:

@@ -9,6 +9,9 @@ shard (a retried bundle) writes the same names with the same content:
 - ``<output>/resubmit/part-<input name>-<hash>.csv``: the input's header line when it had one,
   then the original input line of each failed observation.
 
+A shard split into row ranges writes one file of each kind per range, ``part-<input name>-
+<hash>-r<range>.<ext>``, the ranges' numbers in input order.
+
 ``<hash>`` tells apart shards whose inputs share a name (it covers the batch prediction, the
 manifest, the input and the result). A file is written under ``<output>/beam-temp-<dir>-<uuid>/``
 and renamed into place when the shard is done, so a half-written file never sits among the
@@ -48,15 +51,16 @@ def status_counts(batch: pa.RecordBatch) -> tuple[int, int, int]:
   return ok, failed, batch.num_rows - ok - failed
 
 
-def file_name(shard: Shard, suffix: str) -> str:
-  """``part-<input name>-<hash><suffix>``: the same for the same shard, in any run."""
+def file_name(shard: Shard, suffix: str, part: int | None = None) -> str:
+  """``part-<input name>-<hash><suffix>`` (``-r<part>`` before the suffix for a range of a
+  split shard): the same for the same shard, in any run."""
   name = posixpath.basename((shard.input_uri or '').rstrip('/')) or 'input'
   stem = name.rsplit('.', 1)[0] if '.' in name[1:] else name
   stem = ''.join(c if c.isalnum() or c in '-_' else '_' for c in stem)[:80] or 'input'
   digest = hashlib.sha256('\n'.join(
       str(part) for part in (shard.batch_prediction_id, shard.manifest_uri, shard.input_uri,
                              shard.result_uri)).encode()).hexdigest()[:12]
-  return f'part-{stem}-{digest}{suffix}'
+  return f'part-{stem}-{digest}{"" if part is None else f"-r{part:05d}"}{suffix}'
 
 
 class _File:
@@ -127,12 +131,16 @@ class ShardFiles:
   go elsewhere (BigQuery) and ``records`` must not be called.
   """
 
-  def __init__(self, output: str, shard: Shard, resubmit_header: str | None, writers=None):
-    self._dead = _File(output, DEAD_LETTER_DIR, file_name(shard, '.jsonl'))
-    self._resubmit = _File(output, RESUBMIT_DIR, file_name(shard, '.csv'), resubmit_header)
+  def __init__(self, output: str, shard: Shard, resubmit_header: str | None, writers=None,
+               part: int | None = None):
+    """``part``: the range of a split shard these files hold (``transforms/join/ranges.py``)."""
+    self._dead = _File(output, DEAD_LETTER_DIR, file_name(shard, '.jsonl', part))
+    self._resubmit = _File(output, RESUBMIT_DIR, file_name(shard, '.csv', part),
+                           resubmit_header)
     self._writers = writers
     self._records = None if writers is None else _File(
-        output, RECORDS_DIR, file_name(shard, writers.suffix), mime='application/octet-stream')
+        output, RECORDS_DIR, file_name(shard, writers.suffix, part),
+        mime='application/octet-stream')
     self._writer = None
     self.record_counts = (0, 0, 0)  # (ok, failed, not predicted) records written
 

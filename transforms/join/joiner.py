@@ -21,6 +21,12 @@ is the result's header); every record carries both line numbers.
 
 With a datasource slice (``transforms/aml/slices.py``) the result answers only some rows of a
 shard: those are joined, and the others become records with status ``not_predicted``.
+
+A large shard accepted by pass 1 may be split instead of joined here (``JoinPlan.range_rows``):
+``join`` then yields a :class:`SplitShard` whose ranges any worker joins with ``join_range``, by
+the same block join and the same line-number checks, from the offsets pass 1 noted
+(``transforms/join/ranges.py``); ``merge_ranges`` adds the ranges' counts up into the shard's
+report.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import pyarrow as pa
 
 from transforms.aml import slices
 from transforms.io.storage import Storage, redact
-from transforms.join import audit, blocks
+from transforms.join import audit, blocks, ranges
 from transforms.join.lines import LineReader, split_lines
 from transforms.join.outcomes import (
   ERROR,
@@ -86,7 +92,7 @@ class _Block:
   first_result_line: int | None
 
 
-Yielded = pa.RecordBatch | DeadLetter | ResubmitLines | ShardReport
+Yielded = pa.RecordBatch | DeadLetter | ResubmitLines | ShardReport | ranges.SplitShard
 
 
 class ShardJoiner:
@@ -121,11 +127,11 @@ class ShardJoiner:
     report.trailing_empty_lines = min(found.trailing_empty_lines,
                                       max(found.input_lines - self._header, 0))
     report.result_rows = found.result_rows
-    ranges = ((0, report.input_rows),)
+    predicted = ((0, report.input_rows),)  # the rows the result answers
     expected = report.input_rows
     if shard_slice is not None:
       report.data_slice = shard_slice.as_dict()
-      ranges, expected = shard_slice.ranges, shard_slice.predicted_rows
+      predicted, expected = shard_slice.ranges, shard_slice.predicted_rows
       if shard_slice.shard_rows != report.input_rows:
         report.status, report.alignment = ERROR, REFUSED
         report.error = (f'{shard.input_uri} has {report.input_rows} rows now but '
@@ -137,9 +143,9 @@ class ShardJoiner:
       report.status, report.alignment = ROW_COUNT_MISMATCH, REFUSED
       report.error = self._count_error(shard, report, found, expected)
       yield from self._refusal.reject(shard, report, ROW_COUNT_MISMATCH, report.error,
-                                      with_result=True, ranges=ranges)
+                                      with_result=True, ranges=predicted)
       return
-    segments = slices.segments(report.input_rows, ranges)
+    segments = slices.segments(report.input_rows, predicted)
     report.alignment = POSITIONAL
     if self.plan.checks:
       report.checks = [check.name for check in self.plan.checks]
@@ -153,7 +159,7 @@ class ShardJoiner:
         report.status, report.misaligned, report.alignment = MISALIGNED, mismatch, REFUSED
         report.error = mismatch.pop('error')
         yield from self._refusal.reject(
-            shard, report, MISALIGNED, report.error, with_result=True, ranges=ranges,
+            shard, report, MISALIGNED, report.error, with_result=True, ranges=predicted,
             extra={'misaligned_row': mismatch['row_number'], 'check': mismatch['check'],
                    'result_value': mismatch['result_value'],
                    'input_value': mismatch['input_value']})
@@ -161,6 +167,12 @@ class ShardJoiner:
       report.alignment = VERIFIED
     elif report.data_slice is not None:
       report.data_slice['boundary'] = 'unchecked'
+    cut = ranges.cut(report, self.plan.range_rows, *found.spans) if found.spans else []
+    if cut:  # every range is joined apart; the shard's report is theirs added up
+      yield ranges.SplitShard(report, tuple(
+          ranges.RangeWork(shard, report, row_range, len(cut), found.result_index)
+          for row_range in cut))
+      return
     yield from self._join_blocks(shard, report, segments, found.result_rest)
     if report.dead_letter_rows:
       report.status = WITH_DEAD_LETTERS
@@ -225,7 +237,54 @@ class ShardJoiner:
 
   # Pass 2 ------------------------------------------------------------------------------------
 
-  def _blocks(self, inputs: LineReader, results: LineReader, segments, input_ends=True):
+  def join_range(self, work: ranges.RangeWork) -> Iterator[Yielded]:
+    """Joins one range of a split shard: yields its record batches, dead letters and resubmit
+    lines, then a :class:`ShardReport` holding the range's counts only.
+
+    Raises:
+      RuntimeError: a file cannot be read at the range, or does not hold there what pass 1
+        read (no record of the range is then made: the bundle fails and is retried).
+    """
+    shard, row_range = work.shard, work.range
+    report = ShardReport(shard.batch_prediction_id, shard.manifest_uri, shard.input_uri,
+                         shard.result_uri)
+    first, end = row_range.first_row, row_range.first_row + row_range.rows
+    leading = self.plan.result_leading_lines
+    try:
+      with self._range_file(shard.input_uri, row_range.input, 'input') as fin, \
+          self._range_file(shard.result_uri, row_range.result, 'result',
+                           work.result_index) as fres:
+        inputs = LineReader(fin, lines_before=self._header + first,
+                            at_start=row_range.input.start == 0)
+        results = LineReader(fres, lines_before=leading + first, at_start=False)
+        yield from self._join_lines(shard, report, inputs, results, [(first, end, True)],
+                                    answered=first, rows=end)
+        if row_range.index < work.ranges - 1 and inputs.take(1)[1]:
+          raise RuntimeError(f'{shard.input_uri}: rows after row {end} in the range that ends '
+                             'there: the file changed since pass 1')
+        fin.finish()
+        fres.finish()
+    except ShardProblem as e:
+      raise RuntimeError(redact(f'a file became unreadable since it was first read: {e}')) from e
+    yield report
+
+  def _range_file(self, uri: str, span: ranges.Span, what: str, index: bytes | None = None):
+    """A file opened at a range's span (inflated from the index's access point for a gzip
+    result), read through a :class:`ranges.SpanReader`."""
+    if index is None:
+      opened = self.storage.open(uri)
+      opened.seek(span.start)
+    else:
+      raw = self.storage.open(uri, 'disable')
+      try:
+        opened = ranges.open_result_at(raw, index, span.start)
+      except BaseException:
+        raw.close()
+        raise
+    return ranges.SpanReader(opened, span, f'{redact(uri)} ({what})')
+
+  def _blocks(self, inputs: LineReader, results: LineReader, segments, input_ends=True,
+              answered: int = 0):
     """Yields a :class:`_Block` per block of rows, walking the segments; a block never crosses
     a segment's edge. Without ``input_ends`` the input's line ends are None, and its blocks are
     cut by a cheaper count.
@@ -237,8 +296,7 @@ class ShardJoiner:
       RuntimeError: a file ended early or a line count disagrees: the files changed since
         pass 1, or a bug; either way no record of the block is made.
     """
-    plan = self.plan
-    answered = 0  # result lines taken so far (after the header)
+    plan = self.plan  # answered: result lines taken so far (after the header)
     for start, end, predicted in segments:
       row = start
       while row < end:
@@ -275,8 +333,6 @@ class ShardJoiner:
     """Pass 2. ``result_rest``: the result's lines after its header, kept from pass 1 (or None:
     the result file is read again)."""
     kept = result_rest is not None
-    shown_uri = redact(shard.input_uri)  # the records' input_uri, as it leaves the job
-    rules = self.plan.block_rules
     try:
       with self._pass.input(shard) as fin, \
           (io.BytesIO(result_rest) if kept else self._pass.result(shard)) as fres:
@@ -289,26 +345,35 @@ class ShardJoiner:
         if not kept:
           for _ in range(leading):
             results.readline()
-        last_row = 0
-        for block in self._blocks(inputs, results, segments):
-          place = blocks.BlockPlace(shard.batch_prediction_id, shown_uri, block.row + 1,
-                                    block.first_input_line, block.first_result_line)
-          outcome = blocks.join_block(rules, place, block.input, block.result, block.n,
-                                      result_ends=block.result_ends)
-          if outcome.batch.num_rows:
-            yield outcome.batch
-          if outcome.dead:
-            yield from self._dead_rows(shard, block, outcome)
-          if outcome.failed_rows is not None and len(outcome.failed_rows):
-            yield ResubmitLines('\n'.join(_line_texts(block.input, outcome.failed_rows,
-                                                      block.input_ends)))
-          _count(report, outcome)
-          last_row = block.row + block.n
-        if results.take(1)[1] or last_row != report.input_rows:
-          raise RuntimeError(redact(f'{shard.input_uri} or {shard.result_uri} changed while it '
-                                    'was read: the line counts differ from pass 1'))
+        yield from self._join_lines(shard, report, inputs, results, segments,
+                                    rows=report.input_rows)
     except ShardProblem as e:
       raise RuntimeError(redact(f'a file became unreadable since it was first read: {e}')) from e
+
+  def _join_lines(self, shard: Shard, report: ShardReport, inputs: LineReader,
+                  results: LineReader, segments, answered: int = 0, rows: int | None = None):
+    """Joins the segments' rows from readers positioned at the first of them, counting into
+    ``report``; the result must hold no line after them, and the rows must end at ``rows``."""
+    shown_uri = redact(shard.input_uri)  # the records' input_uri, as it leaves the job
+    rules = self.plan.block_rules
+    last_row = segments[0][0] if segments else 0
+    for block in self._blocks(inputs, results, segments, answered=answered):
+      place = blocks.BlockPlace(shard.batch_prediction_id, shown_uri, block.row + 1,
+                                block.first_input_line, block.first_result_line)
+      outcome = blocks.join_block(rules, place, block.input, block.result, block.n,
+                                  result_ends=block.result_ends)
+      if outcome.batch.num_rows:
+        yield outcome.batch
+      if outcome.dead:
+        yield from self._dead_rows(shard, block, outcome)
+      if outcome.failed_rows is not None and len(outcome.failed_rows):
+        yield ResubmitLines('\n'.join(_line_texts(block.input, outcome.failed_rows,
+                                                  block.input_ends)))
+      _count(report, outcome)
+      last_row = block.row + block.n
+    if results.take(1)[1] or last_row != rows:
+      raise RuntimeError(redact(f'{shard.input_uri} or {shard.result_uri} changed while it '
+                                'was read: the line counts differ from pass 1'))
 
   def _dead_rows(self, shard: Shard, block: _Block, outcome: blocks.BlockOutcome):
     in_lines = split_lines(block.input)
@@ -335,3 +400,21 @@ def _count(report: ShardReport, outcome: blocks.BlockOutcome) -> None:
   for name, count in outcome.type_errors.items():
     report.type_errors[name] = report.type_errors.get(name, 0) + count
   report.audit = audit.merge(report.audit, outcome.audit)
+
+
+def merge_ranges(report: ShardReport, parts: list[ShardReport]) -> ShardReport:
+  """The report of a split shard: pass 1's (counts, header, alignment) with the counts of its
+  ranges added up."""
+  merged = dataclasses.replace(report, type_errors={}, audit=None)
+  for part in parts:
+    merged.joined_rows += part.joined_rows
+    merged.failed_rows += part.failed_rows
+    merged.not_predicted_rows += part.not_predicted_rows
+    merged.dead_letter_rows += part.dead_letter_rows
+    merged.type_error_rows += part.type_error_rows
+    for name, count in part.type_errors.items():
+      merged.type_errors[name] = merged.type_errors.get(name, 0) + count
+    merged.audit = audit.merge(merged.audit, part.audit)
+  if merged.dead_letter_rows:
+    merged.status = WITH_DEAD_LETTERS
+  return merged

@@ -7,19 +7,26 @@ for pass 2 (``JoinPlan.result_keep_bytes``) instead of being read again. When th
 repeats input values (``tag``, ``trueLabel``; see ``transforms/join/align.py``), pass 1 streams
 both files in lockstep and compares them, parsing only those columns. It decides nothing: the
 joiner (``transforms/join/joiner.py``) compares what it found with the run's rules.
+
+With ``JoinPlan.range_rows``, pass 1 also notes, in the same read, where the shard could be cut
+into row ranges for several workers (``transforms/join/ranges.py``): each file's stream passes
+through a ``Marks``, and a large gzip result is inflated by rapidgzip, which indexes it as it
+goes. Anything rapidgzip gets wrong or cannot tell (an error, a trailer that disagrees) makes
+pass 1 read the shard again the usual way, and the shard is then joined whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import zlib
 
 import numpy as np
 
 from transforms.aml import schema_file
 from transforms.io.storage import BY_NAME, Storage, StorageError, describe
-from transforms.join import align, blocks
+from transforms.join import align, blocks, ranges
 from transforms.join.header import SCHEMA, split_header
 from transforms.join.lines import LineReader, nth_newline
 from transforms.join.outcomes import ShardProblem
@@ -39,9 +46,12 @@ class ShardFile:
   file, so the dead letter and the console say which of the shard's two files is at fault.
   """
 
-  def __init__(self, storage: Storage, uri: str, reason: str, compression: str = BY_NAME):
+  def __init__(self, storage: Storage, uri: str, reason: str, compression: str = BY_NAME,
+               opener=None):
+    """``opener``: makes the file object instead of ``storage.open`` (pass 1 noting ranges)."""
     self._storage, self._uri, self._reason = storage, uri, reason
     self._compression = compression
+    self._opener = opener
     self._f = None
 
   def _problem(self, error: BaseException) -> ShardProblem:
@@ -52,7 +62,8 @@ class ShardFile:
 
   def __enter__(self):
     try:
-      self._f = self._storage.open(self._uri, self._compression)
+      self._f = self._opener() if self._opener is not None else \
+          self._storage.open(self._uri, self._compression)
     except READ_ERRORS as e:
       raise self._problem(e) from e
     return self
@@ -86,6 +97,102 @@ class Found:
   result_rest: bytes | None = None
   checked: bool = False
   mismatch: dict | None = None
+  spans: tuple[list, list] | None = None  # with ranges noted: (input spans, result spans)
+  result_index: bytes | None = None  # a gzip result's rapidgzip index, for ranges
+
+
+class IndexingFailed(Exception):
+  """rapidgzip could not be trusted with this result: pass 1 reads it again the usual way."""
+
+
+class _IndexingReader:
+  """A gzip result inflated by rapidgzip, which indexes its access points as it goes; any
+  error of rapidgzip's is :class:`IndexingFailed`. At the end of the stream the index is kept
+  (``index``) before the reader closes."""
+
+  def __init__(self, raw):
+    self._raw = raw
+    self._reader = ranges.rapidgzip_reader(raw)
+    self.index: bytes | None = None
+
+  def read(self, size: int = -1) -> bytes:
+    try:
+      data = self._reader.read(size)
+      if not data and self.index is None:
+        self.index = ranges.export_index(self._reader)
+      return data
+    except Exception as e:
+      raise IndexingFailed(f'rapidgzip: {type(e).__name__}: {e}') from e
+
+  def readinto(self, buffer) -> int:
+    with memoryview(buffer) as view:
+      data = self.read(len(view))
+      view[:len(data)] = data
+    return len(data)
+
+  def close(self) -> None:
+    try:
+      self._reader.close()
+    finally:
+      self._raw.close()
+
+
+class _RangeNotes:
+  """What pass 1 notes of one shard for cutting it into ranges (see the module docstring)."""
+
+  def __init__(self, first_pass: FirstPass, shard: Shard):
+    self._pass = first_pass
+    self._shard = shard
+    self.input_marks: ranges.Marks | None = None
+    self.result_marks: ranges.Marks | None = None
+    self.indexing: _IndexingReader | None = None
+
+  def open_input(self):
+    storage, shard, every = self._pass.storage, self._shard, self._pass.plan.range_rows
+    self.input_marks = ranges.Marks(storage.open(shard.input_uri, shard.input_compression),
+                                    self._pass.header, every)
+    return self.input_marks
+
+  def open_result(self):
+    storage, uri, plan = self._pass.storage, self._shard.result_uri, self._pass.plan
+    source = None
+    if uri.lower().endswith('.gz'):
+      raw = storage.open(uri, 'disable')
+      try:
+        size = raw.seek(0, io.SEEK_END)
+        raw.seek(0)
+      except Exception as e:
+        raw.close()
+        raise StorageError(f'cannot read {uri}: {describe(e)}') from e
+      if size >= 2 * plan.range_rows * ranges.GZIP_BYTES_PER_ROW:
+        source = self.indexing = _IndexingReader(raw)
+      else:
+        raw.close()
+    if source is None:
+      source = storage.open(uri)
+    self.result_marks = ranges.Marks(source, plan.result_leading_lines, plan.range_rows)
+    return self.result_marks
+
+  def finish(self) -> tuple[tuple[list, list], bytes | None] | None:
+    """The spans of both files and the result's index (None: the files were not read to
+    their ends here).
+
+    Raises:
+      IndexingFailed: the gzip trailer disagrees with what rapidgzip inflated.
+    """
+    if self.input_marks is None or self.result_marks is None:
+      return None
+    index = None
+    if self.indexing is None and self._shard.result_uri.lower().endswith('.gz'):
+      return None  # a small gzip result: no access points to start a range at
+    if self.indexing is not None:
+      if self.indexing.index is None:
+        return None
+      with self._pass.storage.open(self._shard.result_uri, 'disable') as raw:
+        if not ranges.trailer_agrees(raw, self.result_marks.crc, self.result_marks.size):
+          raise IndexingFailed('the gzip trailer disagrees with the inflated bytes')
+      index = self.indexing.index
+    return (self.input_marks.spans(), self.result_marks.spans()), index
 
 
 def _first_lines(block: bytes, n: int) -> bytes:
@@ -100,19 +207,40 @@ class FirstPass:
     self.plan = plan
     self.storage = storage
     self.header = int(plan.header.has_header)
+    self._notes: _RangeNotes | None = None  # while pass 1 notes ranges
 
   def input(self, shard: Shard) -> ShardFile:
-    return ShardFile(self.storage, shard.input_uri, INPUT_UNREADABLE, shard.input_compression)
+    return ShardFile(self.storage, shard.input_uri, INPUT_UNREADABLE, shard.input_compression,
+                     self._notes.open_input if self._notes is not None else None)
 
   def result(self, shard: Shard) -> ShardFile:
-    return ShardFile(self.storage, shard.result_uri, RESULT_UNREADABLE)
+    return ShardFile(self.storage, shard.result_uri, RESULT_UNREADABLE,
+                     opener=self._notes.open_result if self._notes is not None else None)
 
   def run(self, shard: Shard, sliced: bool, slice_error: str | None) -> Found:
     """Counts and checks both files; the schema beside the shard must agree with the run's.
+    With ``plan.range_rows``, also notes where a shard that needs no slice could be cut into
+    ranges (``Found.spans``); an input that is gzip is always joined whole.
 
     Raises:
       ShardProblem: the shard cannot be joined at all; ``reason`` says why.
     """
+    if self.plan.range_rows and not sliced and shard.result_problem is None and \
+        not shard.input_gzip and not shard.input_uri.lower().endswith('.gz'):
+      self._notes = _RangeNotes(self, shard)
+      try:
+        found = self._run(shard, sliced, slice_error)
+        noted = self._notes.finish()
+        if noted is not None:
+          found.spans, found.result_index = noted
+        return found
+      except IndexingFailed:
+        pass  # read the shard again the usual way, below: it is joined whole
+      finally:
+        self._notes = None
+    return self._run(shard, sliced, slice_error)
+
+  def _run(self, shard: Shard, sliced: bool, slice_error: str | None) -> Found:
     if shard.result_problem is not None:  # no result to read: its input's rows are refused
       self.count_input(shard)
       raise ShardProblem(*shard.result_problem)

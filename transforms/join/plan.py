@@ -60,6 +60,9 @@ class JoinPlan:
   checks: tuple[align.Check, ...] = ()
   header_line: str | None = None     # the first shard's header line, for resubmit/
   result_format: ResultFormat = dataclasses.field(default_factory=HeaderedCsv)
+  # A shard of at least twice this many rows is cut into ranges of this many rows, joined by
+  # several workers at once (transforms/join/ranges.py); 0: every shard is joined whole.
+  range_rows: int = 0
 
   @functools.cached_property
   def result_leading_lines(self) -> int:
@@ -188,6 +191,7 @@ class PlanSettings:
   on_type_error: str = coltypes.DEAD_LETTER
   data_rearrangement: slices.Split | None = None
   parse_threads: bool = True
+  range_rows: int = 0
 
 
 def make_plan(manifest_uris: list[str], storage: Storage, settings: PlanSettings = PlanSettings(),
@@ -265,4 +269,5 @@ def _plan(layout: record_schema.ResultLayout, columns: Columns, decision: Header
                   header_line=columns.header_line, cutoff=settings.cutoff,
                   min_score=settings.min_score, block_rows=settings.block_rows,
                   on_type_error=settings.on_type_error, top_k=settings.top_k,
-                  split=settings.data_rearrangement, parse_threads=settings.parse_threads)
+                  split=settings.data_rearrangement, parse_threads=settings.parse_threads,
+                  range_rows=settings.range_rows)

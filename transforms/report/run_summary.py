@@ -29,7 +29,7 @@ def shard_key(batch_prediction_id: str, input_uri: str) -> tuple[str, str]:
 class ShardOutcome:
   """What one shard (or a manifest that could not be used: ``report.input_uri`` None) leaves
   for the summary: its report, the files it wrote (``RECORD_FILES``, ``DEAD_LETTER_FILES``,
-  ``RESUBMIT_FILES``: URI), and the rows written to them: ``record_counts`` (ok, failed, not
+  ``RESUBMIT_FILES``: a URI, or a tuple of them for a shard split into ranges), and the rows written to them: ``record_counts`` (ok, failed, not
   predicted) when its records went to files, else None, and ``dead_letter_rows``."""
 
   report: ShardReport
@@ -82,7 +82,11 @@ class RunParts:
     return self
 
   def files(self, kind: str) -> list[str]:
-    return sorted(o.files[kind] for o in self.outcomes if kind in o.files)
+    found = []
+    for o in self.outcomes:
+      uris = o.files.get(kind, ())
+      found.extend([uris] if isinstance(uris, str) else uris)
+    return sorted(found)
 
 
 def _add(counts: tuple | None, more: tuple) -> tuple:

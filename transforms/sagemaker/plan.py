@@ -154,7 +154,8 @@ def make_transform_plan(job: jobs.TransformJob, storage: Storage, settings: Plan
                     header_line=columns.header_line, cutoff=settings.cutoff,
                     min_score=settings.min_score, block_rows=settings.block_rows,
                     on_type_error=settings.on_type_error, top_k=settings.top_k,
-                    parse_threads=settings.parse_threads, result_format=fmt)
+                    parse_threads=settings.parse_threads, result_format=fmt,
+                    range_rows=settings.range_rows)
     facts = {'service': 'sagemaker', 'transform_job': job.as_dict(),
              'pairing': paired.as_dict(), 'output': {
                  'format': job.accept, 'fields': list(fmt.names),
