@@ -367,8 +367,8 @@ def test_output_leftovers_are_other_runs_part_files_and_temp_dirs(tmp_path):
 
 def test_a_failed_run_leaves_nothing_under_records_and_a_rerun_cleans_up(
     s3, out_bucket, aws, monkeypatch, tmp_path, tmp_path_factory, capsys):
-  # Every request for a final record file fails: the run dies while renaming its temporary
-  # files into records/. Nothing may show under records/; the temporary files sit beside it.
+  # Every request for a final record file fails: the run dies while writing records/. Nothing
+  # may show under records/.
   monkeypatch.setenv('AWS_MAX_ATTEMPTS', '2')
   manifest = f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-binary')
   args = ['--manifest', manifest, '--output', f's3://{out_bucket}/o/', '--format', 'jsonl']
@@ -383,10 +383,9 @@ def test_a_failed_run_leaves_nothing_under_records_and_a_rerun_cleans_up(
   err = capsys.readouterr().err
   # One line that says the job failed, and on which object.
   assert err.startswith('predjoin: error: the job failed: ') and err.count('\n') == 1, err
-  assert 'Rename operation failed' in err and f'{out_bucket}/o/records/part-' in err
+  assert 'SlowDown' in err and f'{out_bucket}/o/records/part-' in err
   keys = s3.keys(out_bucket)
   assert not [k for k in keys if k.startswith('o/records/')], keys
-  assert [k for k in keys if k.startswith('o/beam-temp-records-')], keys
   assert 'o/summary.json' not in keys
   monkeypatch.delenv('AWS_MAX_ATTEMPTS')
   assert run([*args, *fx.s3_args(s3.endpoint)]) == 0
@@ -493,3 +492,109 @@ def test_cli_gcs_manifest_shards_and_output_match_the_local_run(gcs, tmp_path,
   assert normalise(read_records(str(got))) == _normalised(read_records(local))
   assert read_summary(str(got))['totals'] == read_summary(local)['totals']
   assert not [b.name for b in gcs.client().list_blobs('gcs-out') if 'beam-temp' in b.name]
+
+
+# Output objects written with the process's shared clients -----------------------------------
+
+
+def test_clients_are_made_once_per_process_and_settings():
+  config = StorageConfig(s3_endpoint_url='http://127.0.0.1:1', s3_region_name='us-east-1')
+  other = StorageConfig(s3_endpoint_url='http://127.0.0.1:2', s3_region_name='us-east-1')
+  assert Storage(config).s3_client() is Storage(config).s3_client()
+  assert Storage(other).s3_client() is not Storage(config).s3_client()
+  assert Storage(other).s3_client().meta.endpoint_url == 'http://127.0.0.1:2'
+
+
+def _writer_storage(endpoint: str) -> Storage:
+  return Storage(StorageConfig(s3_endpoint_url=endpoint, s3_region_name=fx.REGION))
+
+
+def test_a_small_object_is_one_request_and_appears_only_when_closed(s3, out_bucket, aws):
+  proxy = fx.FaultProxy(s3.endpoint)
+  try:
+    storage = _writer_storage(proxy.endpoint)
+    uri, temp = f's3://{out_bucket}/o/records/part-a.jsonl', f's3://{out_bucket}/o/tmp/part-a'
+    f = storage.create(uri, temp, 'application/x-ndjson')
+    f.write(b'{"a": 1}\n')
+    f.write(memoryview(b'{"a": 2}\n'))
+    assert f.tell() == 18 and s3.keys(out_bucket) == []
+    f.close()
+    f.close()  # closing twice makes it once
+    assert [(m, p) for m, p, _ in proxy.log] == [('PUT', f'/{out_bucket}/o/records/part-a.jsonl')]
+  finally:
+    proxy.stop()
+  body = s3.client.get_object(Bucket=out_bucket, Key='o/records/part-a.jsonl')
+  assert body['Body'].read() == b'{"a": 1}\n{"a": 2}\n'
+  assert body['ContentType'] == 'application/x-ndjson'
+  with pytest.raises(ValueError, match='closed writer'):
+    f.write(b'more')
+
+
+def test_a_large_object_streams_to_its_temporary_name_and_moves_on_close(
+    s3, out_bucket, aws, monkeypatch):
+  from transforms.io import storage as storage_module
+  monkeypatch.setattr(storage_module, 'UPLOAD_PART_BYTES', 5 * 1024 * 1024)  # S3's least part
+  storage = _writer_storage(s3.endpoint)
+  data = os.urandom(1024 * 1024) * 6 + b'tail'
+  uri, temp = f's3://{out_bucket}/o/records/big', f's3://{out_bucket}/o/beam-temp-records-x/big'
+  f = storage.create(uri, temp)
+  for i in range(0, len(data), 1_000_000):
+    f.write(data[i:i + 1_000_000])
+  assert 'o/records/big' not in s3.keys(out_bucket)  # a multipart upload is under way
+  f.close()
+  assert s3.keys(out_bucket) == ['o/records/big']
+  assert s3.client.get_object(Bucket=out_bucket, Key='o/records/big')['Body'].read() == data
+  # An aborted writer leaves no object, no temporary object and no open upload.
+  f = storage.create(f's3://{out_bucket}/o/records/gone', f's3://{out_bucket}/o/tmp/gone')
+  f.write(data)
+  f.abort()
+  f.close()  # after abort: nothing more happens
+  assert s3.keys(out_bucket) == ['o/records/big']
+  assert not s3.client.list_multipart_uploads(Bucket=out_bucket).get('Uploads')
+
+
+def test_a_dropped_small_writer_makes_no_object(s3, out_bucket, aws):
+  f = _writer_storage(s3.endpoint).create(f's3://{out_bucket}/o/x', f's3://{out_bucket}/t/x')
+  f.write(b'half of a file')
+  del f
+  assert s3.keys(out_bucket) == []
+
+
+def test_write_errors_name_the_object(s3, out_bucket, aws, monkeypatch):
+  monkeypatch.setenv('AWS_MAX_ATTEMPTS', '1')
+  proxy = fx.FaultProxy(s3.endpoint, always={'/o/': fx.SLOW_DOWN})
+  try:
+    storage = Storage(StorageConfig(s3_endpoint_url=proxy.endpoint, s3_region_name=fx.REGION,
+                                    s3_access_key_id='AKIAIOSFODNN7OTHER01'))
+    f = storage.create(f's3://{out_bucket}/o/records/part-b.avro', f's3://{out_bucket}/o/t/b')
+    f.write(b'x')
+    with pytest.raises(StorageError, match=f'cannot write s3://{out_bucket}/o/records/part-b.avro'):
+      f.close()
+  finally:
+    proxy.stop()
+
+
+def test_gcs_objects_small_and_large_appear_whole_on_close(gcs, monkeypatch):
+  from transforms.io import storage as storage_module
+  monkeypatch.setattr(storage_module, 'UPLOAD_PART_BYTES', 256 * 1024)  # GCS's least chunk
+  for name, value in gcs.env().items():
+    monkeypatch.setenv(name, value)
+  storage = Storage()
+  small = storage.create('gs://gcs-out/w/records/small', 'gs://gcs-out/w/tmp/small', 'text/csv')
+  small.write(b'a,b\n')
+  large = storage.create('gs://gcs-out/w/records/large', 'gs://gcs-out/w/tmp/large')
+  data = os.urandom(700 * 1024)
+  large.write(data[:300 * 1024])
+  large.write(data[300 * 1024:])
+  dropped = storage.create('gs://gcs-out/w/records/dropped', 'gs://gcs-out/w/tmp/dropped')
+  dropped.write(data)
+  client = gcs.client()
+  assert not [b.name for b in client.list_blobs('gcs-out', prefix='w/records/')]
+  small.close()
+  large.close()
+  dropped.abort()
+  assert sorted(b.name for b in client.list_blobs('gcs-out', prefix='w/')) == [
+      'w/records/large', 'w/records/small']
+  assert client.bucket('gcs-out').blob('w/records/large').download_as_bytes() == data
+  blob = client.bucket('gcs-out').get_blob('w/records/small')
+  assert blob.download_as_bytes() == b'a,b\n' and blob.content_type == 'text/csv'

@@ -157,8 +157,9 @@ class JoinShardFn(beam.DoFn):
     self._record_format = record_format
 
   def setup(self):
-    self._storage_config.configure_filesystems()  # the shard's files go through FileSystems
-    self._joiner = ShardJoiner(self._plan, Storage(self._storage_config))
+    self._storage_config.configure_filesystems()  # local shard files go through FileSystems
+    self._storage = Storage(self._storage_config)
+    self._joiner = ShardJoiner(self._plan, self._storage)
     self._writers = None if self._record_format is None else \
         sinks.RecordWriters(self._record_format, self._plan.schema)
     self._records_to_sink = _counter('records_to_sink')
@@ -184,7 +185,8 @@ class JoinShardFn(beam.DoFn):
                                          shard.input_uri)
       except slices.SplitError as e:
         slice_error = str(e)
-    files = shard_files.ShardFiles(self._output, shard, self._plan.header_line, self._writers)
+    files = shard_files.ShardFiles(self._output, shard, self._plan.header_line, self._writers,
+                                   storage=self._storage)
     try:
       yield from self._join(shard, shard_slice, slice_error, files)
     except BaseException:
@@ -245,7 +247,7 @@ class JoinRangeFn(JoinShardFn):
 
   def process(self, work: RangeWork):
     files = shard_files.ShardFiles(self._output, work.shard, self._plan.header_line,
-                                   self._writers, part=work.range.index)
+                                   self._writers, part=work.range.index, storage=self._storage)
     try:
       for item in self._emit(self._joiner.join_range(work), files):
         if isinstance(item, pvalue.TaggedOutput):  # the range's own outcome

@@ -122,12 +122,28 @@ def candidate_uris(input_uri: str) -> list[str]:
   return [input_uri + '.schema', posixpath.join(posixpath.dirname(input_uri), '.schema')]
 
 
-def find_schema(input_uri: str, storage) -> AmlSchema | None:
-  """The schema beside an input shard, or None when there is none."""
+def find_schema(input_uri: str, storage, read=None) -> AmlSchema | None:
+  """The schema beside an input shard, or None when there is none.
+
+  ``read(uri)``: the object's bytes, or None when there is no such object (by default one
+  request per candidate through ``storage``; a caller may cache the shared ``.schema``).
+  """
   for uri in candidate_uris(input_uri):
-    if storage.exists(uri):
-      return parse_schema(storage.read_bytes(uri), uri)
+    data = (read or (lambda u: read_if_exists(u, storage)))(uri)
+    if data is not None:
+      return parse_schema(data, uri)
   return None
+
+
+def read_if_exists(uri: str, storage) -> bytes | None:
+  """The object's bytes, or None when it does not exist (other read errors raise)."""
+  from transforms.io.storage import StorageError, is_not_found
+  try:
+    return storage.read_bytes(uri)
+  except StorageError as e:
+    if is_not_found(e.__cause__):
+      return None
+    raise
 
 
 def load_schema(uri: str, storage) -> AmlSchema:

@@ -13,10 +13,16 @@ A shard split into row ranges writes one file of each kind per range, ``part-<in
 <hash>-r<range>.<ext>``, the ranges' numbers in input order.
 
 ``<hash>`` tells apart shards whose inputs share a name (it covers the batch prediction, the
-manifest, the input and the result). A file is written under ``<output>/beam-temp-<dir>-<uuid>/``
-and renamed into place when the shard is done, so a half-written file never sits among the
-outputs, and a failed run's temporary files are removed with the other leftovers
-(``transforms/io/storage.py``). A shard with nothing to write writes no file.
+manifest, the input and the result). A local file is written under
+``<output>/beam-temp-<dir>-<uuid>/`` and renamed into place when the shard is done, so a
+half-written file never sits among the outputs, and a failed run's temporary files are removed
+with the other leftovers (``transforms/io/storage.py``). An object-store file appears only when
+the shard is done too (``storage.ObjectWriter``: one request for a small file, an upload under
+the temporary name moved into place for a large one). A shard with nothing to write writes no file.
+
+Local files go through Beam's ``FileSystems``; ``s3://`` and ``gs://`` files through
+``transforms/io/storage.Storage``, whose clients are made once per worker process (Beam's S3
+and GCS filesystems make a new client for every call, several per shard).
 
 Written here rather than through Beam file sinks: each of those costs four pipeline stages and
 about ten DoFns (temporary directory, write, pre-finalize, finalize). Beam's sink writes one file per bundle and renames them all at the end; here one file per
@@ -37,7 +43,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.io.storage import OUTPUT_DIRS, local_path
+from transforms.io.storage import OUTPUT_DIRS, Storage, local_path
 from transforms.join.shards import Shard
 
 RECORDS_DIR, DEAD_LETTER_DIR, RESUBMIT_DIR = OUTPUT_DIRS
@@ -67,18 +73,23 @@ class _File:
   """One output file, written under a temporary name on first use."""
 
   def __init__(self, output: str, directory: str, name: str, first_line: str | None = None,
-               mime: str = 'text/plain'):
+               mime: str = 'text/plain', storage: Storage | None = None):
     self.uri = FileSystems.join(output, directory, name)
     self._temp = FileSystems.join(output, f'beam-temp-{directory}-{uuid.uuid4().hex}', name)
     self._first_line = first_line
     self._mime = mime
+    # Object stores: written and moved with the process's shared clients.
+    self._storage = None if local_path(self.uri) is not None else (storage or Storage())
     self._f = None
     self.rows = 0
 
   def handle(self):
     """The temporary file's binary handle, created (with the first line) on first use."""
     if self._f is None:
-      self._f = FileSystems.create(self._temp, self._mime, CompressionTypes.UNCOMPRESSED)
+      if self._storage is not None:
+        self._f = self._storage.create(self.uri, self._temp, self._mime)
+      else:
+        self._f = FileSystems.create(self._temp, self._mime, CompressionTypes.UNCOMPRESSED)
       if self._first_line is not None:
         self._f.write(self._first_line.encode() + b'\n')
     return self._f
@@ -94,9 +105,9 @@ class _File:
     if not self._f.closed:  # a record writer closes its file itself
       self._f.close()
     self._f = None
-    local = local_path(self.uri)
-    if local is not None:  # object stores have no directories to make
-      os.makedirs(os.path.dirname(local), exist_ok=True)
+    if self._storage is not None:  # closing made the object
+      return self.uri
+    os.makedirs(os.path.dirname(local_path(self.uri)), exist_ok=True)
     FileSystems.rename([self._temp], [self.uri])
     _remove_local_directory(self._temp)
     return self.uri
@@ -104,10 +115,13 @@ class _File:
   def discard(self) -> None:
     if self._f is not None:
       try:
-        if not self._f.closed:
-          self._f.close()
-        FileSystems.delete([self._temp])
-        _remove_local_directory(self._temp)
+        if self._storage is not None:
+          self._f.abort()
+        else:
+          if not self._f.closed:
+            self._f.close()
+          FileSystems.delete([self._temp])
+          _remove_local_directory(self._temp)
       except Exception:  # noqa: S110  # the shard's own error is the one to report
         pass
       self._f = None
@@ -132,15 +146,17 @@ class ShardFiles:
   """
 
   def __init__(self, output: str, shard: Shard, resubmit_header: str | None, writers=None,
-               part: int | None = None):
-    """``part``: the range of a split shard these files hold (``transforms/join/ranges.py``)."""
-    self._dead = _File(output, DEAD_LETTER_DIR, file_name(shard, '.jsonl', part))
+               part: int | None = None, storage: Storage | None = None):
+    """``part``: the range of a split shard these files hold (``transforms/join/ranges.py``);
+    ``storage``: the worker's storage, for an output on an object store."""
+    self._dead = _File(output, DEAD_LETTER_DIR, file_name(shard, '.jsonl', part),
+                       mime='application/x-ndjson', storage=storage)
     self._resubmit = _File(output, RESUBMIT_DIR, file_name(shard, '.csv', part),
-                           resubmit_header)
+                           resubmit_header, mime='text/csv', storage=storage)
     self._writers = writers
     self._records = None if writers is None else _File(
         output, RECORDS_DIR, file_name(shard, writers.suffix, part),
-        mime='application/octet-stream')
+        mime='application/octet-stream', storage=storage)
     self._writer = None
     self.record_counts = (0, 0, 0)  # (ok, failed, not predicted) records written
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import posixpath
+import time
 import zlib
 
 import numpy as np
 
 from transforms.aml import schema_file
-from transforms.io.storage import BY_NAME, Storage, StorageError, describe
+from transforms.io.storage import BY_NAME, Storage, StorageError, describe, gunzipped
 from transforms.join import align, blocks, ranges
 from transforms.join.header import SCHEMA, split_header
 from transforms.join.lines import LineReader, nth_newline
@@ -33,6 +35,8 @@ from transforms.join.outcomes import ShardProblem
 from transforms.join.plan import JoinPlan
 from transforms.join.shards import Shard
 
+# How long a worker trusts a directory's shared ``.schema`` it has read (see _read_schema).
+SHARED_SCHEMA_SECONDS = 60.0
 READ_ERRORS = (StorageError, OSError, EOFError, zlib.error, gzip.BadGzipFile)
 INPUT_UNREADABLE, RESULT_UNREADABLE = 'input_unreadable', 'result_unreadable'
 
@@ -166,8 +170,8 @@ class _RangeNotes:
         raise StorageError(f'cannot read {uri}: {describe(e)}') from e
       if size >= 2 * plan.range_rows * ranges.GZIP_BYTES_PER_ROW:
         source = self.indexing = _IndexingReader(raw)
-      else:
-        raw.close()
+      else:  # too small to be cut: read as it is, without opening it again
+        source = gunzipped(raw, uri)
     if source is None:
       source = storage.open(uri)
     self.result_marks = ranges.Marks(source, plan.result_leading_lines, plan.range_rows)
@@ -208,6 +212,7 @@ class FirstPass:
     self.storage = storage
     self.header = int(plan.header.has_header)
     self._notes: _RangeNotes | None = None  # while pass 1 notes ranges
+    self._shared_schemas: dict[str, tuple[float, bytes | None]] = {}
 
   def input(self, shard: Shard) -> ShardFile:
     return ShardFile(self.storage, shard.input_uri, INPUT_UNREADABLE, shard.input_compression,
@@ -265,7 +270,7 @@ class FirstPass:
     if self.plan.schema_given:
       return
     try:
-      schema = schema_file.find_schema(shard.input_uri, self.storage)
+      schema = schema_file.find_schema(shard.input_uri, self.storage, self._read_schema)
     except schema_file.SchemaError as e:
       raise ShardProblem('schema_unreadable', str(e)) from None
     except READ_ERRORS as e:
@@ -283,6 +288,21 @@ class FirstPass:
           'schema_mismatch', f'{schema.uri}: dataFileContainsHeader is '
           f'{str(schema.contains_header).lower()}, but this run decided by '
           f'{decision.reason}; every shard of a run must be read the same way')
+
+  def _read_schema(self, uri: str) -> bytes | None:
+    """A schema file's bytes (None: there is none). A directory's shared ``.schema`` is read
+    once per ``SHARED_SCHEMA_SECONDS`` by a worker, not once per shard: with many small
+    shards those requests were a good part of the CPU per shard."""
+    if posixpath.basename(uri) != '.schema':
+      return schema_file.read_if_exists(uri, self.storage)
+    now = time.monotonic()
+    held = self._shared_schemas.get(uri)
+    if held is None or now - held[0] >= SHARED_SCHEMA_SECONDS:
+      held = (now, schema_file.read_if_exists(uri, self.storage))
+      if len(self._shared_schemas) >= 256:
+        self._shared_schemas.clear()
+      self._shared_schemas[uri] = held
+    return held[1]
 
   def check_header_line(self, shard: Shard, line: bytes | None) -> None:
     """With a header decision of yes, the shard's first line must name the run's columns."""
