@@ -70,6 +70,24 @@ def _read_parquet(files, wanted):
 
 
 def _read_avro(files, wanted):
+  """Avro files as tables of the wanted fields: polars where it can read them (about ten times
+  faster than decoding records in Python), else fastavro (e.g. predjoin's ``scores`` map)."""
+  try:
+    return _read_avro_polars(files, wanted)
+  except Exception:  # noqa: BLE001 - a type polars cannot read: the slow, complete reader
+    return _read_avro_fastavro(files, wanted)
+
+
+def _read_avro_polars(files, wanted):
+  import polars as pl
+  tables = []
+  for path in files:
+    names = pl.read_avro(path, n_rows=0).columns
+    tables.append(pl.read_avro(path, columns=[c for c in names if c in wanted]).to_arrow())
+  return tables
+
+
+def _read_avro_fastavro(files, wanted):
   import fastavro
   tables = []
   for path in files:
