@@ -407,7 +407,10 @@ class S3Server:
   BUCKET = 'predjoin-bench'
 
   def __init__(self):
+    import logging
+
     from tests import s3_fixtures
+    logging.getLogger('werkzeug').setLevel(logging.ERROR)  # not a line per request
     self._fixtures = s3_fixtures
     self._server = s3_fixtures.MotoS3()
     self._server.make_bucket(self.BUCKET)
@@ -857,7 +860,9 @@ def write_chart(path: str, rows: list, title: str) -> None:
   import matplotlib.pyplot as plt
   import matplotlib.ticker
 
-  datasets = list(dict.fromkeys(r['dataset'] for r in rows))
+  datasets = list(dict.fromkeys(r['dataset'] for r in rows if r.get('status') == 'ran'))
+  if not datasets:
+    return
   fig, axes = plt.subplots(len(datasets), 2, figsize=(13, 2.6 + 0.32 * 10 * len(datasets)),
                            squeeze=False)
   colours = {'predjoin': '#1f77b4', 'careful': '#2ca02c', 'naive': '#d62728', 'floor': '#7f7f7f'}
