@@ -19,7 +19,7 @@ Writes benchmarks/results/latest.md, latest.png and latest.json (``latest-quick.
 Usage::
 
   python -m benchmarks.run --quick            # tiny data, a few minutes
-  python -m benchmarks.run                    # full size: 62M rows, about 35 min; run once
+  python -m benchmarks.run                    # full size: 38M rows, about 35 min; run once
   python -m benchmarks.run --quick --runs 1 --datasets main --tools duckdb_careful,predjoin-parquet
 """
 
