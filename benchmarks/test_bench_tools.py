@@ -408,3 +408,15 @@ def test_the_dask_tool_runs_predjoin_on_dask_on_the_main_data_set_only():
   assert command[:-2] == direct[:len(command) - 2]  # the same job, on another runner
   main = next(d for d in FULL if d.role == 'main')
   assert (main.shards, main.rows) == (8, 1_000_000) and dask.roles == ('main',)
+
+
+def test_the_checker_reads_json_lines_whose_types_change_after_the_inferred_part(tmp_path):
+  # Types come from the first 10,000 lines; a later wider value must not be lost or nulled.
+  path = tmp_path / 'part.jsonl'
+  with open(path, 'w') as f:
+    for _ in range(10_000):
+      f.write(json.dumps({'score': 1, 'best_answer': None, 'other': 1}) + '\n')
+    f.write(json.dumps({'score': 0.5, 'best_answer': 'x', 'other': 2}) + '\n')
+  (table,) = check.read_output([str(path)], {'score', 'best_answer'})
+  assert table.column_names == ['score', 'best_answer']
+  assert table.slice(10_000).to_pylist() == [{'score': 0.5, 'best_answer': 'x'}]
