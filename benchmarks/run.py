@@ -68,9 +68,9 @@ class Dataset:
   tools: tuple[str, ...] | None = None  # None: every tool of its source
   source: str = 'aml'  # aml: a batch prediction's manifest; sagemaker: a transform job
   storage: str = 'local'  # local files, or s3: uploaded to the moto S3 server the harness starts
-  # The untimed round that reads every tool's program files once. The 1 x 4M and 1 x 16M sets
-  # run only tools that ran on the sets before them, whose files are in the page cache already,
-  # and skip it (a round there is 1-4 minutes).
+  # The untimed round that reads every tool's program files once. Without it (the 1 x 4M and
+  # 1 x 16M sets, where a round takes 1-4 minutes) only the tools that have not run yet in this
+  # invocation get a warm-up run; the others' files are in the page cache already.
   warm_up_round: bool = True
 
   @property
@@ -437,7 +437,10 @@ class S3Server:
 
 
 def run_dataset(ds: Dataset, tools: list[Tool], runs: int, predjoin: str, timeout: float,
-                s3: S3Server | None = None) -> list:
+                s3: S3Server | None = None, warmed: set | None = None) -> list:
+  """Runs ``tools`` on ``ds``; ``warmed`` holds the names of the tools that have run already
+  in this invocation (and gets this data set's added)."""
+  warmed = set() if warmed is None else warmed
   truth = ensure_data(ds)
   data_dir = os.path.join(DATA, ds.name)
   remote = s3.upload(ds.name, data_dir, truth) if ds.storage == 's3' else None
@@ -449,10 +452,13 @@ def run_dataset(ds: Dataset, tools: list[Tool], runs: int, predjoin: str, timeou
   # Round 0 is a warm-up, not timed: each tool's program files (predjoin's environment is 1.6
   # GB of modules) are read from disk once, as the data files were. With its environment out
   # of the page cache, predjoin's first multiclass run took 2.8-3.3 s instead of 1.9 s.
-  for run in range(-1 if ds.warm_up_round else 0, runs):
+  for run in range(-1, runs):
     for tool in tools:
       if not available[tool.name]:
         continue
+      if run < 0 and not ds.warm_up_round and tool.name in warmed:
+        continue
+      warmed.add(tool.name)
       base = os.path.join(WORK, ds.name, tool.name)
       out = os.path.join(base, 'out')
       shutil.rmtree(out, ignore_errors=True)
@@ -945,13 +951,14 @@ def main(argv: list[str] | None = None) -> int:
   t0 = time.perf_counter()
   rows = []
   s3 = S3Server() if any(ds.storage == 's3' for ds in datasets) else None
+  warmed = set()
   try:
     for ds in datasets:
       tools = [t for t in TOOLS if t.name in wanted and (ds.tools is None or t.name in ds.tools)
                and t.source in ('any', ds.source) and (t.roles is None or ds.role in t.roles)]
       print(f'== {ds.name}: {ds.total_rows} rows, tools {", ".join(t.name for t in tools)}',
             flush=True)
-      rows += run_dataset(ds, tools, args.runs, args.predjoin, timeout, s3)
+      rows += run_dataset(ds, tools, args.runs, args.predjoin, timeout, s3, warmed)
   finally:
     if s3 is not None:
       s3.stop()
