@@ -811,7 +811,8 @@ def write_markdown(path: str, rows: list, goals: list, info: dict, quick: bool, 
       '',
       f'Run {started}, {elapsed / 60:.1f} min, commit `{info["commit"]}`. Each tool is a whole '
       f'process; wall and CPU are medians of {runs} run(s) after a warm-up read of the files and '
-      f'one untimed warm-up run of every tool; '
+      f'one untimed warm-up run of every tool (on the one-shard sets of 4M and 16M rows, of the '
+      f'tools that had not run yet); '
       'memory is the largest of the runs. "max proc" is the peak RSS of the largest single '
       'process (kernel rusage); "tree" is the summed RSS of the process tree sampled every '
       '50 ms. "correct" is benchmarks.check on the last run\'s output.',
