@@ -6,9 +6,11 @@ tool, every tool runs as a whole process (``runs`` times, interleaved, each afte
 seen. Memory is measured two ways: the kernel's peak RSS of the largest single process of the tree
 (``wait4`` rusage, which covers reaped descendants), and the summed RSS of the process tree sampled
 every 50 ms with psutil (predjoin's multi-processing workers are separate processes). Each tool's
-last output is checked by benchmarks.check.
+last output is checked by benchmarks.check. Each predjoin format is judged against the peers
+writing that format. The data sets read from S3 are served by moto's S3 server, which this
+harness starts on 127.0.0.1.
 
-The peers (pandas, DuckDB, pyarrow scripts) run with the interpreter ``PREDJOIN_PEERS_PYTHON``
+The peers (pandas, DuckDB, pyarrow, polars and fastavro scripts) run with the interpreter ``PREDJOIN_PEERS_PYTHON``
 names (``make bench`` sets it to ``.venv-peers``, built from requirements-peers.txt), default
 this one. predjoin runs from its own environment, which has no pandas: with pandas installed
 beside it, Beam imports pandas when it starts, 0.4-0.5 s of CPU in every predjoin process.
@@ -18,7 +20,7 @@ Writes benchmarks/results/latest.md, latest.png and latest.json (``latest-quick.
 
 Usage::
 
-  python -m benchmarks.run --quick            # tiny data, a few minutes
+  python -m benchmarks.run --quick            # tiny data, about 10 minutes
   python -m benchmarks.run                    # full size: 38M rows, about 35 min; run once
   python -m benchmarks.run --quick --runs 1 --datasets main --tools duckdb_careful,predjoin-parquet
 """
