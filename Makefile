@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# The benchmark's comparison scripts (pandas, DuckDB) get their own environment: see
-# benchmarks/requirements-peers.txt.
+# The benchmark's comparison scripts (pandas, DuckDB, polars, fastavro) get their own
+# environment: see benchmarks/requirements-peers.txt.
 PEERS_VENV  := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 SAMPLES := $(CURDIR)/samples

@@ -70,6 +70,24 @@ def _read_parquet(files, wanted):
 
 
 def _read_avro(files, wanted):
+  """Avro files as tables of the wanted fields: polars where it can read them (about ten times
+  faster than decoding records in Python), else fastavro (e.g. predjoin's ``scores`` map)."""
+  try:
+    return _read_avro_polars(files, wanted)
+  except Exception:  # noqa: BLE001 - a type polars cannot read: the slow, complete reader
+    return _read_avro_fastavro(files, wanted)
+
+
+def _read_avro_polars(files, wanted):
+  import polars as pl
+  tables = []
+  for path in files:
+    names = pl.read_avro(path, n_rows=0).columns
+    tables.append(pl.read_avro(path, columns=[c for c in names if c in wanted]).to_arrow())
+  return tables
+
+
+def _read_avro_fastavro(files, wanted):
   import fastavro
   tables = []
   for path in files:
@@ -90,12 +108,22 @@ def _read_avro(files, wanted):
 
 
 def _read_jsonl(files, wanted):
+  """JSON Lines files as tables of the wanted fields. Types are inferred from the first 10,000
+  lines of each file (inferring them from every line took four times as long as the read); a
+  value that does not fit them makes polars fail, and then every line is used."""
+  try:
+    return _read_jsonl_polars(files, wanted, 10_000)
+  except Exception:  # noqa: BLE001 - a later line needs a wider type
+    return _read_jsonl_polars(files, wanted, None)
+
+
+def _read_jsonl_polars(files, wanted, infer):
   import polars as pl
-  frame = pl.scan_ndjson(files, infer_schema_length=None)
+  frame = pl.scan_ndjson(files, infer_schema_length=infer)
   cols = [c for c in frame.collect_schema().names() if c in wanted]
   tables = []
   for path in files:  # one table per file keeps the order mode possible
-    tables.append(pl.scan_ndjson(path, infer_schema_length=None).select(cols).collect()
+    tables.append(pl.scan_ndjson(path, infer_schema_length=infer).select(cols).collect()
                   .to_arrow())
   return tables
 

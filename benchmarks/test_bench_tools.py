@@ -19,6 +19,8 @@ import pytest
 from benchmarks import check, generate
 from benchmarks.run import FULL, TOOLS, peers_python
 
+CAREFUL = [t for t in TOOLS if t.kind == 'careful' and t.source == 'aml']
+
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peers')
 SHARDS, ROWS, RATE = 3, 300, 0.08
 
@@ -41,13 +43,14 @@ def data(tmp_path_factory):
 @pytest.fixture(scope='module')
 def peers():
   """The peers' interpreter; ``make test`` names it (PREDJOIN_PEERS_PYTHON), and then it must
-  have pandas and DuckDB. Run without it, the peer tests are skipped when they are missing."""
+  have every peer's library. Run without it, the peer tests are skipped when they are missing."""
   python = peers_python()
-  missing = subprocess.run([python, '-c', 'import pandas, duckdb, pyarrow'],
+  modules = 'pandas, duckdb, pyarrow, polars, fastavro'
+  missing = subprocess.run([python, '-c', f'import {modules}'],
                            capture_output=True, text=True).returncode
   if missing and not os.environ.get('PREDJOIN_PEERS_PYTHON'):
-    pytest.skip('pandas and DuckDB are not installed (make test builds .venv-peers)')
-  assert not missing, f'{python} cannot import pandas, duckdb and pyarrow'
+    pytest.skip(f'{modules} are not all installed (make test builds .venv-peers)')
+  assert not missing, f'{python} cannot import {modules}'
   return python
 
 
@@ -107,13 +110,44 @@ def test_generated_layout(data):
 
 
 @pytest.mark.parametrize('model', generate.MODELS)
-@pytest.mark.parametrize('peer', ['pandas_careful', 'duckdb_careful', 'pyarrow_careful'])
-def test_careful_peers_are_correct(data, peers, tmp_path, peer, model):
+@pytest.mark.parametrize('tool', CAREFUL, ids=[t.name for t in CAREFUL])
+def test_careful_peers_are_correct(data, peers, tmp_path, tool, model):
+  # Run as the benchmark runs them: each writes the format it is compared in, one file a shard.
   d, truth = data[model]
-  _run_peer(peers, peer, truth, str(tmp_path))
-  report = check.check(d, str(tmp_path))
+  out = str(tmp_path / 'out')
+  proc = subprocess.run(tool.command(truth, out, 'predjoin', d), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert sorted(os.listdir(out)) == [f'data-{i:03d}.{tool.fmt}' for i in range(SHARDS)]
+  report = check.check(d, out)
   assert report['correct'], report['reason']
   assert report['rows'] == SHARDS * ROWS
+
+
+def test_every_format_has_careful_peers_writing_it():
+  formats = {}
+  for tool in CAREFUL:
+    formats.setdefault(tool.fmt, set()).add(tool.name)
+  assert formats == {
+      'parquet': {'pandas_careful', 'duckdb_careful', 'pyarrow_careful'},
+      'jsonl': {'pandas_careful_jsonl', 'duckdb_careful_jsonl', 'polars_careful_jsonl'},
+      'avro': {'pandas_careful_avro', 'polars_careful_avro'}}
+  assert {t.fmt for t in TOOLS if t.kind == 'naive'} == {'parquet'}
+
+
+def test_a_rounded_score_fails_the_checker(data, peers, tmp_path):
+  # pandas' to_json rounds to 10 decimal places unless told otherwise: 8.173957e-06 would come
+  # out as 8.174e-06. The checker must see such a score as wrong (the JSON Lines peer asks for
+  # 15 places).
+  d, truth = data['binary']
+  out = tmp_path / 'out'
+  _run_peer(peers, 'pandas_careful', truth, str(out))
+  table = pq.read_table(out / 'data-000.parquet')
+  score = pc.round(table.column('score'), 4)
+  table = table.set_column(table.schema.get_field_index('score'), 'score', score)
+  pq.write_table(table, out / 'data-000.parquet')
+  report = check.check(d, str(out))
+  assert not report['correct'] and 'score' in report['reason']
 
 
 @pytest.mark.parametrize('peer', ['pandas_naive', 'duckdb_naive'])
@@ -187,34 +221,137 @@ def test_checker_reads_avro(data, tmp_path):
   assert report['correct'], report['reason']
 
 
-def _row(role, tool, kind, rate, correct=True, rss=300.0):
+def _row(role, tool, kind, rate, correct=True, rss=300.0, fmt='parquet', rows=8_000_000,
+         cpu=10.0, shards=8):
   return {'role': role, 'dataset': role, 'tool': tool, 'kind': kind, 'status': 'ran',
-          'correct': correct, 'rows_per_s': rate, 'max_process_rss_mb': rss,
-          'peak_tree_rss_mb': rss * 2, 'reason': '' if correct else 'row 3 shifted'}
+          'format': fmt, 'correct': correct, 'rows_per_s': rate, 'max_process_rss_mb': rss,
+          'peak_tree_rss_mb': rss * 2, 'reason': '' if correct else 'row 3 shifted',
+          'rows': rows, 'cpu': cpu, 'shards': shards}
 
 
-def test_targets_judge_parquet_on_the_multiclass_data_set_against_its_own_peers():
+def test_targets_judge_each_format_against_the_peers_writing_it():
   from benchmarks.run import targets
   rows = [
-      _row('main', 'predjoin-parquet', 'predjoin', 1.3e6),
-      _row('main', 'predjoin-avro', 'predjoin', 1.0e6),
-      _row('main', 'predjoin-jsonl', 'predjoin', 0.5e6),
-      _row('main', 'pandas_careful', 'careful', 1.2e6),
+      _row('main', 'predjoin-parquet', 'predjoin', 1.3e6, cpu=11.0),
+      _row('main', 'predjoin-avro', 'predjoin', 1.0e6, fmt='avro'),
+      _row('main', 'predjoin-jsonl', 'predjoin', 0.5e6, fmt='jsonl'),
+      _row('main', 'pandas_careful', 'careful', 1.2e6, cpu=8.8),
+      _row('main', 'duckdb_careful', 'careful', 0.9e6, cpu=4.0),  # less CPU, but slower
       _row('main', 'pandas_naive', 'naive', 9.9e6, correct=False),  # fast but wrong: ignored
+      _row('main', 'polars_careful_avro', 'careful', 1.1e6, fmt='avro'),
+      _row('main', 'duckdb_careful_jsonl', 'careful', 0.4e6, fmt='jsonl'),
+      _row('main', 'polars_careful_jsonl', 'careful', 2.0e6, correct=False, fmt='jsonl'),
       _row('multiclass', 'predjoin-parquet', 'predjoin', 0.3e6),
       _row('multiclass', 'duckdb_careful', 'careful', 0.6e6),
   ]
   goals = {g['target']: g for g in targets(rows)}
-  main = goals['predjoin-parquet rows/s vs fastest correct peer']
+  main = goals['predjoin-parquet rows/s vs fastest correct parquet peer (8 x 1M binary)']
   assert main['verdict'] == 'PASS' and main['value'] == pytest.approx(1.3 / 1.2)
-  multi = goals['predjoin-parquet rows/s vs fastest correct peer (multiclass)']
+  multi = goals['predjoin-parquet rows/s vs fastest correct parquet peer (4 x 250k multiclass)']
   assert multi['verdict'] == 'FAIL' and multi['value'] == pytest.approx(0.5)
   assert 'duckdb_careful' in multi['detail']
-  assert goals['predjoin-avro rows/s vs fastest correct peer']['verdict'] == 'PASS'
-  assert goals['predjoin-jsonl rows/s vs fastest correct peer']['verdict'] == 'FAIL'
-  rows = [r for r in rows if r['role'] != 'multiclass']  # not run: N/A, not a pass
+  # Avro against the Avro peer (not pandas' faster Parquet), JSON Lines against the correct
+  # JSON Lines peer (not the faster wrong one).
+  avro = goals['predjoin-avro rows/s vs fastest correct avro peer (8 x 1M binary)']
+  assert avro['verdict'] == 'FAIL' and avro['value'] == pytest.approx(1.0 / 1.1)
+  jsonl = goals['predjoin-jsonl rows/s vs fastest correct jsonl peer (8 x 1M binary)']
+  assert jsonl['verdict'] == 'PASS' and jsonl['value'] == pytest.approx(0.5 / 0.4)
+  assert 'duckdb_careful_jsonl' in jsonl['detail']
+  # CPU per million rows against the fastest peer's (pandas), not the thriftiest.
+  cpu = goals['predjoin-parquet CPU s per M rows vs fastest correct parquet peer (8 x 1M binary)']
+  assert cpu['verdict'] == 'FAIL' and cpu['value'] == pytest.approx(11.0 / 8.8)
+  for name in ('predjoin-avro rows/s vs fastest correct avro peer (4 x 250k multiclass)',
+               'predjoin-parquet rows/s vs fastest correct parquet peer (1 x 16M binary)',
+               '2 workers vs 1 worker rows/s (1 x 16M binary, one shard)',
+               'CPU s per shard, tiny shards (50 rows) read from S3'):
+    assert goals[name]['verdict'] == 'N/A'  # not run: N/A, not a pass
+
+
+def test_targets_on_one_large_shard_and_on_tiny_shards():
+  from benchmarks.run import targets
+  rows = [
+      _row('big', 'predjoin-parquet', 'predjoin', 1.8e6, rss=260, rows=16_000_000, shards=1),
+      _row('big', 'predjoin-parquet-1w', 'predjoin', 1.0e6, rss=380, rows=16_000_000, shards=1),
+      _row('mem-small', 'predjoin-parquet', 'predjoin', 0.4e6, rss=240, rows=1_000_000,
+           shards=1),
+      _row('tiny-s3', 'predjoin-parquet', 'predjoin', 2e3, cpu=8.0, rows=10_000, shards=200),
+      _row('tiny-s3-one', 'predjoin-parquet', 'predjoin', 20, cpu=4.0, rows=50, shards=1),
+  ]
   goals = {g['target']: g for g in targets(rows)}
-  assert goals['predjoin-parquet rows/s vs fastest correct peer (multiclass)']['verdict'] == 'N/A'
+  scale = goals['2 workers vs 1 worker rows/s (1 x 16M binary, one shard)']
+  assert scale['verdict'] == 'PASS' and scale['value'] == pytest.approx(1.8)
+  memory = goals['1 x 16M vs 1 x 1M: peak RSS ratio (largest process, predjoin-parquet)']
+  assert memory['verdict'] == 'PASS' and memory['value'] == pytest.approx(260 / 240)
+  worker = goals['peak RSS per worker: largest process of any multi-processing predjoin run (MB)']
+  assert worker['value'] == 380 and worker['verdict'] == 'PASS'
+  tiny = goals['CPU s per shard, tiny shards (50 rows) read from S3']
+  assert tiny['verdict'] == 'PASS' and tiny['value'] == pytest.approx(0.04)
+  assert f'{4 / 199:.3f} s per shard beyond the first' in tiny['detail']
+  rows[3]['cpu'] = 12.0
+  assert {g['target']: g for g in targets(rows)}[tiny['target']]['verdict'] == 'FAIL'
+
+
+def test_projections_follow_the_formula():
+  from benchmarks.run import STARTUP_SECONDS, projection_lines, projections
+  rows = [_row('main', 'predjoin-parquet', 'predjoin', 1e6, cpu=10.0),  # 800k rows per CPU-s
+          _row('big', 'predjoin-parquet', 'predjoin', 1e6, cpu=32.0, rows=16_000_000)]  # 500k
+  proj = projections(rows)
+  cases = {(c['layout'], c['workers']): c for c in proj['cases']}
+  assert len(cases) == 6
+  # 100 shards of 1M rows at 800k rows per CPU-second: 1.25 s each.
+  assert cases['100 shards', 1]['wall_s'] == pytest.approx(125.0)
+  assert cases['100 shards', 1]['vcpu_hours'] == pytest.approx(125.0 / 3600)
+  assert cases['100 shards', 8]['wall_s'] == pytest.approx(13 * 1.25)  # ceil(100 / 8) rounds
+  assert cases['100 shards', 8]['vcpu_hours'] == pytest.approx(8 * 13 * 1.25 / 3600)
+  assert cases['100 shards', 64]['wall_s'] == pytest.approx(2 * 1.25)
+  # One shard of 100M rows: 100 ranges of 1M rows at 500k rows per CPU-second.
+  one = cases['one shard', 64]
+  assert one['units'] == 100 and one['wall_s'] == pytest.approx(2 * 2.0)
+  assert one['vcpu_hours_with_startup'] == pytest.approx(64 * (4.0 + STARTUP_SECONDS) / 3600)
+  text = '\n'.join(projection_lines(proj))
+  assert 'ceil(units / busy)' in text and '| one shard | 100 | 64 |' in text
+  assert projections([]) is None
+
+
+def test_the_data_sets_the_issue_names():
+  from benchmarks.run import QUICK
+  sets = {d.role: d for d in FULL}
+  assert (sets['big'].shards, sets['big'].rows) == (1, 16_000_000)
+  assert (sets['mem-large'].shards, sets['mem-large'].rows) == (1, 4_000_000)
+  assert (sets['tiny-s3'].shards, sets['tiny-s3'].rows, sets['tiny-s3'].storage) == (200, 50,
+                                                                                    's3')
+  # On the 16M shard: the three formats, 2 and 1 workers, and a peer for every format.
+  by_name = {t.name: t for t in TOOLS}
+  big = [by_name[n] for n in sets['big'].tools]
+  assert {t.fmt for t in big if t.kind == 'predjoin'} == {'parquet', 'avro', 'jsonl'}
+  assert {t.fmt for t in big if t.kind == 'careful'} == {'parquet', 'avro', 'jsonl'}
+  assert {t.workers for t in big if t.kind == 'predjoin'} == {1, 2}
+  assert {d.role for d in QUICK} == set(sets)
+
+
+def test_predjoin_reads_the_tiny_shards_from_the_s3_server(tmp_path):
+  pytest.importorskip('moto')
+  from benchmarks.run import S3Server
+  d = str(tmp_path / 'tiny')
+  truth = generate.generate(d, 3, 50, 'binary', RATE, 9)
+  server = S3Server()
+  try:
+    remote = server.upload('tiny', d, truth)
+    assert remote.manifest.startswith('s3://') and remote.prefix == f's3://{S3Server.BUCKET}/tiny/'
+    tool = next(t for t in TOOLS if t.name == 'predjoin-parquet')
+    predjoin = os.path.join(os.path.dirname(sys.executable), 'predjoin')
+    out = str(tmp_path / 'out')
+    command = tool.command(truth, out, predjoin, d, remote)
+    assert truth['manifest'] not in command and remote.manifest in command
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=remote.env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  finally:
+    server.stop()
+  report = check.check(d, out)
+  assert report['correct'] and report['mode'] == 'input_uri + row_number', report
+  assert report['rows'] == 150
+  uris = pq.read_table(os.path.join(out, 'records'), columns=['input_uri']).column('input_uri')
+  assert set(uris.to_pylist()) == {f'{remote.prefix}input/data-{i:03d}.csv' for i in range(3)}
 
 
 @pytest.fixture(scope='module')
@@ -271,3 +408,15 @@ def test_the_dask_tool_runs_predjoin_on_dask_on_the_main_data_set_only():
   assert command[:-2] == direct[:len(command) - 2]  # the same job, on another runner
   main = next(d for d in FULL if d.role == 'main')
   assert (main.shards, main.rows) == (8, 1_000_000) and dask.roles == ('main',)
+
+
+def test_the_checker_reads_json_lines_whose_types_change_after_the_inferred_part(tmp_path):
+  # Types come from the first 10,000 lines; a later wider value must not be lost or nulled.
+  path = tmp_path / 'part.jsonl'
+  with open(path, 'w') as f:
+    for _ in range(10_000):
+      f.write(json.dumps({'score': 1, 'best_answer': None, 'other': 1}) + '\n')
+    f.write(json.dumps({'score': 0.5, 'best_answer': 'x', 'other': 2}) + '\n')
+  (table,) = check.read_output([str(path)], {'score', 'best_answer'})
+  assert table.column_names == ['score', 'best_answer']
+  assert table.slice(10_000).to_pylist() == [{'score': 0.5, 'best_answer': 'x'}]

@@ -3,13 +3,15 @@
 The result is read as a single VARCHAR column with a delimiter that never occurs; a blank line
 is a NULL row in its place. Input and result are then put side by side with POSITIONAL JOIN.
 
-python benchmarks/peers/duckdb_careful.py MANIFEST OUTDIR  ->  OUTDIR/<input name>.parquet
+python benchmarks/peers/duckdb_careful.py [--format F] MANIFEST OUTDIR  ->  OUTDIR/<input name>.F
+
+``--format``: ``parquet`` (default) or ``jsonl`` (``COPY ... (FORMAT JSON)``, one object per line).
 """
 
+import argparse
 import gzip
 import json
 import os
-import sys
 
 import duckdb
 
@@ -41,7 +43,10 @@ def result_columns(header):
           [f'CASE {case} END AS best_answer', f'{best} AS best_score'])
 
 
-def main(manifest, outdir):
+COPY_FORMATS = {'parquet': 'parquet', 'jsonl': 'json'}
+
+
+def main(manifest, outdir, fmt='parquet'):
   os.makedirs(outdir, exist_ok=True)
   with open(manifest) as f:
     pairs = json.loads(f.read(), strict=False)
@@ -51,7 +56,7 @@ def main(manifest, outdir):
     with gzip.open(result_uri, 'rt') as f:
       header = f.readline().rstrip('\r\n')
     name = os.path.splitext(os.path.basename(input_uri))[0]
-    out = os.path.join(outdir, name + '.parquet')
+    out = os.path.join(outdir, f'{name}.{fmt}')
     cells, derived = result_columns(header)
     con.execute(f"""
       COPY (
@@ -64,9 +69,14 @@ def main(manifest, outdir):
         p AS (SELECT {', '.join(cells)} FROM r)
         SELECT {', '.join(['i.*', 'p.*'] + derived)}
         FROM read_csv({sql_str(input_uri)}, header = true) AS i POSITIONAL JOIN p
-      ) TO {sql_str(out)} (FORMAT parquet)
+      ) TO {sql_str(out)} (FORMAT {COPY_FORMATS[fmt]})
     """)
 
 
 if __name__ == '__main__':
-  main(sys.argv[1], sys.argv[2])
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--format', choices=tuple(COPY_FORMATS), default='parquet')
+  parser.add_argument('manifest')
+  parser.add_argument('outdir')
+  args = parser.parse_args()
+  main(args.manifest, args.outdir, args.format)
