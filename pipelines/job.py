@@ -11,6 +11,13 @@ or on a dask.distributed cluster (waits and judges the run as a local run does; 
     predjoin --runner DaskRunner --dask_client_address tcp://scheduler:8786 \\
         --manifest 's3://bucket/out/batch-prediction/bp-1.manifest' --output s3://bucket/out/bp-1/
 
+or every batch prediction a glob finds that is not joined yet, each to ``<output>/<id>/``,
+exactly once (``--incremental``: decided and claimed here, in the launcher; see
+``build_incremental``)::
+
+    predjoin --incremental --manifest 's3://bucket/out/batch-prediction/*.manifest' \\
+        --output s3://bucket/enriched/ --format parquet
+
 or on Dataflow (returns once the job is submitted; the job writes ``<output>/summary.json``)::
 
     python -m pipelines.job --runner DataflowRunner --project P --region R \\
