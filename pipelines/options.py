@@ -26,6 +26,7 @@ ACCEPTS = ('text/csv', 'application/jsonlines')
 JOIN_SOURCES = ('None', 'Input')
 INPUT_HEADER = ('auto', 'true', 'false')
 ON_TYPE_ERROR = ('dead_letter', 'null')
+BOOLEANS = ('true', 'false')
 
 
 class OptionsError(ValueError):
@@ -214,6 +215,24 @@ class PredjoinOptions(PipelineOptions):
         'inline or as a URI; the summary compares TotalRecordCount, InvalidRecordCount, the '
         'model type and ScoreThreshold with what was read. Repeatable.')
 
+    incremental = parser.add_argument_group(
+        'incremental', 'Scheduled runs that find their own work: every batch prediction a '
+        '--manifest glob (or --output_location without --batch_prediction_id) finds, or every '
+        'saved SageMaker job description a --transform_job glob finds, is joined to its own '
+        'prefix, <output>/<batch prediction id or job name>/, exactly once.')
+    incremental.add_argument(
+        '--incremental', nargs='?', const='true', default='false', choices=BOOLEANS,
+        help='Join only what is new: a batch prediction whose prefix holds a complete, '
+        'successful summary.json of the same manifest (or job description) content (its '
+        'manifest_sha256) is skipped; a failed or unfinished one is joined again, and so is one whose manifest '
+        'changed. A claim object beside its outputs keeps two runs from joining it at once. '
+        'The run\'s own summary goes to <output>/runs/<run id>.json. --incremental alone '
+        'means true.')
+    incremental.add_argument(
+        '--claim_timeout', type=_positive_int, default=6 * 3600, metavar='SECONDS',
+        help='With --incremental: a claim older than this is taken to be a crashed run\'s and '
+        'is taken over. Longer than a batch prediction\'s longest join.')
+
     access = parser.add_argument_group(
         'access', 'Which URIs a manifest may name, and where they are read from.')
     access.add_argument(
@@ -278,6 +297,10 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   elif opts.manifest and located:
     raise OptionsError('give either --manifest or --output_location with --batch_prediction_id, '
                        'not both')
+  elif not opts.manifest and is_incremental(opts):
+    if not opts.output_location or opts.batch_prediction_id:
+      raise OptionsError('--incremental finds its batch predictions: give a --manifest glob, or '
+                         '--output_location without --batch_prediction_id')
   elif not opts.manifest:
     if not (opts.output_location and opts.batch_prediction_id):
       raise OptionsError('give --manifest URI, or both --output_location and '
@@ -305,6 +328,19 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
     raise OptionsError(f'--min_score applies to multiclass models, not {opts.model_type}')
   if opts.top_k is not None and opts.model_type in ('binary', 'regression'):
     raise OptionsError(f'--top_k applies to multiclass models, not {opts.model_type}')
+  if is_incremental(opts):
+    given = [name for name in TRANSFORM_OPTIONS if getattr(opts, name) is not None]
+    if transform and given != ['transform_job']:
+      raise OptionsError('--incremental finds SageMaker transform jobs by --transform_job (a '
+                         'glob of saved describe-transform-job responses) alone: each job\'s '
+                         'description says the rest, not --' + ', --'.join(
+                             n for n in given if n != 'transform_job'))
+    if transform and opts.transform_job.lstrip().startswith('{'):
+      raise OptionsError('--incremental needs --transform_job as the URI (or a glob) of saved '
+                         'describe-transform-job responses, not inline JSON')
+    if opts.format == 'bigquery' and opts.write_disposition != 'replace':
+      raise OptionsError('--incremental loads each batch prediction so that a run again '
+                         'replaces its rows: it needs --write_disposition replace')
   if opts.data_rearrangement is not None:
     from transforms.aml.slices import SplitError, parse
     try:
@@ -313,6 +349,11 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
       raise OptionsError(str(e)) from None
   _check_dask(options, opts)
   return opts
+
+
+def is_incremental(opts: PredjoinOptions) -> bool:
+  """Whether ``--incremental`` is on (``--incremental``, ``--incremental=true``)."""
+  return str(opts.incremental).lower() == 'true'
 
 
 def _check_dask(options: PipelineOptions, opts: PredjoinOptions) -> None:

@@ -194,6 +194,11 @@ class Storage:
     """The process's boto3 S3 client for this storage's settings (made on first use)."""
     return _s3_client(self._config)
 
+  def gcs_client(self):
+    """This thread's google-cloud-storage client (made on first use): Application Default
+    Credentials, or ``STORAGE_EMULATOR_HOST``."""
+    return _gcs_client()
+
   def _transport_params(self, uri: str) -> dict:
     scheme = uri.partition('://')[0].lower() if '://' in uri else ''
     if scheme == 's3':
