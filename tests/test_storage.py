@@ -195,15 +195,16 @@ def test_a_body_that_keeps_failing_is_a_storage_error_naming_the_object(s3, aws,
 # The whole job on S3 --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize('fmt', ['parquet', 'avro'])
 def test_cli_s3_manifest_shards_and_output_match_the_local_run(s3, out_bucket, tmp_path,
-                                                               tmp_path_factory):
+                                                               tmp_path_factory, fmt):
   manifest = f's3://{SAMPLE_BUCKET}/' + MANIFEST_KEY.format(bp='bp-sample-multiclass')
   result = fx.run_cli(['--manifest', manifest, '--output', f's3://{out_bucket}/enriched/',
-                       '--format', 'parquet', *fx.s3_args(s3.endpoint)], fx.aws_env())
+                       '--format', fmt, *fx.s3_args(s3.endpoint)], fx.aws_env())
   assert result.returncode == 0, result.stderr
   assert f'summary: s3://{out_bucket}/enriched/summary.json' in result.stdout
   assert_same_output(s3, out_bucket, 'enriched/',
-                     local_reference('bp-sample-multiclass', 'parquet', tmp_path_factory),
+                     local_reference('bp-sample-multiclass', fmt, tmp_path_factory),
                      tmp_path)
   _no_temp_files(s3, out_bucket, '')
 

@@ -384,6 +384,15 @@ class ObjectWriter:
   def flush(self) -> None:
     pass
 
+  def writable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:  # writers of every format ask (fastavro: to append or not)
+    return False
+
+  def readable(self) -> bool:
+    return False
+
   def close(self) -> None:
     """Makes the object (once)."""
     if self.closed:
