@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace as dataclasses_replace
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -43,9 +44,10 @@ from pipelines.options import (
   UsageError,
   check_arguments,
   validate,
+  watching,
 )
 from pipelines.runners import LOCAL_RUNNERS, is_dask, launcher_judges, sdk_processes
-from transforms import steps
+from transforms import steps, watch
 from transforms.aml import schema_file, service, slices
 from transforms.aml.manifest import manifest_uri, parse_rebase_rules
 from transforms.io import access, bigquery, resubmit
@@ -193,8 +195,66 @@ def transform_job(opts: PredjoinOptions, storage: Storage) -> jobs.TransformJob:
       join_source=opts.transform_join_source, output_filter=opts.transform_output_filter)
 
 
+class BuiltWatch(NamedTuple):
+  """What :func:`build_pipeline` added for ``--watch``: what became of each manifest
+  (``transforms.watch.UnitResult``), the globs watched, and the output prefix, under which
+  each batch prediction has its own ``<id>/summary.json``."""
+
+  results: beam.PCollection
+  patterns: list[str]
+  output: str
+
+
+def watch_patterns(opts: PredjoinOptions) -> list[str]:
+  """The globs ``--watch`` matches: ``--manifest``, else every manifest of
+  ``--output_location``."""
+  return list(opts.manifest) if opts.manifest else \
+      [manifest_uri(opts.output_location, '*')]
+
+
+def build_watch(p: beam.Pipeline, options: PipelineOptions, settings: PlanSettings,
+                policy: access.AccessPolicy, rules) -> BuiltWatch:
+  """Adds the streaming watch (``transforms/watch.py``) to ``p``, and marks the job streaming
+  (Beam's ``--streaming``: Dataflow runs an unbounded source only in a streaming job).
+
+  Raises:
+    StorageError: the output cannot be written (a dry run does not try).
+  """
+  import time
+  opts = options.view_as(PredjoinOptions)
+  options.view_as(StandardOptions).streaming = True
+  patterns = watch_patterns(opts)
+  # Plans are made per manifest when it lands; nothing of them is known now. The output must be
+  # writable, though: a job that cannot write would run and join nothing.
+  check_writable(opts.output, (), probe=not _dry_run(options))
+  units = watch.UnitSettings(
+      dataclasses_replace(settings, range_rows=0), StorageConfig.from_options(options),
+      opts.output, opts.format, tuple(rules), policy, opts.max_bad_shards,
+      job_token=watch.job_token())
+  start = time.time()
+  watching_for = watch.WatchSettings(
+      opts.watch_interval, start, start + opts.watch_for if opts.watch_for else None)
+  results = p | 'Watch' >> watch.WatchManifests(patterns, units, watching_for)
+  return BuiltWatch(results, patterns, opts.output)
+
+
+def _plan_settings(opts: PredjoinOptions, options: PipelineOptions, rules) -> PlanSettings:
+  """What the options say about the plan (``transforms.join.plan.PlanSettings``)."""
+  return PlanSettings(
+      model_type=opts.model_type, input_header=opts.input_header, cutoff=opts.cutoff,
+      min_score=opts.min_score, top_k=opts.top_k, block_rows=opts.block_rows,
+      rebase_rules=tuple(rules), schema_uri=opts.schema, on_type_error=opts.on_type_error,
+      data_rearrangement=slices.parse(opts.data_rearrangement) if opts.data_rearrangement
+      else None,
+      # CSV parsing threads only where they do not compete with other workers.
+      parse_threads=one_worker_process(options),
+      # Beam's DaskRunner hands every output of a step to each step that reads one of them,
+      # and does not spread a Reshuffle's elements: ranges need both.
+      range_rows=0 if is_dask(options.view_as(StandardOptions).runner) else opts.range_rows)
+
+
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
-                   bigquery_client=None) -> BuiltJob:
+                   bigquery_client=None) -> BuiltJob | BuiltWatch:
   """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
 
   Raises:
@@ -217,19 +277,11 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   if not transform:
     for given in opts.manifest or [opts.output_location]:
       access.check_given(given, '--manifest' if opts.manifest else '--output_location')
+  if watching(options):
+    return build_watch(p, options, _plan_settings(opts, options, rules), policy, rules)
   records = service.parse_records(opts.service_record, read_text) if opts.service_record \
       else None
-  settings = PlanSettings(
-      model_type=opts.model_type, input_header=opts.input_header, cutoff=opts.cutoff,
-      min_score=opts.min_score, top_k=opts.top_k, block_rows=opts.block_rows,
-      rebase_rules=tuple(rules), schema_uri=opts.schema, on_type_error=opts.on_type_error,
-      data_rearrangement=slices.parse(opts.data_rearrangement) if opts.data_rearrangement
-      else None,
-      # CSV parsing threads only where they do not compete with other workers.
-      parse_threads=one_worker_process(options),
-      # Beam's DaskRunner hands every output of a step to each step that reads one of them,
-      # and does not spread a Reshuffle's elements: ranges need both.
-      range_rows=0 if is_dask(options.view_as(StandardOptions).runner) else opts.range_rows)
+  settings = _plan_settings(opts, options, rules)
   if transform:  # a SageMaker transform job: its shards are listed and paired here
     planned = make_transform_plan(
         transform_job(opts, storage), storage, settings,
@@ -422,12 +474,14 @@ def launch_message(result, options: PipelineOptions, summary_uri: str) -> str:
   template = options.view_as(GoogleCloudOptions).template_location
   if _dry_run(options):
     return 'dry run: the job was translated for Dataflow and not submitted'
+  done = 'for each batch prediction when it is joined' if '<id>' in summary_uri else \
+      'when it is done'
   if template:
     return (f'wrote the Dataflow job to {template}; the Dataflow service runs it, and the job '
-            f'writes {summary_uri} when it is done')
+            f'writes {summary_uri} {done}')
   job = result.job_id() if getattr(result, 'has_job', False) else None  # a dry run has none
   return (f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
-          f'{summary_uri} when it is done')
+          f'{summary_uri} {done}')
 
 
 def _read_summary(uri: str) -> dict | None:
@@ -497,13 +551,52 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
     if dataflow:  # the job could not be submitted: Beam's own error says why
       raise
     failure = e
+  watched = isinstance(built, BuiltWatch)
+  summary_uri = FileSystems.join(opts.output, '<id>', 'summary.json') if watched else \
+      built.summary_uri
   if dataflow:  # the launcher returns once the job is handed over
-    print(launch_message(result, options, built.summary_uri))
+    print(launch_message(result, options, summary_uri))
     return 0
   try:
+    if watched:
+      return _judge_watch(failure, built)
     return _judge(result, failure, opts, built.summary_uri)
   finally:
     _close(result)
+
+
+def unit_summaries(output: str) -> dict[str, dict | None]:
+  """Every ``<output>/<id>/summary.json`` there is, read (None: unreadable), by URI."""
+  pattern = FileSystems.join(output, '*', 'summary.json')
+  try:
+    uris = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+  except Exception:  # noqa: BLE001  # nothing there yet
+    uris = []
+  return {uri: _read_summary(uri) for uri in uris}
+
+
+def _judge_watch(failure: Exception | None, built: BuiltWatch) -> int:
+  """After a local watch ended (``--watch_for``): each unit's summary under the output, and the
+  exit code: 1 when the job failed or a unit's summary says it failed."""
+  summaries = unit_summaries(built.output)
+  for uri, summary in summaries.items():
+    if summary is None:
+      print(f'{uri}: unreadable')
+      continue
+    t = summary['totals']
+    print(f'{uri}: {"ok" if summary["ok"] else "FAILED"}, rows in {t["input_rows"]}, joined '
+          f'{t["joined_rows"]}, failed {t["failed_rows"]}, dead-lettered '
+          f'{t["dead_letter_rows"]}; shards {t["shards"]} ({t["bad_shards"]} bad)')
+  if not summaries:
+    print(f'no batch prediction joined under {built.output} (watched: '
+          f'{", ".join(built.patterns)})')
+  if failure is not None:
+    print(f'predjoin: error: the job failed: {redact(_one_line(failure))}', file=sys.stderr)
+  bad = [uri for uri, summary in summaries.items() if not (summary or {}).get('ok')]
+  if bad:
+    print(f'predjoin: {len(bad)} batch prediction(s) failed: see their summary.json',
+          file=sys.stderr)
+  return 1 if failure is not None or bad else 0
 
 
 def _judge(result, failure: Exception | None, opts: PredjoinOptions, summary_uri: str) -> int:

@@ -404,8 +404,9 @@ class SummaryPlan:
   (``report.verification.run_facts``), the copy of the input's schema beside the resubmit files
   (``resubmit_schema`` URI and its text), the output directories whose leftovers go, whether
   the job itself fails on too many bad shards (``fail_job``: where no launcher waits to read
-  the summary, such as Dataflow), the BigQuery load to publish (``io.bigquery.TableLoad``), and
-  the run's storage settings (``io.storage.StorageConfig``: written through FileSystems).
+  the summary, such as Dataflow), the BigQuery load to publish (``io.bigquery.TableLoad``),
+  the run's storage settings (``io.storage.StorageConfig``: written through FileSystems), and
+  keys to add to the summary (``stamp``).
   """
 
   output: str
@@ -417,6 +418,8 @@ class SummaryPlan:
   fail_job: bool = False
   table_load: object | None = None
   storage_config: StorageConfig = StorageConfig()
+  # Keys added to the summary as they are: a unit's manifest digest (transforms/watch.py).
+  stamp: dict | None = None
 
   @property
   def uri(self) -> str:
@@ -442,6 +445,7 @@ def write_summary(parts: RunParts, plan: SummaryPlan) -> dict:
   plan.storage_config.configure_filesystems()
   resubmit_schema = plan.resubmit_schema if plan.resubmit_schema_text else None
   summary = summarize(parts, plan.max_bad_shards, plan.run, resubmit_schema)
+  summary.update(plan.stamp or {})
   if plan.table_load is not None:  # the records are staged in BigQuery: publish them, or not
     summary['bigquery'] = publish_records(plan.table_load, summary, sorted(parts.staging_jobs))
   outputs = summary['outputs']
