@@ -323,6 +323,7 @@ class GcsEmulator:
 
   def __init__(self, tmp_dir: str):
     from gcp_storage_emulator.server import create_server
+    honour_generation_preconditions()
     self._server = create_server('127.0.0.1', 0, in_memory=True)
     self._server._api.daemon = True  # the emulator's thread would otherwise block exit
     self._server.start()
@@ -346,3 +347,63 @@ class GcsEmulator:
 
   def stop(self):
     self._server.stop()
+
+
+_PRECONDITIONS_LOCK = threading.Lock()
+
+
+def honour_generation_preconditions() -> None:
+  """Makes gcp-storage-emulator answer ``ifGenerationMatch`` as GCS does; idempotent.
+
+  The emulator ignores the parameter (its ``objects.insert`` and ``objects.delete`` handlers
+  never read it), so a second create-if-absent upload silently replaces the object. GCS answers
+  HTTP 412 when the object's generation is not the one given (0: the object must not exist).
+  This wraps both handlers, under one lock, so the check and the write happen together as
+  they do in GCS; every other request is handled as before.
+  """
+  from http import HTTPStatus
+
+  from gcp_storage_emulator import server
+  from gcp_storage_emulator.exceptions import NotFound
+  from gcp_storage_emulator.handlers import objects
+  if getattr(objects.insert, 'honours_preconditions', False):
+    return
+
+  def current_generation(storage, bucket: str, name: str) -> int:
+    try:
+      return int(storage.get_file_obj(bucket, name).get('generation') or 0)
+    except NotFound:
+      return 0
+
+  def guarded(handler, name_of):
+    def handle(request, response, storage, *args, **kwargs):
+      wanted = request.query.get('ifGenerationMatch')
+      if not wanted:
+        return handler(request, response, storage, *args, **kwargs)
+      with _PRECONDITIONS_LOCK:
+        bucket = request.params['bucket_name']
+        if current_generation(storage, bucket, name_of(request)) != int(wanted[0]):
+          response.status = HTTPStatus.PRECONDITION_FAILED
+          response.json({'error': {'code': 412, 'message': 'At least one of the pre-conditions '
+                                   'you specified did not hold.', 'errors': [{
+                                       'reason': 'conditionNotMet', 'domain': 'global'}]}})
+          return None
+        return handler(request, response, storage, *args, **kwargs)
+    handle.honours_preconditions = True
+    return handle
+
+  def inserted_name(request):
+    if 'name' in request.query:
+      return request.query['name'][0]
+    data = request.data if isinstance(request.data, dict) else {}
+    return (data.get('meta') or {}).get('name') or data.get('name')
+
+  insert = guarded(objects.insert, inserted_name)
+  delete = guarded(objects.delete, lambda request: request.params['object_id'])
+  for _, handlers in server.HANDLERS:
+    for method, handler in list(handlers.items()):
+      if handler is objects.insert:
+        handlers[method] = insert
+      elif handler is objects.delete:
+        handlers[method] = delete
+  objects.insert, objects.delete = insert, delete

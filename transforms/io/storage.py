@@ -146,15 +146,20 @@ class Storage:
           config=Config(retries=s3_retry_config(), connect_timeout=20, read_timeout=60))
     return self._s3_client
 
+  def gcs_client(self):
+    """The google-cloud-storage client of this storage (made on first use): Application
+    Default Credentials, or ``STORAGE_EMULATOR_HOST``."""
+    if self._gcs_client is None:
+      from google.cloud import storage as gcs
+      self._gcs_client = gcs.Client()
+    return self._gcs_client
+
   def _transport_params(self, uri: str) -> dict:
     scheme = uri.partition('://')[0].lower() if '://' in uri else ''
     if scheme == 's3':
       return {'client': self.s3_client()}
     if scheme in ('gs', 'gcs'):
-      if self._gcs_client is None:
-        from google.cloud import storage as gcs  # ADC, or STORAGE_EMULATOR_HOST
-        self._gcs_client = gcs.Client()
-      return {'client': self._gcs_client}
+      return {'client': self.gcs_client()}
     return {}
 
   def open(self, uri: str, compression: str = BY_NAME):
@@ -197,9 +202,8 @@ class Storage:
                       for item in page.get('Contents', []))
       if scheme in ('gs', 'gcs'):
         bucket, _, key = prefix[len(scheme) + 3:].partition('/')
-        self._transport_params(prefix)  # makes the client
         return sorted(f'{scheme}://{bucket}/{blob.name}'
-                      for blob in self._gcs_client.list_blobs(bucket, prefix=key))
+                      for blob in self.gcs_client().list_blobs(bucket, prefix=key))
       root = local_path(prefix)
       directory = root if root.endswith('/') else os.path.dirname(root) or '.'
       found = []
