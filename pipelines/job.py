@@ -234,7 +234,11 @@ def build_watch(p: beam.Pipeline, options: PipelineOptions, settings: PlanSettin
   start = time.time()
   watching_for = watch.WatchSettings(
       opts.watch_interval, start, start + opts.watch_for if opts.watch_for else None)
-  results = p | 'Watch' >> watch.WatchManifests(patterns, units, watching_for)
+  # Beam's local runner does not wait out a splittable DoFn's delay: see WatchManifests.
+  local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+  if local:  # Beam warns of Watch's state whether or not the match keeps any
+    _quiet(FILEIO_LOGGER, HARMLESS_FILEIO_WARNINGS)
+  results = p | 'Watch' >> watch.WatchManifests(patterns, units, watching_for, local=local)
   return BuiltWatch(results, patterns, opts.output)
 
 
@@ -397,6 +401,12 @@ WORKER_LOGGER = 'apache_beam.runners.portability.local_job_service'
 # Create, which for predjoin are the few manifest URIs.
 HARMLESS_DASK_WARNINGS = ('The new default partition size is',)
 DASK_LOGGER = 'apache_beam.runners.dask.transform_evaluator'
+
+
+# What Beam's MatchContinuously logs at WARNING whenever it is built, though the local watch
+# (transforms/watch.py) uses it without the state the warning is about.
+HARMLESS_FILEIO_WARNINGS = ('Matching Continuously is stateful',)
+FILEIO_LOGGER = 'apache_beam.io.fileio'
 
 
 class HarmlessWorkerWarnings(logging.Filter):

@@ -51,6 +51,7 @@ from transforms.io.storage import (
   StorageError,
   prepare_output,
   redact,
+  remove_summary,
 )
 from transforms.join.outcomes import ERROR, ShardReport
 from transforms.join.plan import PlanError, PlanSettings, make_plan
@@ -143,6 +144,9 @@ def join_unit(uri: str, data: bytes, digest: str, settings: UnitSettings,
     parts.add(_manifest_problem(uri, str(e)))
   dirs = OUTPUT_DIRS
   prepare_output(output, dirs)
+  # An earlier run's summary would not match the files while they are replaced: like a batch
+  # run, the unit has no summary until this join has written every file.
+  remove_summary(output)
   if plan is not None:
     join = steps.JoinShardFn(plan, settings.storage_config, output, settings.record_format)
     join.setup()
@@ -173,12 +177,18 @@ def _sizes(plan, storage_config: StorageConfig, shards) -> list[slices.ShardSize
 
 class JoinUnitFn(beam.DoFn):
   """Manifest URI -> :class:`UnitResult`: the manifest joined into ``<output>/<id>/`` unless an
-  earlier run did so completely for the same content, or another run holds it now."""
+  earlier run did so completely for the same content, or another run holds it now.
 
-  def __init__(self, settings: UnitSettings):
+  ``remember``: where the same manifest comes again on every match (the local runner's watch,
+  :class:`WatchManifests`), each worker hands on what it has handled once only.
+  """
+
+  def __init__(self, settings: UnitSettings, remember: bool = False):
     self._settings = settings
+    self._remember = remember
 
   def setup(self):
+    self._handled = set()  # with ``remember``: the manifests this worker has handled
     self._settings.storage_config.configure_filesystems()
     self._storage = Storage(self._settings.storage_config)
     self._joined = Metrics.counter(steps.NAMESPACE, 'units_joined')
@@ -186,6 +196,10 @@ class JoinUnitFn(beam.DoFn):
     self._failed = Metrics.counter(steps.NAMESPACE, 'units_failed')
 
   def process(self, uri: str):
+    if self._remember:
+      if uri in self._handled:
+        return
+      self._handled.add(uri)
     output = unit_output(self._settings.output, uri)
     summary_uri = FileSystems.join(output, SUMMARY)
     unit = unit_id(uri)
@@ -253,14 +267,27 @@ def log_result(result: UnitResult) -> UnitResult:
 
 class WatchManifests(beam.PTransform):
   """PBegin -> PCollection of :class:`UnitResult`: the manifests matching ``patterns`` (globs),
-  each handed on once by Beam's ``MatchContinuously``, joined as units (:class:`JoinUnitFn`)."""
+  found by Beam's ``MatchContinuously`` and joined as units (:class:`JoinUnitFn`).
+
+  On Dataflow (and any runner that honours a splittable DoFn's resume delay),
+  ``MatchContinuously`` hands each path on once (its ``Watch``, deduplicating by path) and the
+  units are spread over the workers (``SpreadUnits``).
+
+  ``local``: Beam's local runner (the FnApiRunner) re-runs a deferred splittable DoFn at once,
+  without its delay: ``Watch`` would make its polls back to back, so ``--watch_for`` would end
+  after a fraction of a second. There the globs are matched on ``PeriodicImpulse`` instead
+  (``MatchContinuously`` without deduplication), whose ticks follow the clock; every match lists
+  every manifest again, and each is joined in the same stage as it is found: the worker
+  remembers what it has handled, and the exactly-once rule skips what another worker joined.
+  """
 
   def __init__(self, patterns: list[str], unit_settings: UnitSettings,
-               watch: WatchSettings = WatchSettings()):
+               watch: WatchSettings = WatchSettings(), local: bool = False):
     super().__init__()
     self._patterns = list(patterns)
     self._units = unit_settings
     self._watch = watch
+    self._local = local
 
   def expand(self, pbegin):
     start = Timestamp.of(self._watch.start) if self._watch.start is not None else \
@@ -269,12 +296,14 @@ class WatchManifests(beam.PTransform):
     matched = [
         pbegin | f'Match{i}' >> fileio.MatchContinuously(
             pattern, interval=self._watch.interval, start_timestamp=start,
-            stop_timestamp=stop, has_deduplication=True)
+            stop_timestamp=stop, has_deduplication=not self._local)
         for i, pattern in enumerate(self._patterns)]
     found = matched[0] if len(matched) == 1 else matched | 'AllMatches' >> beam.Flatten()
-    return (found
-            | 'ManifestPaths' >> beam.Map(lambda metadata: metadata.path).with_output_types(str)
-            # A unit is joined on any worker, and a retried join does not poll again.
-            | 'SpreadUnits' >> beam.Reshuffle()
-            | 'JoinUnits' >> beam.ParDo(JoinUnitFn(self._units))
+    paths = found | 'ManifestPaths' >> beam.Map(
+        lambda metadata: metadata.path).with_output_types(str)
+    if not self._local:
+      # A unit is joined on any worker, and a retried join does not poll again.
+      paths = paths | 'SpreadUnits' >> beam.Reshuffle()
+    return (paths
+            | 'JoinUnits' >> beam.ParDo(JoinUnitFn(self._units, remember=self._local))
             | 'LogUnits' >> beam.Map(log_result))
