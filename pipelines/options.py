@@ -57,6 +57,14 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _flag(text: str) -> bool:
+  """A flag's value when one is given (``--watch=true``, as a Flex Template passes it)."""
+  value = text.strip().lower()
+  if value not in ('true', 'false'):
+    raise argparse.ArgumentTypeError(f'{text!r} is not true or false')
+  return value == 'true'
+
+
 def _positive_seconds(text: str) -> float:
   value = float(text)
   if not value > 0:
@@ -239,13 +247,13 @@ class PredjoinOptions(PipelineOptions):
         'watch', 'A streaming job that keeps running and joins each new batch prediction as '
         'its manifest lands.')
     watch.add_argument(
-        '--watch', action='store_true', default=False,
-        help='Keep running: join each manifest that matches the --manifest globs (or '
-        '<output_location>batch-prediction/*.manifest) once, as it lands, each batch '
-        'prediction into <output>/<id>/ with its own summary.json; one a later run or a '
-        'restarted job finds complete for the same manifest content is not joined again. '
-        'Runs as a streaming job (it sets Beam\'s --streaming, which means the same). Files '
-        'only (avro, parquet, jsonl); Amazon ML manifests only.')
+        '--watch', nargs='?', const=True, default=False, type=_flag, metavar='BOOL',
+        help='Keep running as a streaming job (Beam\'s --streaming means the same): join each '
+        'manifest matching the --manifest globs (or <output_location>batch-prediction/'
+        '*.manifest) once, as it lands, into <output>/<id>/ with its own summary.json (<id>: '
+        'the manifest\'s name without .manifest). One whose summary there is complete for the '
+        'same manifest content is not joined again. Files only (avro, parquet, jsonl); Amazon '
+        'ML manifests only. --watch alone means true.')
     watch.add_argument(
         '--watch_interval', type=_positive_seconds, default=60.0, metavar='SECONDS',
         help='With --watch: how often the globs are matched again.')

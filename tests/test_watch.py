@@ -276,3 +276,4 @@ def test_a_unit_joins_the_manifest_bytes_its_summary_digests(tmp_path):
   assert summary['totals']['joined_rows'] + summary['totals']['failed_rows'] == 24
   check_predictions(read_records(os.path.join(out, 'bp-a')), a)
   assert prior_runs.decide(os.path.join(out, 'bp-a'), digest).action == 'skip'
+
