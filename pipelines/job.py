@@ -20,10 +20,13 @@ or on Dataflow (returns once the job is submitted; the job writes ``<output>/sum
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import logging
 import sys
-from dataclasses import replace as dataclasses_replace
+import time
+import uuid
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -43,14 +46,15 @@ from pipelines.options import (
   PredjoinOptions,
   UsageError,
   check_arguments,
+  is_incremental,
   validate,
   watching,
 )
 from pipelines.runners import LOCAL_RUNNERS, is_dask, launcher_judges, sdk_processes
 from transforms import steps, watch
 from transforms.aml import schema_file, service, slices
-from transforms.aml.manifest import manifest_uri, parse_rebase_rules
-from transforms.io import access, bigquery, resubmit
+from transforms.aml.manifest import batch_prediction_id, manifest_uri, parse_rebase_rules
+from transforms.io import access, bigquery, claims, resubmit
 from transforms.io.storage import (
   OUTPUT_DIRS,
   Storage,
@@ -60,10 +64,11 @@ from transforms.io.storage import (
   read_text,
   redact,
   remove_summary,
+  write_text,
 )
 from transforms.join import record_schema
 from transforms.join.plan import JoinPlan, PlanError, PlanSettings, make_plan
-from transforms.report import readback, verification
+from transforms.report import prior_runs, readback, verification
 from transforms.report.run_summary import TooManyBadShards
 from transforms.sagemaker import job as jobs
 from transforms.sagemaker.plan import TransformSettings, make_transform_plan
@@ -195,6 +200,44 @@ def transform_job(opts: PredjoinOptions, storage: Storage) -> jobs.TransformJob:
       join_source=opts.transform_join_source, output_filter=opts.transform_output_filter)
 
 
+class _Context(NamedTuple):
+  """What every batch prediction of a run is built with: the options, the storage settings,
+  the rebase rules, the access policy, the service records and the plan's settings."""
+
+  options: PipelineOptions
+  opts: PredjoinOptions
+  config: StorageConfig
+  storage: Storage
+  rules: list
+  policy: access.AccessPolicy
+  records: dict | None
+  settings: PlanSettings
+  bigquery_client: object | None
+
+
+def _context(options: PipelineOptions, opts: PredjoinOptions, bigquery_client) -> _Context:
+  # The DaskRunner gives its workers no pipeline options: they take the storage settings along.
+  config = StorageConfig.from_options(
+      options, set_worker_filesystems=is_dask(options.view_as(StandardOptions).runner))
+  rules = parse_rebase_rules(opts.rebase_uri)
+  policy = access.AccessPolicy.create(opts.allowed_prefix, rules)
+  records = service.parse_records(opts.service_record, read_text) if opts.service_record \
+      else None
+  settings = PlanSettings(
+      model_type=opts.model_type, input_header=opts.input_header, cutoff=opts.cutoff,
+      min_score=opts.min_score, top_k=opts.top_k, block_rows=opts.block_rows,
+      rebase_rules=tuple(rules), schema_uri=opts.schema, on_type_error=opts.on_type_error,
+      data_rearrangement=slices.parse(opts.data_rearrangement) if opts.data_rearrangement
+      else None,
+      # CSV parsing threads only where they do not compete with other workers.
+      parse_threads=one_worker_process(options),
+      # Beam's DaskRunner hands every output of a step to each step that reads one of them,
+      # and does not spread a Reshuffle's elements: ranges need both.
+      range_rows=0 if is_dask(options.view_as(StandardOptions).runner) else opts.range_rows)
+  return _Context(options, opts, config, Storage(config), rules, policy, records, settings,
+                  bigquery_client)
+
+
 class BuiltWatch(NamedTuple):
   """What :func:`build_pipeline` added for ``--watch``: what became of each manifest
   (``transforms.watch.UnitResult``), the globs watched, and the output prefix, under which
@@ -208,29 +251,30 @@ class BuiltWatch(NamedTuple):
 def watch_patterns(opts: PredjoinOptions) -> list[str]:
   """The globs ``--watch`` matches: ``--manifest``, else every manifest of
   ``--output_location``."""
-  return list(opts.manifest) if opts.manifest else \
-      [manifest_uri(opts.output_location, '*')]
+  return list(opts.manifest) if opts.manifest else [
+      manifest_uri(opts.output_location, 'BPID').replace('BPID', '*')]
 
 
-def build_watch(p: beam.Pipeline, options: PipelineOptions, settings: PlanSettings,
-                policy: access.AccessPolicy, rules) -> BuiltWatch:
+def build_watch(p: beam.Pipeline, options: PipelineOptions) -> BuiltWatch:
   """Adds the streaming watch (``transforms/watch.py``) to ``p``, and marks the job streaming
   (Beam's ``--streaming``: Dataflow runs an unbounded source only in a streaming job).
 
   Raises:
     StorageError: the output cannot be written (a dry run does not try).
   """
-  import time
   opts = options.view_as(PredjoinOptions)
+  ctx = _context(options, opts, None)
   options.view_as(StandardOptions).streaming = True
   patterns = watch_patterns(opts)
+  for pattern in patterns:
+    access.check_given(pattern, '--manifest' if opts.manifest else '--output_location')
   # Plans are made per manifest when it lands; nothing of them is known now. The output must be
   # writable, though: a job that cannot write would run and join nothing.
   check_writable(opts.output, (), probe=not _dry_run(options))
   units = watch.UnitSettings(
-      dataclasses_replace(settings, range_rows=0), StorageConfig.from_options(options),
-      opts.output, opts.format, tuple(rules), policy, opts.max_bad_shards,
-      job_token=watch.job_token())
+      dataclasses.replace(ctx.settings, range_rows=0), ctx.config, opts.output, opts.format,
+      tuple(ctx.rules), ctx.policy, opts.max_bad_shards, float(opts.claim_timeout),
+      watch.job_token())
   start = time.time()
   watching_for = watch.WatchSettings(
       opts.watch_interval, start, start + opts.watch_for if opts.watch_for else None)
@@ -242,23 +286,8 @@ def build_watch(p: beam.Pipeline, options: PipelineOptions, settings: PlanSettin
   return BuiltWatch(results, patterns, opts.output)
 
 
-def _plan_settings(opts: PredjoinOptions, options: PipelineOptions, rules) -> PlanSettings:
-  """What the options say about the plan (``transforms.join.plan.PlanSettings``)."""
-  return PlanSettings(
-      model_type=opts.model_type, input_header=opts.input_header, cutoff=opts.cutoff,
-      min_score=opts.min_score, top_k=opts.top_k, block_rows=opts.block_rows,
-      rebase_rules=tuple(rules), schema_uri=opts.schema, on_type_error=opts.on_type_error,
-      data_rearrangement=slices.parse(opts.data_rearrangement) if opts.data_rearrangement
-      else None,
-      # CSV parsing threads only where they do not compete with other workers.
-      parse_threads=one_worker_process(options),
-      # Beam's DaskRunner hands every output of a step to each step that reads one of them,
-      # and does not spread a Reshuffle's elements: ranges need both.
-      range_rows=0 if is_dask(options.view_as(StandardOptions).runner) else opts.range_rows)
-
-
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
-                   bigquery_client=None) -> BuiltJob | BuiltWatch:
+                   bigquery_client=None) -> BuiltJob:
   """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
 
   Raises:
@@ -269,23 +298,31 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   ``bigquery_client`` (a ``google.cloud.bigquery.Client``) reads an existing table's schema
   before a replace or an append and creates the run's staging table; by default one is made
   from the environment's credentials. A dry run does neither.
+
+  With ``--incremental`` this is :func:`build_incremental`, which returns an
+  :class:`IncrementalJob` instead; with ``--watch``, :func:`build_watch` (a
+  :class:`BuiltWatch`).
   """
   opts = validate(options)
-  # The DaskRunner gives its workers no pipeline options: they take the storage settings along.
-  config = StorageConfig.from_options(
-      options, set_worker_filesystems=is_dask(options.view_as(StandardOptions).runner))
-  storage = Storage(config)
-  rules = parse_rebase_rules(opts.rebase_uri)
-  policy = access.AccessPolicy.create(opts.allowed_prefix, rules)
+  if is_incremental(opts):
+    return build_incremental(p, options, bigquery_client)
+  if watching(options):
+    return build_watch(p, options)
+  ctx = _context(options, opts, bigquery_client)
   transform = opts.transform_job is not None or opts.transform_input is not None
   if not transform:
     for given in opts.manifest or [opts.output_location]:
       access.check_given(given, '--manifest' if opts.manifest else '--output_location')
-  if watching(options):
-    return build_watch(p, options, _plan_settings(opts, options, rules), policy, rules)
-  records = service.parse_records(opts.service_record, read_text) if opts.service_record \
-      else None
-  settings = _plan_settings(opts, options, rules)
+  sources = None if transform else manifest_uris(opts, ctx.storage)
+  return _add_join(p, ctx, sources, opts.output)
+
+
+def _add_join(root, ctx: _Context, sources: list[str] | None, output: str,
+              unit: Unit | None = None) -> BuiltJob:
+  """Adds the join of ``sources`` (manifest URIs; None: the SageMaker transform job of the
+  options) into ``output`` to ``root`` (the pipeline, or an incremental run's unit)."""
+  opts, options, storage, settings = ctx.opts, ctx.options, ctx.storage, ctx.settings
+  transform = sources is None
   if transform:  # a SageMaker transform job: its shards are listed and paired here
     planned = make_transform_plan(
         transform_job(opts, storage), storage, settings,
@@ -293,29 +330,30 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
                           opts.failed_marker), tuple(opts.allowed_prefix or ()))
     plan, sources, source_facts = planned.plan, list(planned.shards), planned.facts
   else:
-    sources, source_facts = manifest_uris(opts, storage), None
-    plan = make_plan(sources, storage, settings, policy)
+    source_facts = None
+    plan = make_plan(sources, storage, settings, ctx.policy)
   if opts.top_k and plan.layout.model_type != 'multiclass':
     raise LaunchError(f'--top_k applies to multiclass models; the results are those of a '
                       f'{plan.layout.model_type} model')
   to_table = opts.format == 'bigquery'
-  table_load = prepare_table(opts, plan.schema, _dry_run(options), bigquery_client) \
+  table_load = prepare_table(opts, plan.schema, _dry_run(options), ctx.bigquery_client) \
       if to_table else None
   output_dirs = [d for d in OUTPUT_DIRS if not (to_table and d == 'records')]
   # The launch checks passed: make a local output's directories, and prove the output can be
   # written before any shard is read (a dry run writes nothing).
-  check_writable(opts.output, output_dirs, probe=not _dry_run(options))
+  check_writable(output, output_dirs, probe=not _dry_run(options))
   if not _dry_run(options):  # an earlier run's summary would not match the files while this runs
     try:
-      remove_summary(opts.output)
+      remove_summary(output)
     except Exception as e:  # noqa: BLE001  # permissions, credentials: say which file
       raise LaunchError(f'cannot remove the earlier run\'s summary.json under '
-                        f'{redact(opts.output)}: {redact(str(e))}') from None
+                        f'{redact(output)}: {redact(str(e))}') from None
   # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
   # by the join (transforms/io/shard_files.py).
-  enriched = (p
+  enriched = (root
               | ('ListShards' if transform else 'ListManifests') >> beam.Create(sources)
-              | 'Enrich' >> steps.EnrichPredictions(plan, config, opts.output, rules, policy,
+              | 'Enrich' >> steps.EnrichPredictions(plan, ctx.config, output, ctx.rules,
+                                                    ctx.policy,
                                                     None if to_table else opts.format,
                                                     from_shards=transform))
   sink = {}
@@ -330,12 +368,178 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   # there are too many bad shards; the local and Dask launchers judge the run themselves.
   fail_job = not launcher_judges(options.view_as(StandardOptions).runner)
   write_summary = steps.WriteSummary(steps.SummaryPlan(
-      opts.output, opts.max_bad_shards, verification.run_facts(plan, records, source_facts),
-      resubmit.schema_uri(opts.output) if schema_copy else None, schema_copy,
-      tuple(output_dirs), fail_job, table_load, config))
+      output, opts.max_bad_shards, verification.run_facts(plan, ctx.records, source_facts),
+      resubmit.schema_uri(output) if schema_copy else None, schema_copy,
+      tuple(output_dirs), fail_job, table_load, ctx.config,
+      unit.facts() if unit is not None else None))
   summary = {'outcomes': enriched.outcomes, **sink} | 'WriteSummary' >> write_summary
   return BuiltJob(enriched.records, enriched.outcomes, summary, write_summary.uri, plan,
                   table_load)
+
+
+# Incremental runs --------------------------------------------------------------------------------
+#
+# Every batch prediction the manifests' glob finds is a unit, joined to <output>/<id>/ by the
+# rules of transforms/report/prior_runs.py (join, skip, redo, changed) under a claim
+# (transforms/io/claims.py); one pipeline joins all the units this run holds claims on, each
+# with its own plan, files and summary.json, as a run of that batch prediction alone would.
+
+RUNS = 'runs'  # <output>/runs/<run id>.json: each incremental run's own summary
+
+
+class Unit(NamedTuple):
+  """One batch prediction of an incremental run: its ID, manifest, the digest of the
+  manifest's bytes, its output prefix, the decision on it, the run and its claim (None in a
+  dry run, which claims nothing)."""
+
+  id: str
+  manifest: str
+  digest: str
+  output: str
+  decision: prior_runs.Decision
+  run_id: str
+  claim: str | None
+
+  def facts(self) -> dict:
+    return {'batch_prediction_id': self.id, 'manifest': redact(self.manifest),
+            'manifest_sha256': self.digest, 'run_id': self.run_id, 'claim': self.claim,
+            'decision': self.decision.as_dict()}
+
+
+class _JoinUnit(beam.PTransform):
+  """One unit's join, under a label of its own (``Join <id>``), so units' steps do not clash."""
+
+  def __init__(self, ctx: _Context, unit: Unit):
+    super().__init__()
+    self._ctx = ctx
+    self._unit = unit
+    self.built: BuiltJob | None = None
+
+  def expand(self, pbegin):
+    self.built = _add_join(pbegin, self._ctx, [self._unit.manifest], self._unit.output,
+                           self._unit)
+    return self.built.summary
+
+
+class IncrementalJob(NamedTuple):
+  """What :func:`build_incremental` added: the units joined (with their ``BuiltJob``), the
+  run's own summary (``report``) and where it goes (None in a dry run)."""
+
+  joined: list  # of (Unit, BuiltJob)
+  report: dict
+  report_uri: str | None
+
+
+def new_run_id(now: datetime.datetime | None = None) -> str:
+  """A run's ID: when it started (UTC, sortable) and a random part."""
+  now = now or datetime.datetime.now(datetime.UTC)
+  return now.strftime('%Y%m%dT%H%M%SZ') + '-' + uuid.uuid4().hex[:8]
+
+
+def incremental_manifests(opts: PredjoinOptions, storage: Storage) -> list[str]:
+  """The manifests an incremental run considers: ``--manifest`` URIs and globs, or every
+  ``<output_location>batch-prediction/*.manifest``. A glob that matches nothing is no error:
+  a schedule finds nothing new some days."""
+  patterns = opts.manifest or [
+      manifest_uri(opts.output_location, 'BPID').replace('BPID', '*')]
+  uris = []
+  for pattern in patterns:
+    if _GLOB & set(pattern):
+      try:
+        uris.extend(sorted(m.path for result in FileSystems.match([pattern])
+                           for m in result.metadata_list))
+      except Exception:  # noqa: BLE001  # S3 answers "nonexistent path" for an empty prefix
+        continue
+    else:
+      uris.append(pattern)
+  return list(dict.fromkeys(uris))
+
+
+def _unit_output(output: str, unit_id: str) -> str:
+  return FileSystems.join(output, unit_id) + '/'
+
+
+def build_incremental(p: beam.Pipeline, options: PipelineOptions,
+                      bigquery_client=None) -> IncrementalJob:
+  """Decides, for every batch prediction found, whether to join it (``prior_runs.decide``),
+  claims the ones to join, and adds one join per claimed unit to ``p``. Writes the run's own
+  summary to ``<output>/runs/<run id>.json`` (not in a dry run, which claims nothing either).
+
+  A unit whose launch checks fail (an unreadable manifest, a URI outside the allowed
+  prefixes, no safe header decision) is reported as ``refused`` and its claim released; the
+  others are joined.
+  """
+  opts = validate(options)
+  ctx = _context(options, opts, bigquery_client)
+  dry = _dry_run(options)
+  for given in opts.manifest or [opts.output_location]:
+    access.check_given(given, '--manifest' if opts.manifest else '--output_location')
+  run_id = new_run_id()
+  report = {'run_id': run_id, 'output': redact(opts.output), 'dry_run': dry,
+            'joined': [], 'skipped': [], 'redone': [], 'changed': [], 'claimed_elsewhere': [],
+            'refused': [], 'units': []}
+  seen: dict[str, str] = {}
+  joined = []
+  for manifest in incremental_manifests(opts, ctx.storage):
+    unit_id = batch_prediction_id(manifest)
+    if unit_id in seen:
+      raise LaunchError(f'two manifests name batch prediction {unit_id}: '
+                        f'{redact(seen[unit_id])} and {redact(manifest)}; give globs that '
+                        'find each batch prediction once')
+    seen[unit_id] = manifest
+    output = _unit_output(opts.output, unit_id)
+    entry = {'batch_prediction_id': unit_id, 'manifest': redact(manifest),
+             'output': redact(output)}
+    report['units'].append(entry)
+    try:
+      access.check_given(manifest, '--manifest')
+      digest = prior_runs.manifest_digest(ctx.storage.read_bytes(manifest))
+      decision = prior_runs.decide(output, digest, ctx.storage)
+      claim = None
+      if decision.joins and not dry:
+        claim = claims.claim_uri(output)
+        if not claims.try_claim(claim, run_id, stale_after_s=opts.claim_timeout,
+                                storage=ctx.storage):
+          held = claims.read_claim(claim, ctx.storage)
+          entry.update(manifest_sha256=digest, action='claimed_elsewhere',
+                       reason=f'another run holds its claim'
+                       f'{f" ({held.owner})" if held and held.owner else ""}')
+          report['claimed_elsewhere'].append(unit_id)
+          continue
+        # Decided again under the claim: a run that held it may have finished it meanwhile.
+        decision = prior_runs.decide(output, digest, ctx.storage)
+        if not decision.joins:
+          claims.release(claim, run_id, ctx.storage)
+      entry.update(manifest_sha256=digest, action=decision.action, reason=decision.reason)
+      if not decision.joins:
+        report['skipped'].append(unit_id)
+        continue
+      unit = Unit(unit_id, manifest, digest, output, decision, run_id, claim)
+      join = _JoinUnit(ctx, unit)
+      try:
+        p | f'Join {unit_id}' >> join
+      except BaseException:
+        if claim is not None:
+          claims.release(claim, run_id, ctx.storage)
+        raise
+      joined.append((unit, join.built))
+      report[{'join': 'joined', 'redo': 'redone', 'changed': 'changed'}[decision.action]] \
+          .append(unit_id)
+    except (LaunchError, PlanError, ValueError, StorageError) as e:
+      entry.update(action='refused', reason=redact(str(e)))
+      report['refused'].append(unit_id)
+  report_uri = None
+  if not dry:
+    report_uri = FileSystems.join(opts.output, RUNS, f'{run_id}.json')
+    write_run_report(report_uri, report)
+  return IncrementalJob(joined, report, report_uri)
+
+
+def write_run_report(uri: str, report: dict) -> None:
+  try:
+    write_text(uri, json.dumps(report, indent=2) + '\n')
+  except Exception as e:  # noqa: BLE001  # the units' own summaries are what counts
+    _LOG.warning('could not write the run summary %s: %s', redact(uri), redact(str(e)))
 
 
 def _counters(result) -> dict[str, int] | None:
@@ -552,6 +756,8 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
     print(f'predjoin: error: {redact(str(e))}', file=sys.stderr)
     return 2
   dataflow = 'Dataflow' in runner
+  if isinstance(built, IncrementalJob):
+    return _run_incremental(p, built, options, opts, dataflow)
   result = failure = None
   try:
     result = p.run()
@@ -609,8 +815,73 @@ def _judge_watch(failure: Exception | None, built: BuiltWatch) -> int:
   return 1 if failure is not None or bad else 0
 
 
-def _judge(result, failure: Exception | None, opts: PredjoinOptions, summary_uri: str) -> int:
-  """Prints where the outputs are and the summary, checks the run, and returns the exit code."""
+def _run_incremental(p: beam.Pipeline, built: IncrementalJob, options: PipelineOptions,
+                     opts: PredjoinOptions, dataflow: bool) -> int:
+  """Runs an incremental job (:func:`build_incremental`): prints what was decided for each
+  batch prediction, runs the joins, and judges each as a run of its own would be. The exit code
+  is the worst of them: 2 when a batch prediction was refused at launch, 1 when one failed."""
+  report = built.report
+  for entry in report['units']:
+    print(f'{entry["batch_prediction_id"]}: {entry["action"]}: {entry["reason"]}')
+  if built.report_uri:
+    print(f'run summary: {built.report_uri}')
+  refused = 2 if report['refused'] else 0
+  if not built.joined:
+    print('nothing to join')
+    return refused
+  result = failure = None
+  try:
+    result = p.run()
+    if not dataflow:
+      result.wait_until_finish()
+  except Exception as e:  # noqa: BLE001  # the runner logged the worker's traceback already
+    if dataflow:
+      raise
+    failure = e
+  if dataflow:
+    print(launch_message(result, options, '<output>/<batch prediction id>/summary.json'))
+    return refused
+  try:
+    codes, summaries = [], []
+    for unit, job in built.joined:
+      print(f'== {unit.id} ({unit.decision.action})')
+      code = _judge(None, failure, opts, job.summary_uri, unit.output)
+      codes.append(code)
+      summary = _read_summary(job.summary_uri)
+      if summary is not None:
+        summaries.append(summary)
+      entry = next(e for e in report['units'] if e['batch_prediction_id'] == unit.id)
+      entry['ok'] = code == 0
+    # Counters are the job's, over every unit: checked against the units' summaries added up.
+    if failure is None and result is not None and summaries:
+      totals = {name: sum(s['totals'][name] for s in summaries)
+                for name in summaries[0]['totals']}
+      combined = {'totals': totals, 'shards': [r for s in summaries for r in s['shards']],
+                  'outputs': {name: [f for s in summaries for f in s['outputs'][name]]
+                              for name in summaries[0]['outputs']}}
+      differences = verify_outputs(result, combined, opts.format != 'bigquery')
+      for line in differences:
+        print(f'predjoin: error: {line}', file=sys.stderr)
+      if differences:
+        codes.append(1)
+    if built.report_uri:
+      write_run_report(built.report_uri, report)
+    return max([refused, *codes])
+  finally:
+    for unit, _ in built.joined:  # the job releases them; a failed one may not have
+      if unit.claim is not None:
+        try:
+          claims.release(unit.claim, unit.run_id, Storage(StorageConfig.from_options(options)))
+        except Exception as e:  # noqa: BLE001  # it goes stale: the next runs take it over
+          _LOG.warning('could not release the claim %s: %s', redact(unit.claim), e)
+    _close(result)
+
+
+def _judge(result, failure: Exception | None, opts: PredjoinOptions, summary_uri: str,
+           output: str | None = None) -> int:
+  """Prints where the outputs are (under ``output``: --output unless given) and the summary,
+  checks the run (without ``result``: the summary alone), and returns the exit code."""
+  output = output or opts.output
   why = '' if failure is None else f': {redact(_one_line(failure))}'
   summary = _read_summary(summary_uri)
   if summary is None:
@@ -627,8 +898,8 @@ def _judge(result, failure: Exception | None, opts: PredjoinOptions, summary_uri
     print(f'records: BigQuery table {bigquery.parse_table(opts.bigquery_table)} '
           f'({opts.write_disposition}; {"published" if published else "unchanged"})')
   else:
-    print(f'records: {FileSystems.join(opts.output, "records")}/ ({opts.format})')
-  print(f'dead letters: {FileSystems.join(opts.output, "dead_letter")}/')
+    print(f'records: {FileSystems.join(output, "records")}/ ({opts.format})')
+  print(f'dead letters: {FileSystems.join(output, "dead_letter")}/')
   print(format_summary(summary, summary_uri))
   differences = [] if failure is not None or result is None else \
       verify_outputs(result, summary, opts.format != 'bigquery')

@@ -26,6 +26,7 @@ ACCEPTS = ('text/csv', 'application/jsonlines')
 JOIN_SOURCES = ('None', 'Input')
 INPUT_HEADER = ('auto', 'true', 'false')
 ON_TYPE_ERROR = ('dead_letter', 'null')
+BOOLEANS = ('true', 'false')
 
 
 class OptionsError(ValueError):
@@ -55,14 +56,6 @@ def _positive_int(text: str) -> int:
   if value < 1:
     raise argparse.ArgumentTypeError(f'{text!r} is not a positive whole number')
   return value
-
-
-def _flag(text: str) -> bool:
-  """A flag's value when one is given (``--watch=true``, as a Flex Template passes it)."""
-  value = text.strip().lower()
-  if value not in ('true', 'false'):
-    raise argparse.ArgumentTypeError(f'{text!r} is not true or false')
-  return value == 'true'
 
 
 def _positive_seconds(text: str) -> float:
@@ -229,6 +222,23 @@ class PredjoinOptions(PipelineOptions):
         'inline or as a URI; the summary compares TotalRecordCount, InvalidRecordCount, the '
         'model type and ScoreThreshold with what was read. Repeatable.')
 
+    incremental = parser.add_argument_group(
+        'incremental', 'Scheduled runs that find their own work: every batch prediction a '
+        '--manifest glob (or --output_location without --batch_prediction_id) finds is joined '
+        'to its own prefix, <output>/<batch prediction id>/, exactly once.')
+    incremental.add_argument(
+        '--incremental', nargs='?', const='true', default='false', choices=BOOLEANS,
+        help='Join only what is new: a batch prediction whose prefix holds a complete, '
+        'successful summary.json of the same manifest content (its manifest_sha256) is '
+        'skipped; a failed or unfinished one is joined again, and so is one whose manifest '
+        'changed. A claim object beside its outputs keeps two runs from joining it at once. '
+        'The run\'s own summary goes to <output>/runs/<run id>.json. --incremental alone '
+        'means true.')
+    incremental.add_argument(
+        '--claim_timeout', type=_positive_int, default=6 * 3600, metavar='SECONDS',
+        help='With --incremental or --watch: a claim older than this is taken to be a crashed '
+        'run\'s and is taken over. Longer than a batch prediction\'s longest join.')
+
     access = parser.add_argument_group(
         'access', 'Which URIs a manifest may name, and where they are read from.')
     access.add_argument(
@@ -247,7 +257,7 @@ class PredjoinOptions(PipelineOptions):
         'watch', 'A streaming job that keeps running and joins each new batch prediction as '
         'its manifest lands.')
     watch.add_argument(
-        '--watch', nargs='?', const=True, default=False, type=_flag, metavar='BOOL',
+        '--watch', nargs='?', const='true', default='false', choices=BOOLEANS,
         help='Keep running as a streaming job (Beam\'s --streaming means the same): join each '
         'manifest matching the --manifest globs (or <output_location>batch-prediction/'
         '*.manifest) once, as it lands, into <output>/<id>/ with its own summary.json (<id>: '
@@ -255,7 +265,7 @@ class PredjoinOptions(PipelineOptions):
         'same manifest content is not joined again. Files only (avro, parquet, jsonl); Amazon '
         'ML manifests only. --watch alone means true.')
     watch.add_argument(
-        '--watch_interval', type=_positive_seconds, default=60.0, metavar='SECONDS',
+        '--watch_interval', type=_positive_seconds, default=60, metavar='SECONDS',
         help='With --watch: how often the globs are matched again.')
     watch.add_argument(
         '--watch_for', type=_positive_seconds, default=None, metavar='SECONDS',
@@ -317,6 +327,10 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   elif opts.manifest and located:
     raise OptionsError('give either --manifest or --output_location with --batch_prediction_id, '
                        'not both')
+  elif not opts.manifest and is_incremental(opts):
+    if not opts.output_location or opts.batch_prediction_id:
+      raise OptionsError('--incremental finds its batch predictions: give a --manifest glob, or '
+                         '--output_location without --batch_prediction_id')
   elif not opts.manifest:
     if not (opts.output_location and (opts.batch_prediction_id or watching(options))):
       raise OptionsError('give --manifest URI, or both --output_location and '
@@ -344,6 +358,13 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
     raise OptionsError(f'--min_score applies to multiclass models, not {opts.model_type}')
   if opts.top_k is not None and opts.model_type in ('binary', 'regression'):
     raise OptionsError(f'--top_k applies to multiclass models, not {opts.model_type}')
+  if is_incremental(opts):
+    if transform:
+      raise OptionsError('--incremental applies to Amazon ML batch predictions (--manifest or '
+                         '--output_location); run a SageMaker transform job on its own')
+    if opts.format == 'bigquery' and opts.write_disposition != 'replace':
+      raise OptionsError('--incremental loads each batch prediction so that a run again '
+                         'replaces its rows: it needs --write_disposition replace')
   if opts.data_rearrangement is not None:
     from transforms.aml.slices import SplitError, parse
     try:
@@ -354,14 +375,22 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   return opts
 
 
+def is_incremental(opts: PredjoinOptions) -> bool:
+  """Whether ``--incremental`` is on (``--incremental``, ``--incremental=true``)."""
+  return str(opts.incremental).lower() == 'true'
+
+
 def watching(options: PipelineOptions) -> bool:
   """Whether the job is the streaming watch: ``--watch``, or Beam's ``--streaming``."""
-  return bool(options.view_as(PredjoinOptions).watch or
-              options.view_as(StandardOptions).streaming)
+  return str(options.view_as(PredjoinOptions).watch).lower() == 'true' or \
+      bool(options.view_as(StandardOptions).streaming)
 
 
 def _validate_watch(options: PipelineOptions, opts: PredjoinOptions, transform: bool) -> None:
   """What the streaming watch cannot do, refused before the pipeline is built."""
+  if is_incremental(opts):
+    raise OptionsError('--watch joins each batch prediction once already (as --incremental '
+                       'does, for a run that ends): give one of them')
   if transform:
     raise OptionsError('--watch watches Amazon ML manifests (--manifest globs, or '
                        '--output_location): a SageMaker transform job is joined by a batch run')

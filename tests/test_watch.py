@@ -271,8 +271,11 @@ def test_a_unit_joins_the_manifest_bytes_its_summary_digests(tmp_path):
   a = write_bp(root, 'bp-a', [(INPUTS, _results({2})), (INPUTS, _results(shift=12))])
   data = open(a, 'rb').read()
   digest = prior_runs.manifest_digest(data)
-  summary = watch.join_unit(a, data, digest, _settings(root, out), Storage())
+  facts = watch.unit_facts(a, digest, 'watch-test:bp-a', None,
+                           prior_runs.Decision('join', 'not joined before'))
+  summary = watch.join_unit(a, data, facts, _settings(root, out), Storage())
   assert summary['ok'] and summary[prior_runs.SUMMARY_KEY] == digest
+  assert summary['incremental']['decision']['action'] == 'join'
   assert summary['totals']['joined_rows'] + summary['totals']['failed_rows'] == 24
   check_predictions(read_records(os.path.join(out, 'bp-a')), a)
   assert prior_runs.decide(os.path.join(out, 'bp-a'), digest).action == 'skip'

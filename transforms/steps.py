@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -61,6 +62,7 @@ from transforms.join.outcomes import (
 from transforms.join.plan import JoinPlan
 from transforms.join.ranges import RangeWork, SplitShard
 from transforms.join.shards import Shard
+from transforms.report import prior_runs
 from transforms.report.run_summary import (
   IdentityError,
   RunParts,
@@ -404,9 +406,8 @@ class SummaryPlan:
   (``report.verification.run_facts``), the copy of the input's schema beside the resubmit files
   (``resubmit_schema`` URI and its text), the output directories whose leftovers go, whether
   the job itself fails on too many bad shards (``fail_job``: where no launcher waits to read
-  the summary, such as Dataflow), the BigQuery load to publish (``io.bigquery.TableLoad``),
-  the run's storage settings (``io.storage.StorageConfig``: written through FileSystems), and
-  keys to add to the summary (``stamp``).
+  the summary, such as Dataflow), the BigQuery load to publish (``io.bigquery.TableLoad``), and
+  the run's storage settings (``io.storage.StorageConfig``: written through FileSystems).
   """
 
   output: str
@@ -418,24 +419,43 @@ class SummaryPlan:
   fail_job: bool = False
   table_load: object | None = None
   storage_config: StorageConfig = StorageConfig()
-  # Keys added to the summary as they are: a unit's manifest digest (transforms/watch.py).
-  stamp: dict | None = None
+  # An incremental run's batch prediction (``pipelines.job.Unit.facts``): its id, the digest
+  # of its manifest the summary records, the run, and the claim released once it is written.
+  unit: dict | None = None
 
   @property
   def uri(self) -> str:
     return FileSystems.join(self.output, SUMMARY)
 
 
-def publish_records(table_load, summary: dict, jobs: list[str], client=None) -> dict:
+def publish_records(table_load, summary: dict, jobs: list[str], client=None,
+                    batch_prediction_ids: list[str] | None = None) -> dict:
   """The BigQuery section of the summary: the staged records published when the run is ok
-  (``bigquery.TableLoad.publish``), or why they were not."""
+  (``bigquery.TableLoad.publish``), or why they were not. ``batch_prediction_ids``: whose rows
+  a ``replace`` replaces (an incremental run's one batch prediction, even when none of its
+  shards gave a record); by default those of the shards joined."""
   if not summary['ok']:
     return {'table': table_load.table, 'write_disposition': table_load.disposition,
             'published': False, 'reason': 'the run failed (see "ok"): the table is unchanged'}
   t = summary['totals']
-  return table_load.publish(
-      sorted({r['batch_prediction_id'] for r in summary['shards'] if r['input_uri'] is not None}),
-      jobs, t['joined_rows'] + t['failed_rows'] + t['not_predicted_rows'], client)
+  if batch_prediction_ids is None:
+    batch_prediction_ids = sorted({r['batch_prediction_id'] for r in summary['shards']
+                                   if r['input_uri'] is not None})
+  return table_load.publish(batch_prediction_ids, jobs,
+                            t['joined_rows'] + t['failed_rows'] + t['not_predicted_rows'], client)
+
+
+def release_unit_claim(unit: dict, config: StorageConfig) -> None:
+  """Releases an incremental run's claim on its batch prediction once its summary is written
+  (``transforms/io/claims.py``); a failure to do so only leaves the claim to go stale."""
+  if not unit.get('claim'):
+    return
+  from transforms.io import claims
+  try:
+    claims.release(unit['claim'], unit['run_id'], Storage(config))
+  except Exception as e:  # noqa: BLE001  # the summary is written: the unit is done regardless
+    logging.getLogger('predjoin').warning('could not release the claim %s: %s',
+                                          redact(unit['claim']), redact(str(e)))
 
 
 def write_summary(parts: RunParts, plan: SummaryPlan) -> dict:
@@ -445,9 +465,15 @@ def write_summary(parts: RunParts, plan: SummaryPlan) -> dict:
   plan.storage_config.configure_filesystems()
   resubmit_schema = plan.resubmit_schema if plan.resubmit_schema_text else None
   summary = summarize(parts, plan.max_bad_shards, plan.run, resubmit_schema)
-  summary.update(plan.stamp or {})
+  unit = plan.unit
+  if unit is not None:  # what the next incremental run compares (report/prior_runs.py)
+    summary[prior_runs.SUMMARY_KEY] = unit['manifest_sha256']
+    summary['incremental'] = {k: unit[k] for k in ('run_id', 'batch_prediction_id', 'manifest',
+                                                  'decision')}
   if plan.table_load is not None:  # the records are staged in BigQuery: publish them, or not
-    summary['bigquery'] = publish_records(plan.table_load, summary, sorted(parts.staging_jobs))
+    summary['bigquery'] = publish_records(
+        plan.table_load, summary, sorted(parts.staging_jobs),
+        batch_prediction_ids=[unit['batch_prediction_id']] if unit is not None else None)
   outputs = summary['outputs']
   if outputs['resubmit'] and resubmit_schema:
     write_text(resubmit_schema, plan.resubmit_schema_text)  # beside resubmit/part-*.csv
@@ -460,6 +486,8 @@ def write_summary(parts: RunParts, plan: SummaryPlan) -> dict:
   write_text(plan.uri, json.dumps(shown, indent=2, sort_keys=False) + '\n')
   if plan.table_load is not None:  # published or not, the rows have left the staging table
     plan.table_load.discard()
+  if unit is not None:  # the batch prediction is done, well or not: the next run judges it
+    release_unit_claim(unit, plan.storage_config)
   if not shown['identity']['holds']:
     raise IdentityError('the outputs do not account for every input row: ' +
                         '; '.join(shown['identity']['problems']))

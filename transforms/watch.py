@@ -116,10 +116,21 @@ def _manifest_problem(uri: str, error: str) -> ShardOutcome:
                                   status=ERROR, error=error))
 
 
-def join_unit(uri: str, data: bytes, digest: str, settings: UnitSettings,
+def unit_facts(uri: str, digest: str, owner: str, claim: str | None,
+               decision: prior_runs.Decision) -> dict:
+  """What a unit's summary records of it (``steps.SummaryPlan.unit``, as an incremental run's):
+  its ID, manifest and the manifest's digest, who joined it and why; and the claim the summary's
+  step releases once the summary is written."""
+  return {'batch_prediction_id': unit_id(uri), 'manifest': redact(uri),
+          'manifest_sha256': digest, 'run_id': owner, 'claim': claim,
+          'decision': decision.as_dict()}
+
+
+def join_unit(uri: str, data: bytes, facts: dict, settings: UnitSettings,
               storage: Storage) -> dict:
-  """Joins one manifest (its bytes ``data``, whose digest the summary records) into
-  ``<output>/<id>/`` and writes the unit's summary; returns it.
+  """Joins one manifest (its bytes ``data``; ``facts``: :func:`unit_facts`, with the digest of
+  those bytes) into ``<output>/<id>/`` and writes the unit's summary, which releases the unit's
+  claim; returns the summary.
 
   A manifest that cannot be read, refers outside the allowed prefixes, or whose shards cannot be
   planned is the unit's one bad manifest: its summary says so (``ok`` false), and a later run
@@ -163,8 +174,7 @@ def join_unit(uri: str, data: bytes, digest: str, settings: UnitSettings,
       output, settings.max_bad_shards,
       verification.run_facts(plan) if plan is not None else None,
       resubmit.schema_uri(output) if schema_copy else None, schema_copy, dirs,
-      fail_job=False, storage_config=settings.storage_config,
-      stamp={prior_runs.SUMMARY_KEY: digest})
+      fail_job=False, storage_config=settings.storage_config, unit=facts)
   return steps.write_summary(parts, summary_plan)
 
 
@@ -233,13 +243,14 @@ class JoinUnitFn(beam.DoFn):
         return
       _LOG.info('joining %s into %s (%s)', redact(uri), redact(output), decision.reason)
       try:
-        summary = join_unit(uri, data, digest, self._settings, self._storage)
+        summary = join_unit(uri, data, unit_facts(uri, digest, owner, claim, decision),
+                            self._settings, self._storage)
       except IdentityError as e:  # written to the summary already; retrying would not help
         self._failed.inc()
         _LOG.error('%s: %s', redact(summary_uri), e)
         yield UnitResult(uri, unit, JOINED, decision.reason, summary_uri, ok=False)
         return
-    finally:
+    finally:  # released with the summary; here when the join stopped before it
       claims.release(claim, owner, storage=self._storage)
     (self._joined if summary['ok'] else self._failed).inc()
     if not summary['ok']:

@@ -12,8 +12,8 @@ create-if-absent precondition, so exactly one creator succeeds whatever the timi
 A run that crashed never releases its claim. A claim older than ``stale_after_s`` (by the
 store's own modification time) is taken over, again conditionally: the new claim replaces the
 old one only if the old one is still the object that was judged stale (S3 ``If-Match`` on its
-ETag, GCS ``ifGenerationMatch`` on its generation, local: under an ``flock`` of a sibling lock
-file, the same inode and modification time), so two runs that both find it stale cannot both
+ETag, GCS ``ifGenerationMatch`` on its generation, local: under an ``flock`` of its directory,
+the same inode and modification time), so two runs that both find it stale cannot both
 take it. :func:`release` deletes a claim only if it is still the owner's, the same way, so a run
 that was judged dead and comes back never deletes the claim of the run that took over.
 
@@ -209,8 +209,8 @@ class _GCS:
 
 
 class _Local:
-  """Creation is ``O_EXCL``; a take-over and a release happen under an ``flock`` of
-  ``<claim>.lock``, so nothing else replaces or deletes the claim between the check of its
+  """Creation is ``O_EXCL``; a take-over and a release happen under an ``flock`` of the
+  claim's directory, so nothing else replaces or deletes the claim between the check of its
   token and the change (a plain create needs no lock: it only succeeds on no claim)."""
 
   @staticmethod
@@ -244,8 +244,11 @@ class _Local:
   def _locked(self, uri: str, token: str, change) -> bool:
     import fcntl
     path = local_path(uri)
-    with open(path + '.lock', 'a') as lock:
-      fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    # The lock is the claim's directory's own (flock on a directory's descriptor): no lock file
+    # is left beside the outputs.
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+      fcntl.flock(directory, fcntl.LOCK_EX)
       try:
         if self._token(os.stat(path)) != token:
           return False
@@ -253,6 +256,8 @@ class _Local:
         return False
       change(path)
       return True
+    finally:
+      os.close(directory)  # releases the lock
 
   def replace(self, uri: str, token: str, body: bytes) -> bool:
     def write(path):
