@@ -826,9 +826,12 @@ def _run_incremental(p: beam.Pipeline, built: IncrementalJob, options: PipelineO
   if built.report_uri:
     print(f'run summary: {built.report_uri}')
   refused = 2 if report['refused'] else 0
-  if not built.joined:
+  if not built.joined and not dataflow:
     print('nothing to join')
     return refused
+  if not built.joined:
+    # A Flex Template launch must hand the Dataflow service a job: one that only says so.
+    _ = p | 'NothingToJoin' >> beam.Create([built.report_uri or 'nothing to join'])
   result = failure = None
   try:
     result = p.run()
@@ -839,7 +842,8 @@ def _run_incremental(p: beam.Pipeline, built: IncrementalJob, options: PipelineO
       raise
     failure = e
   if dataflow:
-    print(launch_message(result, options, '<output>/<batch prediction id>/summary.json'))
+    print(launch_message(result, options, FileSystems.join(
+        opts.output, '<batch prediction id>', 'summary.json')))
     return refused
   try:
     codes, summaries = [], []

@@ -152,6 +152,8 @@ REGEX_EXAMPLES = {
   'output_fields': (['predicted_label,probability', 'score', 'label,probabilities'],
                     ['', 'a,', 'a\rb']),
   'failed_marker': (['ERROR', 'null', '#failed'], ['', 'ERR\nOR']),
+  'incremental': (['true', 'false'], ['True', 'yes', '1', '']),
+  'claim_timeout': (['21600', '60', '1'], ['0', '-1', '6h', '', '1' * 11]),
   'model_type': (['auto', 'binary', 'multiclass', 'regression', 'raw'],
                  ['BINARY', 'multi', 'Raw', '']),
   'cutoff': (['0', '0.5', '.5', '1', '1.0', '0.75'], ['1.5', '-0.1', '0,5', 'half', '2', '']),
@@ -570,9 +572,9 @@ def workflow_steps() -> dict[str, dict]:
 
 
 def test_one_date_rule_the_utc_date_a_run_is_scheduled_for():
-  """A run processes the batch prediction of the UTC date on which it is scheduled to start:
-  the DAG's logical date under a UTC CronTriggerTimetable (the fire time, on Airflow 2 and 3),
-  the Workflows execution's start (Cloud Scheduler starts it at the fire time)."""
+  """A run's job is named by the UTC date on which it is scheduled to start: the DAG's
+  logical date under a UTC CronTriggerTimetable (the fire time, on Airflow 2 and 3), the
+  Workflows execution's start (Cloud Scheduler starts it at the fire time)."""
   namespace = dag_namespace()
   run_date = namespace['run_date']
   utc = datetime.UTC
@@ -595,8 +597,6 @@ def test_one_date_rule_the_utc_date_a_run_is_scheduled_for():
   assert [v.id for v in macros.values] == ['run_date']
   assert namespace['RUN_DATE'] == '{{ run_date(logical_date) }}'
   parameters = namespace['PARAMETERS']
-  assert parameters['batch_prediction_id'].endswith(namespace['RUN_DATE'])
-  assert namespace['RUN_DATE'] in parameters['output']
   assert 'ds_nodash' not in json.dumps(parameters)  # Airflow 2 and 3 disagree on ds
   # The workflow: {date} is the UTC date (time.format's default zone) of the execution's start.
   init = {k: v for item in workflow_steps()['init']['assign'] for k, v in item.items()}
@@ -611,6 +611,24 @@ def test_one_date_rule_the_utc_date_a_run_is_scheduled_for():
   # Both schedules fire at the same time by default.
   variables = (TERRAFORM / 'variables.tf').read_text()
   assert f'default     = "{cron}"' in variables and 'default     = "Etc/UTC"' in variables
+
+
+def test_the_schedules_run_incrementally_and_guess_no_batch_prediction_id():
+  """Amazon ML's batch prediction IDs are random: both schedules find their own work
+  (--incremental over output_location), each batch prediction to its own prefix under one
+  output root, none named by a date."""
+  for parameters, where in ((dag_parameters(), 'airflow_dag.py'),
+                            (launch_body()['launchParameter']['parameters'], 'launch_body.json')):
+    assert parameters['incremental'] == 'true', where
+    assert 'batch_prediction_id' not in parameters and 'manifest' not in parameters, where
+    assert parameters['output_location'], where
+    assert DATE_TOKEN not in parameters['output'] and 'run_date' not in parameters['output'], \
+      where
+    assert parse_option('incremental', parameters['incremental']) == 'true'
+  # The claim timeout (default) is no shorter than the workflow's own deadline for a job.
+  init = {k: v for item in workflow_steps()['init']['assign'] for k, v in item.items()}
+  deadline = int(re.search(r'"(\d+)"\)\)\}$', init['deadline']).group(1))
+  assert option_actions()['claim_timeout'].default >= deadline
 
 
 def test_workflow_has_an_overall_deadline_and_connector_timeouts():

@@ -1,21 +1,24 @@
-"""Cloud Composer / Airflow DAG: one run of the predjoin Flex Template per day.
+"""Cloud Composer / Airflow DAG: one incremental run of the predjoin Flex Template per day.
 
-Which batch prediction a run processes (the rule the Workflows schedule follows too): the one
-named for the UTC date on which the run is scheduled to start, ``YYYYMMDD``. The DAG's
-timetable is a ``CronTriggerTimetable`` in UTC, so a run's logical date is the moment the
-schedule fires, on Airflow 2 and 3 alike (Airflow 2's default cron timetable would make it the
-start of the day before, and Airflow 3's the fire time); ``run_date`` takes its UTC date. A run
-triggered by hand processes the batch prediction of the logical date it is given (Airflow 2:
-``airflow dags trigger predjoin_daily -e 2025-01-01``; Airflow 3: ``--logical-date``).
+Each run joins whatever batch predictions finished since the last one (``incremental=true``):
+the launcher lists every manifest under ``<predjoin_output_location>batch-prediction/``, skips
+each one already joined (its ``<predjoin_output_root><id>/summary.json`` is complete and
+records the same manifest content), joins the new ones, and joins again one whose earlier run
+failed or whose manifest changed. Each batch prediction goes to its own prefix,
+``<predjoin_output_root><batch prediction id>/``, and the run's own summary (what it joined,
+skipped and joined again) to ``<predjoin_output_root>runs/<run id>.json``. No batch
+prediction ID is guessed: Amazon ML's are random (``bp-sp7EvkPwfHS``). A missed day, a rerun,
+or a run that overlaps the one before (each batch prediction is claimed by one run) joins
+every batch prediction exactly once.
 
-Each run is named ``predjoin-<date>`` and reads the batch prediction
-``<batch_prediction_prefix><date>``, writing under ``<predjoin_output_root><date>/``. The name
-is not given a random suffix (``append_job_name=False``): Dataflow refuses a second *running*
-job of the same name, so a rerun of a day cannot overlap the job still running for it, and the
-job list reads by date. The task waits for the job and fails when the job fails
-(``wait_until_finished=True``). ``deferrable=False`` is said outright: where operators default
-to deferrable (``[operators] default_deferrable``), the operator refuses
-``wait_until_finished=True`` and the DAG would not import.
+The timetable is a ``CronTriggerTimetable`` in UTC, so a run's logical date is the moment the
+schedule fires, on Airflow 2 and 3 alike; ``run_date`` takes its UTC date, which names the
+Dataflow job (``predjoin-<date>``; the job list reads by date). The name is not given a random
+suffix (``append_job_name=False``): Dataflow refuses a second *running* job of the same name,
+so a rerun of a day does not start while the day's job still runs. The task waits for the job
+and fails when the job fails (``wait_until_finished=True``). ``deferrable=False`` is said
+outright: where operators default to deferrable (``[operators] default_deferrable``), the
+operator refuses ``wait_until_finished=True`` and the DAG would not import.
 
 Deployment settings are Airflow Variables, read when the task runs (not when the file is parsed):
 
@@ -26,7 +29,7 @@ Deployment settings are Airflow Variables, read when the task runs (not when the
     predjoin_worker_sa        service account of the launcher VM and the workers
     predjoin_temp_location    gs:// prefix for temporary files
     predjoin_output_location  the batch predictions' OutputUri
-    predjoin_output_root      gs:// prefix; each day writes under <root><YYYYMMDD>/
+    predjoin_output_root      gs:// prefix; each batch prediction is written under <root><id>/
 
 Copy this file into the environment's dags/ folder (gcloud composer environments storage dags
 import).
@@ -47,9 +50,10 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 
 def run_date(fire_time: datetime.datetime | None) -> str:
-  """The date a run processes: the UTC date of the moment it is scheduled to start, YYYYMMDD."""
+  """The date that names a run's job: the UTC date of the moment it is scheduled to start,
+  YYYYMMDD."""
   if fire_time is None:  # an Airflow 3 run triggered without a logical date
-    raise ValueError('trigger predjoin_daily with a logical date: it names the batch prediction')
+    raise ValueError('trigger predjoin_daily with a logical date: it names the Dataflow job')
   return fire_time.astimezone(datetime.UTC).strftime('%Y%m%d')
 
 
@@ -58,20 +62,19 @@ RUN_DATE = '{{ run_date(logical_date) }}'  # under CronTriggerTimetable: the fir
 # Job parameters, named as in deploy/metadata.json (tests/test_deploy.py checks the names).
 PARAMETERS = {
   'output_location': '{{ var.value.predjoin_output_location }}',
-  'batch_prediction_id': '{{ params.batch_prediction_prefix }}' + RUN_DATE,
-  'output': '{{ var.value.predjoin_output_root }}' + RUN_DATE + '/',
+  'incremental': 'true',
+  'output': '{{ var.value.predjoin_output_root }}',
   'format': 'parquet',
   'max_bad_shards': '0',
 }
 
 with DAG(
   dag_id='predjoin_daily',
-  description="Joins the day's Amazon ML batch prediction with its inputs on Dataflow.",
+  description='Joins every Amazon ML batch prediction not joined yet on Dataflow.',
   schedule=CronTriggerTimetable('0 6 * * *', timezone='UTC'),
   start_date=pendulum.datetime(2025, 1, 1, tz='UTC'),
   catchup=False,
   max_active_runs=1,
-  params={'batch_prediction_prefix': 'bp-'},
   user_defined_macros={'run_date': run_date},
   default_args={'retries': 0},
   tags=['predjoin', 'dataflow'],

@@ -2,10 +2,12 @@
 #
 #   Cloud Scheduler --POST executions--> Cloud Workflows (../workflow.yaml) --launch--> Dataflow
 #
-# Cloud Scheduler sends a fixed body, but Dataflow job names should differ per run and the
-# parameters usually name the day's batch prediction. The workflow therefore appends
-# -YYYYMMDD-HHMMSS to jobName, replaces {date} in parameter values, launches the template and
-# waits for the job, so that a failed Dataflow job is a failed workflow execution.
+# Cloud Scheduler sends a fixed body, but Dataflow job names should differ per run. The
+# workflow therefore appends -YYYYMMDD-HHMMSS to jobName, replaces {date} in parameter values,
+# launches the template and waits for the job, so that a failed Dataflow job is a failed
+# workflow execution. The example parameters (terraform.tfvars.example) run incrementally
+# (incremental = "true"): each run joins every batch prediction not joined yet, each exactly
+# once, so no parameter has to name the day's batch prediction.
 
 module "launch_body" {
   source = "./modules/launch_body"

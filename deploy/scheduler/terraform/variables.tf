@@ -21,7 +21,7 @@ variable "name" {
 }
 
 variable "schedule" {
-  description = "Cron schedule of the runs, in var.time_zone. A run processes the batch prediction of the UTC date it starts on."
+  description = "Cron schedule of the runs, in var.time_zone. With incremental=true each run joins every batch prediction not joined yet."
   type        = string
   default     = "0 6 * * *"
 }
