@@ -241,6 +241,6 @@ def test_a_flex_template_launch_with_watch_true_writes_a_streaming_job(gcs):
   assert job['type'] == 'JOB_TYPE_STREAMING'
   options = job['environment']['sdkPipelineOptions']['options']
   assert (options['watch'], options['streaming'], options['output']) == (
-      True, True, 'gs://flex-out/watch/')
+      'true', True, 'gs://flex-out/watch/')
   # Nothing was joined at launch: the job does that on Dataflow.
   assert not list(gcs.client().list_blobs('flex-out', prefix='watch/'))
