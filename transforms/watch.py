@@ -206,10 +206,14 @@ class JoinUnitFn(beam.DoFn):
     self._failed = Metrics.counter(steps.NAMESPACE, 'units_failed')
 
   def process(self, uri: str):
-    if self._remember:
-      if uri in self._handled:
-        return
+    if self._remember and uri in self._handled:
+      return
+    result = self._handle(uri)
+    if self._remember:  # only once handled: a retried bundle handles it again
       self._handled.add(uri)
+    yield result
+
+  def _handle(self, uri: str) -> UnitResult:
     output = unit_output(self._settings.output, uri)
     summary_uri = FileSystems.join(output, SUMMARY)
     unit = unit_id(uri)
@@ -217,14 +221,12 @@ class JoinUnitFn(beam.DoFn):
       data = self._storage.read_bytes(uri)
     except StorageError as e:  # gone since it was matched: nothing to join
       self._skipped.inc()
-      yield UnitResult(uri, unit, SKIPPED, f'cannot read the manifest: {e}', summary_uri)
-      return
+      return UnitResult(uri, unit, SKIPPED, f'cannot read the manifest: {e}', summary_uri)
     digest = prior_runs.manifest_digest(data)
     decision = prior_runs.decide(output, digest, storage=self._storage)
     if decision.action == 'skip':
       self._skipped.inc()
-      yield UnitResult(uri, unit, SKIPPED, decision.reason, summary_uri)
-      return
+      return UnitResult(uri, unit, SKIPPED, decision.reason, summary_uri)
     claim = claims.claim_uri(output)
     # The same owner for a retry of the same unit in this job: a retry after a worker died
     # takes its own claim back rather than waiting for it to go stale.
@@ -232,15 +234,13 @@ class JoinUnitFn(beam.DoFn):
     if not claims.try_claim(claim, owner, stale_after_s=self._settings.stale_after_s,
                             storage=self._storage):
       self._skipped.inc()
-      yield UnitResult(uri, unit, CLAIMED, 'another run is joining it', summary_uri)
-      return
+      return UnitResult(uri, unit, CLAIMED, 'another run is joining it', summary_uri)
     try:
       # Judged again under the claim: a run that held it may have finished it meanwhile.
       decision = prior_runs.decide(output, digest, storage=self._storage)
       if decision.action == 'skip':
         self._skipped.inc()
-        yield UnitResult(uri, unit, SKIPPED, decision.reason, summary_uri)
-        return
+        return UnitResult(uri, unit, SKIPPED, decision.reason, summary_uri)
       _LOG.info('joining %s into %s (%s)', redact(uri), redact(output), decision.reason)
       try:
         summary = join_unit(uri, data, unit_facts(uri, digest, owner, claim, decision),
@@ -248,14 +248,15 @@ class JoinUnitFn(beam.DoFn):
       except IdentityError as e:  # written to the summary already; retrying would not help
         self._failed.inc()
         _LOG.error('%s: %s', redact(summary_uri), e)
-        yield UnitResult(uri, unit, JOINED, decision.reason, summary_uri, ok=False)
-        return
+        return UnitResult(uri, unit, JOINED, decision.reason, summary_uri, ok=False)
     finally:  # released with the summary; here when the join stopped before it
       claims.release(claim, owner, storage=self._storage)
+    # A failed unit does not fail the streaming job (it would be retried for ever): its summary
+    # says so, and so do the job's log and the units_failed counter.
     (self._joined if summary['ok'] else self._failed).inc()
     if not summary['ok']:
       _LOG.error('%s: the unit failed: %s', redact(uri), json.dumps(summary['totals']))
-    yield UnitResult(uri, unit, JOINED, decision.reason, summary_uri, ok=summary['ok'])
+    return UnitResult(uri, unit, JOINED, decision.reason, summary_uri, ok=summary['ok'])
 
 
 @dataclasses.dataclass(frozen=True)
