@@ -19,6 +19,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.job import BuiltWatch, build_pipeline, local_runner, run
 from pipelines.options import OptionsError, validate
+from tests import s3_fixtures as fx
 from tests.builders import check_predictions, read_records, write_bp
 from transforms import steps, watch
 from transforms.io import claims
@@ -221,6 +222,27 @@ def test_a_restarted_watch_skips_complete_units_and_joins_changed_and_failed_one
       open(b, 'rb').read())
 
 
+def test_the_watch_and_incremental_batch_runs_leave_each_others_complete_units_alone(tmp_path,
+                                                                                     capsys):
+  root, out = str(tmp_path), str(tmp_path / 'enriched')
+  a = write_bp(root, 'bp-a', [(INPUTS, _results({1}))])
+  batch = ['--incremental', '--output', out, '--allowed_prefix', f'{root}/', '--format', 'jsonl']
+  assert run(['--manifest', a, *batch]) == 0  # bp-a, by a batch run
+  by_batch = open(os.path.join(out, 'bp-a', 'summary.json')).read()
+  b = write_bp(root, 'bp-b', [(INPUTS, _results(shift=12))])
+  counters = _run_watch(_watch_args(root, out, 2))
+  assert counters['units_joined'] == 1 and counters['units_skipped'] >= 1  # bp-b; not bp-a
+  assert open(os.path.join(out, 'bp-a', 'summary.json')).read() == by_batch
+  assert _summary(out, 'bp-b')['incremental']['run_id'].startswith('watch-')
+  capsys.readouterr()
+  # A batch run over both finds both done.
+  assert run(['--manifest', f'{root}/out/batch-prediction/*.manifest', *batch]) == 0
+  printed = capsys.readouterr().out
+  assert 'bp-a: skip:' in printed and 'bp-b: skip:' in printed, printed
+  for unit, manifest in (('bp-a', a), ('bp-b', b)):
+    check_predictions(read_records(os.path.join(out, unit)), manifest)
+
+
 def test_the_command_prints_each_units_summary_and_exits_1_on_a_failed_unit(tmp_path, capsys):
   root, out = str(tmp_path), str(tmp_path / 'enriched')
   write_bp(root, 'bp-a', [(INPUTS, _results())])
@@ -280,3 +302,72 @@ def test_a_unit_joins_the_manifest_bytes_its_summary_digests(tmp_path):
   check_predictions(read_records(os.path.join(out, 'bp-a')), a)
   assert prior_runs.decide(os.path.join(out, 'bp-a'), digest).action == 'skip'
 
+
+
+# On S3 (moto's server on loopback): manifests there, and one uploaded while the watch runs -----
+
+def _s3_data(tmp_path, prefix: str) -> tuple[str, dict]:
+  """Three batch predictions under ``tmp_path/data`` whose manifests name ``prefix``... URIs."""
+  data = str(tmp_path / 'data')
+  manifests = {}
+  for n, bp in enumerate(('bp-1', 'bp-2', 'bp-3')):
+    manifests[bp] = write_bp(data, bp, [(INPUTS, _results({n}, shift=12 * n)),
+                                        (INPUTS, _results(shift=12 * n + 6))])
+    with open(manifests[bp]) as f:
+      text = f.read().replace(f'{data}/', prefix)
+    with open(manifests[bp], 'w') as f:
+      f.write(text)
+  return data, manifests
+
+
+def test_on_s3_the_watch_joins_each_manifest_also_one_uploaded_while_it_runs(tmp_path):
+  # The runs are commands of their own, as a user runs them: moto's server in this process then
+  # has it to itself.
+  s3 = fx.MotoS3()
+  try:
+    s3.make_bucket('watch-data')
+    s3.make_bucket('watch-out')
+    data, manifests = _s3_data(tmp_path, 's3://watch-data/')
+    late = 'out/batch-prediction/bp-3.manifest'
+    for dirpath, _, files in os.walk(data):
+      for name in files:
+        key = os.path.relpath(os.path.join(dirpath, name), data)
+        if key != late:
+          s3.client.upload_file(os.path.join(dirpath, name), 'watch-data', key)
+    # The job reaches S3 through a proxy that logs its requests: the late manifest is uploaded
+    # once the job has listed the manifests (the watch runs: its first match is done).
+    proxy = fx.FaultProxy(s3.endpoint)
+    common = ['--output', 's3://watch-out/enriched/', '--format', 'parquet',
+              '--allowed_prefix', 's3://watch-data/', *fx.s3_args(proxy.endpoint)]
+    uploaded = []
+
+    def upload_once_the_watch_has_matched():
+      while not any(path.startswith('/watch-data') and 'prefix=out' in path
+                    for path in proxy.paths('GET')):
+        time.sleep(0.05)
+      uploaded.append(s3.keys('watch-out', 'enriched/bp-3/'))
+      s3.client.upload_file(os.path.join(data, late), 'watch-data', late)
+
+    uploader = threading.Thread(target=upload_once_the_watch_has_matched, daemon=True)
+    uploader.start()
+    try:
+      watching = fx.run_cli([
+          '--watch', '--manifest', 's3://watch-data/out/batch-prediction/*.manifest',
+          '--watch_interval', '0.5', '--watch_for', '10', *common], fx.aws_env(), timeout=240)
+    finally:
+      proxy.stop()
+    uploader.join(timeout=5)
+    assert uploaded == [[]]  # uploaded while the job ran, before anything of it was joined
+    assert watching.returncode == 0, watching.stderr
+    for bp in manifests:
+      assert f's3://watch-out/enriched/{bp}/summary.json: ok' in watching.stdout, watching.stdout
+    got = str(tmp_path / 'got')
+    s3.download_prefix('watch-out', 'enriched/', got)
+    for bp, manifest in manifests.items():
+      check_predictions(read_records(os.path.join(got, bp)), manifest,
+                        rebase=('s3://watch-data/', f'{data}/'))
+      summary = _summary(got, bp)
+      assert summary['ok'] and not os.path.exists(os.path.join(got, bp, claims.CLAIM))
+      assert summary['incremental']['run_id'].startswith('watch-')
+  finally:
+    s3.stop()
