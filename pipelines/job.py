@@ -11,6 +11,13 @@ or on a dask.distributed cluster (waits and judges the run as a local run does; 
     predjoin --runner DaskRunner --dask_client_address tcp://scheduler:8786 \\
         --manifest 's3://bucket/out/batch-prediction/bp-1.manifest' --output s3://bucket/out/bp-1/
 
+or every batch prediction a glob finds that is not joined yet, each to ``<output>/<id>/``,
+exactly once (``--incremental``: decided and claimed here, in the launcher; see
+``build_incremental``)::
+
+    predjoin --incremental --manifest 's3://bucket/out/batch-prediction/*.manifest' \\
+        --output s3://bucket/enriched/ --format parquet
+
 or on Dataflow (returns once the job is submitted; the job writes ``<output>/summary.json``)::
 
     python -m pipelines.job --runner DataflowRunner --project P --region R \\
@@ -24,6 +31,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import posixpath
 import sys
 import time
 import uuid
@@ -172,14 +180,16 @@ def _listed(text: str | None) -> tuple[str, ...]:
   return tuple(item.strip() for item in text.split(',')) if text else ()
 
 
-def transform_job(opts: PredjoinOptions, storage: Storage) -> jobs.TransformJob:
+def transform_job(opts: PredjoinOptions, storage: Storage,
+                  given: str | None = None) -> jobs.TransformJob:
   """The SageMaker transform job of ``--transform_job`` (a describe-transform-job response,
-  inline or a URI), with the ``--transform_*`` options' fields over it.
+  inline or a URI; or ``given``, one an incremental run found), with the ``--transform_*``
+  options' fields over it.
 
   Raises:
     LaunchError: the description cannot be read or is not one.
   """
-  given = opts.transform_job
+  given = given or opts.transform_job
   try:
     if given is None:
       job = jobs.TransformJob(name='transform-job', input_uri=opts.transform_input,
@@ -314,18 +324,36 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     for given in opts.manifest or [opts.output_location]:
       access.check_given(given, '--manifest' if opts.manifest else '--output_location')
   sources = None if transform else manifest_uris(opts, ctx.storage)
-  return _add_join(p, ctx, sources, opts.output)
+  return _add_join(p, ctx, _prepare_join(ctx, sources, opts.output))
 
 
-def _add_join(root, ctx: _Context, sources: list[str] | None, output: str,
-              unit: Unit | None = None) -> BuiltJob:
-  """Adds the join of ``sources`` (manifest URIs; None: the SageMaker transform job of the
-  options) into ``output`` to ``root`` (the pipeline, or an incremental run's unit)."""
+class _Prepared(NamedTuple):
+  """A join whose launch checks passed (:func:`_prepare_join`), ready to be added."""
+
+  sources: list
+  output: str
+  plan: JoinPlan
+  source_facts: dict | None
+  transform: bool
+  table_load: object | None
+  output_dirs: list
+  unit: Unit | None
+
+
+def _prepare_join(ctx: _Context, sources: list[str] | None, output: str,
+                  unit: Unit | None = None, job_uri: str | None = None) -> _Prepared:
+  """The launch checks of a join of ``sources`` (manifest URIs; None: the SageMaker transform
+  job of the options, or the one at ``job_uri``) into ``output``: the plan, the BigQuery table, the output. Nothing is
+  added to a pipeline yet, so a batch prediction that fails them leaves none of its steps.
+
+  Raises:
+    LaunchError, PlanError, AccessError, StorageError: with what to fix.
+  """
   opts, options, storage, settings = ctx.opts, ctx.options, ctx.storage, ctx.settings
   transform = sources is None
   if transform:  # a SageMaker transform job: its shards are listed and paired here
     planned = make_transform_plan(
-        transform_job(opts, storage), storage, settings,
+        transform_job(opts, storage, job_uri), storage, settings,
         TransformSettings(_listed(opts.class_labels), _listed(opts.output_fields),
                           opts.failed_marker), tuple(opts.allowed_prefix or ()))
     plan, sources, source_facts = planned.plan, list(planned.shards), planned.facts
@@ -348,10 +376,20 @@ def _add_join(root, ctx: _Context, sources: list[str] | None, output: str,
     except Exception as e:  # noqa: BLE001  # permissions, credentials: say which file
       raise LaunchError(f'cannot remove the earlier run\'s summary.json under '
                         f'{redact(output)}: {redact(str(e))}') from None
+  return _Prepared(sources, output, plan, source_facts, transform, table_load, output_dirs, unit)
+
+
+def _add_join(root, ctx: _Context, prepared: _Prepared) -> BuiltJob:
+  """Adds a prepared join (:func:`_prepare_join`) to ``root`` (the pipeline, or an incremental
+  run's unit)."""
+  opts, options, plan, output = ctx.opts, ctx.options, prepared.plan, prepared.output
+  transform, table_load, unit = prepared.transform, prepared.table_load, prepared.unit
+  to_table = table_load is not None
   # Records (unless they go to BigQuery), dead letters and resubmit/ lines are written per shard
   # by the join (transforms/io/shard_files.py).
   enriched = (root
-              | ('ListShards' if transform else 'ListManifests') >> beam.Create(sources)
+              | ('ListShards' if transform else 'ListManifests') >> beam.Create(
+                  prepared.sources)
               | 'Enrich' >> steps.EnrichPredictions(plan, ctx.config, output, ctx.rules,
                                                     ctx.policy,
                                                     None if to_table else opts.format,
@@ -368,9 +406,10 @@ def _add_join(root, ctx: _Context, sources: list[str] | None, output: str,
   # there are too many bad shards; the local and Dask launchers judge the run themselves.
   fail_job = not launcher_judges(options.view_as(StandardOptions).runner)
   write_summary = steps.WriteSummary(steps.SummaryPlan(
-      output, opts.max_bad_shards, verification.run_facts(plan, ctx.records, source_facts),
+      output, opts.max_bad_shards,
+      verification.run_facts(plan, ctx.records, prepared.source_facts),
       resubmit.schema_uri(output) if schema_copy else None, schema_copy,
-      tuple(output_dirs), fail_job, table_load, ctx.config,
+      tuple(prepared.output_dirs), fail_job, table_load, ctx.config,
       unit.facts() if unit is not None else None))
   summary = {'outcomes': enriched.outcomes, **sink} | 'WriteSummary' >> write_summary
   return BuiltJob(enriched.records, enriched.outcomes, summary, write_summary.uri, plan,
@@ -407,17 +446,17 @@ class Unit(NamedTuple):
 
 
 class _JoinUnit(beam.PTransform):
-  """One unit's join, under a label of its own (``Join <id>``), so units' steps do not clash."""
+  """One unit's prepared join, under a label of its own (``Join <id>``), so units' steps do not
+  clash."""
 
-  def __init__(self, ctx: _Context, unit: Unit):
+  def __init__(self, ctx: _Context, prepared: _Prepared):
     super().__init__()
     self._ctx = ctx
-    self._unit = unit
+    self._prepared = prepared
     self.built: BuiltJob | None = None
 
   def expand(self, pbegin):
-    self.built = _add_join(pbegin, self._ctx, [self._unit.manifest], self._unit.output,
-                           self._unit)
+    self.built = _add_join(pbegin, self._ctx, self._prepared)
     return self.built.summary
 
 
@@ -438,10 +477,14 @@ def new_run_id(now: datetime.datetime | None = None) -> str:
 
 def incremental_manifests(opts: PredjoinOptions, storage: Storage) -> list[str]:
   """The manifests an incremental run considers: ``--manifest`` URIs and globs, or every
-  ``<output_location>batch-prediction/*.manifest``. A glob that matches nothing is no error:
-  a schedule finds nothing new some days."""
-  patterns = opts.manifest or [
-      manifest_uri(opts.output_location, 'BPID').replace('BPID', '*')]
+  ``<output_location>batch-prediction/*.manifest``; for SageMaker, the job descriptions of a
+  ``--transform_job`` URI or glob. A glob that matches nothing is no error: a schedule finds
+  nothing new some days."""
+  if opts.transform_job:
+    patterns = [opts.transform_job]
+  else:
+    patterns = opts.manifest or [
+        manifest_uri(opts.output_location, 'BPID').replace('BPID', '*')]
   uris = []
   for pattern in patterns:
     if _GLOB & set(pattern):
@@ -472,28 +515,95 @@ def build_incremental(p: beam.Pipeline, options: PipelineOptions,
   opts = validate(options)
   ctx = _context(options, opts, bigquery_client)
   dry = _dry_run(options)
-  for given in opts.manifest or [opts.output_location]:
-    access.check_given(given, '--manifest' if opts.manifest else '--output_location')
+  option = '--transform_job' if opts.transform_job else \
+      '--manifest' if opts.manifest else '--output_location'
+  for given in opts.manifest or [opts.transform_job or opts.output_location]:
+    access.check_given(given, option)
   run_id = new_run_id()
   report = {'run_id': run_id, 'output': redact(opts.output), 'dry_run': dry,
             'joined': [], 'skipped': [], 'redone': [], 'changed': [], 'claimed_elsewhere': [],
-            'refused': [], 'units': []}
+            'not_finished': [], 'refused': [], 'units': []}
   seen: dict[str, str] = {}
+  found = [_found(uri, opts, ctx.storage) for uri in incremental_manifests(opts, ctx.storage)]
+  for unit in found:  # before anything is claimed
+    if unit.id in seen:
+      raise LaunchError(f'two {"job descriptions" if opts.transform_job else "manifests"} '
+                        f'name {unit.id}: {redact(seen[unit.id])} and {redact(unit.uri)}; give '
+                        'globs that find each once')
+    seen[unit.id] = unit.uri
   joined = []
-  for manifest in incremental_manifests(opts, ctx.storage):
-    unit_id = batch_prediction_id(manifest)
-    if unit_id in seen:
-      raise LaunchError(f'two manifests name batch prediction {unit_id}: '
-                        f'{redact(seen[unit_id])} and {redact(manifest)}; give globs that '
-                        'find each batch prediction once')
-    seen[unit_id] = manifest
+  try:
+    _decide_and_add(p, ctx, found, run_id, dry, report, joined)
+  except BaseException:  # the launch fails: nothing will join what this run claimed
+    for unit, _ in joined:
+      if unit.claim is not None:
+        claims.release(unit.claim, run_id, ctx.storage)
+    raise
+  report_uri = None
+  if not dry:
+    report_uri = FileSystems.join(opts.output, RUNS, f'{run_id}.json')
+    write_run_report(report_uri, report)
+  return IncrementalJob(joined, report, report_uri)
+
+
+class _Found(NamedTuple):
+  """A manifest (or SageMaker job description) an incremental run found: its URI, the ID of
+  its batch prediction (a job's TransformJobName), its bytes, a job's status, and why it could
+  not be read (``error``)."""
+
+  uri: str
+  id: str
+  data: bytes | None
+  status: str | None = None
+  error: str | None = None
+
+
+# A SageMaker job in these states has not finished writing its outputs: it is left for later.
+UNFINISHED_JOB = ('InProgress', 'Stopping')
+
+
+def _found(uri: str, opts: PredjoinOptions, storage: Storage) -> _Found:
+  if not opts.transform_job:
+    return _Found(uri, batch_prediction_id(uri), None)
+  stem = posixpath.basename(uri).rsplit('.', 1)[0]
+  try:
+    access.check_given(uri, '--transform_job')
+    data = storage.read_bytes(uri)
+    job = jobs.parse_description(data.decode('utf-8', 'replace'), redact(uri))
+  except (ValueError, StorageError) as e:
+    return _Found(uri, stem, None, error=redact(str(e)))
+  return _Found(uri, job.name or stem, data, job.status)
+
+
+def _decide_and_add(p: beam.Pipeline, ctx: _Context, found: list[_Found], run_id: str,
+                    dry: bool, report: dict, joined: list) -> None:
+  """:func:`build_incremental` for each manifest (or job description) ``found``: decides,
+  claims, prepares and adds its join to ``p``; fills in ``report`` and ``joined``."""
+  opts = ctx.opts
+  for item in found:
+    manifest, unit_id = item.uri, item.id
     output = _unit_output(opts.output, unit_id)
+    if unit_id == RUNS:  # its outputs would mix with the runs' own summaries
+      report['units'].append({'batch_prediction_id': unit_id, 'manifest': redact(manifest),
+                              'output': redact(output), 'action': 'refused',
+                              'reason': f'a batch prediction named {RUNS!r} would write where '
+                              'the runs\' own summaries go'})
+      report['refused'].append(unit_id)
+      continue
     entry = {'batch_prediction_id': unit_id, 'manifest': redact(manifest),
              'output': redact(output)}
     report['units'].append(entry)
     try:
-      access.check_given(manifest, '--manifest')
-      digest = prior_runs.manifest_digest(ctx.storage.read_bytes(manifest))
+      if item.error:
+        raise LaunchError(item.error)
+      if item.status in UNFINISHED_JOB:
+        entry.update(action='not_finished', reason=f'the transform job is {item.status}')
+        report['not_finished'].append(unit_id)
+        continue
+      if item.data is None:
+        access.check_given(manifest, '--manifest')
+      digest = prior_runs.manifest_digest(item.data if item.data is not None
+                                          else ctx.storage.read_bytes(manifest))
       decision = prior_runs.decide(output, digest, ctx.storage)
       claim = None
       if decision.joins and not dry:
@@ -515,24 +625,20 @@ def build_incremental(p: beam.Pipeline, options: PipelineOptions,
         report['skipped'].append(unit_id)
         continue
       unit = Unit(unit_id, manifest, digest, output, decision, run_id, claim)
-      join = _JoinUnit(ctx, unit)
       try:
-        p | f'Join {unit_id}' >> join
+        join = _JoinUnit(ctx, _prepare_join(ctx, None if opts.transform_job else [manifest],
+                                            output, unit, manifest))
       except BaseException:
         if claim is not None:
           claims.release(claim, run_id, ctx.storage)
         raise
+      _ = p | f'Join {unit_id}' >> join
       joined.append((unit, join.built))
       report[{'join': 'joined', 'redo': 'redone', 'changed': 'changed'}[decision.action]] \
           .append(unit_id)
     except (LaunchError, PlanError, ValueError, StorageError) as e:
       entry.update(action='refused', reason=redact(str(e)))
       report['refused'].append(unit_id)
-  report_uri = None
-  if not dry:
-    report_uri = FileSystems.join(opts.output, RUNS, f'{run_id}.json')
-    write_run_report(report_uri, report)
-  return IncrementalJob(joined, report, report_uri)
 
 
 def write_run_report(uri: str, report: dict) -> None:

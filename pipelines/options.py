@@ -224,13 +224,14 @@ class PredjoinOptions(PipelineOptions):
 
     incremental = parser.add_argument_group(
         'incremental', 'Scheduled runs that find their own work: every batch prediction a '
-        '--manifest glob (or --output_location without --batch_prediction_id) finds is joined '
-        'to its own prefix, <output>/<batch prediction id>/, exactly once.')
+        '--manifest glob (or --output_location without --batch_prediction_id) finds, or every '
+        'saved SageMaker job description a --transform_job glob finds, is joined to its own '
+        'prefix, <output>/<batch prediction id or job name>/, exactly once.')
     incremental.add_argument(
         '--incremental', nargs='?', const='true', default='false', choices=BOOLEANS,
         help='Join only what is new: a batch prediction whose prefix holds a complete, '
-        'successful summary.json of the same manifest content (its manifest_sha256) is '
-        'skipped; a failed or unfinished one is joined again, and so is one whose manifest '
+        'successful summary.json of the same manifest (or job description) content (its '
+        'manifest_sha256) is skipped; a failed or unfinished one is joined again, and so is one whose manifest '
         'changed. A claim object beside its outputs keeps two runs from joining it at once. '
         'The run\'s own summary goes to <output>/runs/<run id>.json. --incremental alone '
         'means true.')
@@ -359,9 +360,15 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   if opts.top_k is not None and opts.model_type in ('binary', 'regression'):
     raise OptionsError(f'--top_k applies to multiclass models, not {opts.model_type}')
   if is_incremental(opts):
-    if transform:
-      raise OptionsError('--incremental applies to Amazon ML batch predictions (--manifest or '
-                         '--output_location); run a SageMaker transform job on its own')
+    given = [name for name in TRANSFORM_OPTIONS if getattr(opts, name) is not None]
+    if transform and given != ['transform_job']:
+      raise OptionsError('--incremental finds SageMaker transform jobs by --transform_job (a '
+                         'glob of saved describe-transform-job responses) alone: each job\'s '
+                         'description says the rest, not --' + ', --'.join(
+                             n for n in given if n != 'transform_job'))
+    if transform and opts.transform_job.lstrip().startswith('{'):
+      raise OptionsError('--incremental needs --transform_job as the URI (or a glob) of saved '
+                         'describe-transform-job responses, not inline JSON')
     if opts.format == 'bigquery' and opts.write_disposition != 'replace':
       raise OptionsError('--incremental loads each batch prediction so that a run again '
                          'replaces its rows: it needs --write_disposition replace')

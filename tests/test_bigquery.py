@@ -513,3 +513,27 @@ def test_a_failed_run_publishes_nothing(bigquery_api):
   # Within the limit the same run publishes, replacing bp-1's rows (none: it had no records).
   summary = summarize(parts, max_bad_shards=1)
   assert publish_records(load, summary, [], client)['batch_prediction_ids'] == ['bp-1']
+
+
+def test_an_incremental_units_publish_replaces_exactly_its_own_rows(bigquery_api):
+  # A batch prediction joined again whose manifest failed within --max_bad_shards publishes
+  # no rows and has no shard: its earlier rows must still go, so the unit names itself.
+  from transforms.join.outcomes import ShardReport
+  from transforms.report.run_summary import RunParts, ShardOutcome, summarize
+  from transforms.steps import publish_records
+  server, client = bigquery_api
+  load = _staged(server, 0)
+  report = ShardReport('bp-b', 'm', None, None, status='error',
+                       error='the manifest cannot be read')  # no shard names it
+  summary = summarize(RunParts([ShardOutcome(report, {}, None, 0)]), max_bad_shards=1)
+  assert summary['ok'] and summary['batch_prediction_ids'] == ['bp-b']
+  assert publish_records(load, summary, [], client)['batch_prediction_ids'] == []
+  server.jobs.pop('predjoin_r1_publish')
+  server.bodies.clear()
+  done = publish_records(load, summary, [], client, batch_prediction_ids=['bp-b'])
+  assert done['batch_prediction_ids'] == ['bp-b']
+  [job] = _posted_jobs(server)
+  assert job['configuration']['query']['queryParameters'][0]['parameterValue'] == {
+      'arrayValues': [{'value': 'bp-b'}]}
+  assert 'WHERE batch_prediction_id IN UNNEST(@batch_prediction_ids)' in \
+      job['configuration']['query']['query']

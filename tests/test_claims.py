@@ -191,3 +191,32 @@ def test_decide_reads_the_units_summary(store):
 ])
 def test_judge(summary, action):
   assert prior_runs.judge(summary, 'sha256:a').action == action
+
+
+def test_the_stores_answer_preconditions_as_s3_and_gcs_do(moto, gcs):
+  """moto's S3 server honours If-None-Match and If-Match itself; gcp-storage-emulator ignores
+  ifGenerationMatch, and the fixture (``s3_fixtures.honour_generation_preconditions``) makes it
+  answer as GCS does. Without that, the GCS tests above would prove nothing."""
+  from botocore.exceptions import ClientError
+  from google.api_core.exceptions import PreconditionFailed
+  s3 = moto.client
+  first = s3.put_object(Bucket='claims-bucket', Key='pre/k', Body=b'1', IfNoneMatch='*')
+  with pytest.raises(ClientError, match='PreconditionFailed'):
+    s3.put_object(Bucket='claims-bucket', Key='pre/k', Body=b'2', IfNoneMatch='*')
+  s3.put_object(Bucket='claims-bucket', Key='pre/k', Body=b'3', IfMatch=first['ETag'])
+  with pytest.raises(ClientError, match='PreconditionFailed'):
+    s3.put_object(Bucket='claims-bucket', Key='pre/k', Body=b'4', IfMatch=first['ETag'])
+  with pytest.raises(ClientError, match='PreconditionFailed'):
+    s3.delete_object(Bucket='claims-bucket', Key='pre/k', IfMatch=first['ETag'])
+  bucket = gcs.client().bucket('claims-bucket')
+  blob = bucket.blob('pre/k')
+  blob.upload_from_string(b'1', if_generation_match=0)
+  generation = blob.generation
+  with pytest.raises(PreconditionFailed):
+    bucket.blob('pre/k').upload_from_string(b'2', if_generation_match=0)
+  bucket.blob('pre/k').upload_from_string(b'3', if_generation_match=generation)
+  with pytest.raises(PreconditionFailed):
+    bucket.blob('pre/k').upload_from_string(b'4', if_generation_match=generation)
+  with pytest.raises(PreconditionFailed):
+    bucket.blob('pre/k').delete(if_generation_match=generation)
+  assert bucket.blob('pre/k').download_as_bytes() == b'3'

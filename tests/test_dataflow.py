@@ -209,6 +209,47 @@ def test_a_flex_template_launch_writes_the_job_and_exits_0(gcs, name, source):
   assert not list(client.list_blobs('flex-out'))
 
 
+def test_an_incremental_flex_template_launch_claims_the_new_batch_predictions(gcs):
+  # As the schedules launch it: every manifest under output_location, each to its own prefix.
+  parameters = ['--incremental=true', '--output_location=gs://predjoin-samples/output/',
+                '--rebase_uri=s3://predjoin-samples/=gs://predjoin-samples/',
+                '--output=gs://flex-out/enriched/', '--format=parquet']
+  launch = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'deploy', 'flex_main.py'), *LAUNCHER_ARGS,
+       *parameters], cwd=ROOT, env=fx.aws_env(gcs.env()), capture_output=True, text=True,
+      timeout=150)
+  assert launch.returncode == 0, launch.stderr
+  bps = ['bp-sample-binary', 'bp-sample-multiclass', 'bp-sample-regression']
+  for bp in bps:
+    assert f'{bp}: join: not joined before' in launch.stdout
+  client = gcs.client()
+  job = json.loads(client.bucket('flex-staging').blob(
+      f'staging/template_launches/{LAUNCH_ID}/job_object').download_as_bytes())
+  [staged] = {m for m in re.findall(r'gs://flex-staging/[^"]*/pipeline\.pb', json.dumps(job))}
+  proto = beam_runner_api_pb2.Pipeline.FromString(client.bucket('flex-staging').blob(
+      staged[len('gs://flex-staging/'):]).download_as_bytes())
+  labels = {t.unique_name for t in proto.components.transforms.values()}
+  assert {f'Join {bp}/WriteSummary/WriteSummaryJson' for bp in bps} <= labels, labels
+  # The launch claimed each batch prediction for the job (which releases them once each
+  # summary is written) and wrote the run's own summary; nothing else under the output.
+  written = sorted(b.name for b in client.list_blobs('flex-out'))
+  [report] = [name for name in written if name.startswith('enriched/runs/')]
+  assert written == sorted([report, *(f'enriched/{bp}/_predjoin_claim.json' for bp in bps)])
+  run_id = json.loads(client.bucket('flex-out').blob(report).download_as_bytes())['run_id']
+  for bp in bps:
+    claim = json.loads(client.bucket('flex-out').blob(
+        f'enriched/{bp}/_predjoin_claim.json').download_as_bytes())
+    assert claim['owner'] == run_id
+  # A second launch meanwhile leaves them to the first run's job: a job with nothing to join.
+  again = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'deploy', 'flex_main.py'), *LAUNCHER_ARGS,
+       *parameters], cwd=ROOT, env=fx.aws_env(gcs.env()), capture_output=True, text=True,
+      timeout=150)
+  assert again.returncode == 0, again.stderr
+  for bp in bps:
+    assert f'{bp}: claimed_elsewhere: another run holds its claim ({run_id})' in again.stdout
+
+
 def test_the_launch_message_names_the_template_file_or_the_job():
   options = PipelineOptions(['--template_location=gs://b/job_object'])
   assert launch_message(None, options, 'gs://o/summary.json').startswith(

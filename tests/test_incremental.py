@@ -162,8 +162,10 @@ def test_a_unit_refused_at_launch_does_not_stop_the_others(tmp_path):
     (['--incremental', '--manifest', 'm/*.manifest', '--format', 'bigquery',
       '--bigquery_table', 'demo-project:ds.t', '--write_disposition', 'append'],
      'needs --write_disposition replace'),
-    (['--incremental', '--transform_job', 'job.json', '--model_type', 'binary'],
-     'applies to Amazon ML batch predictions'),
+    (['--incremental', '--transform_job', 'jobs/*.json', '--model_type', 'binary',
+      '--transform_job_name', 'x'], 'not --transform_job_name'),
+    (['--incremental', '--transform_job', '{"TransformJobName": "x"}', '--model_type',
+      'binary'], 'not inline JSON'),
 ])
 def test_incremental_options_are_checked(args, message, tmp_path, capsys):
   assert run([*args, '--output', str(tmp_path / 'o')]) == 2
@@ -305,3 +307,52 @@ def test_two_runs_at_once_on_gcs_join_each_batch_prediction_once(tmp_path):
   finally:
     emulator.stop()
 
+
+
+# SageMaker: each saved job description a --transform_job glob finds is one unit -------------
+
+SAMPLES = os.path.join(ROOT, 'samples')
+
+
+def _job_file(jobs, name: str, status: str = 'Completed', extra: str = '') -> str:
+  with open(os.path.join(SAMPLES, 'sagemaker', 'bt-sample-churn.json')) as f:
+    job = json.load(f)
+  job.update(TransformJobName=name, TransformJobStatus=status)
+  path = os.path.join(jobs, f'{name}.json')
+  with open(path, 'w') as f:
+    f.write(json.dumps(job, indent=2) + extra)
+  return path
+
+
+def test_sagemaker_jobs_found_by_a_glob_each_joined_once(tmp_path):
+  jobs, out = tmp_path / 'jobs', tmp_path / 'out'
+  jobs.mkdir()
+  for name in ('bt-a', 'bt-b'):
+    _job_file(jobs, name)
+  _job_file(jobs, 'bt-c', status='InProgress')
+  args = ['--incremental', '--transform_job', f'{jobs}/*.json', '--model_type', 'binary',
+          '--rebase_uri', f's3://predjoin-samples/={SAMPLES}/', '--output', str(out),
+          '--format', 'jsonl']
+  assert run(args) == 0
+  first = _report(out)
+  assert (first['joined'], first['not_finished']) == (['bt-a', 'bt-b'], ['bt-c'])
+  # Each job's records are those of a run of that job alone (whose rows the SageMaker tests
+  # check by value), under its own name.
+  alone = tmp_path / 'alone'
+  assert run(['--transform_job', _job_file(tmp_path, 'bt-a'), '--model_type', 'binary',
+              '--rebase_uri', f's3://predjoin-samples/={SAMPLES}/', '--output', str(alone),
+              '--format', 'jsonl']) == 0
+  expected = read_records(str(alone))
+  assert expected and {r['batch_prediction_id'] for r in expected} == {'bt-a'}
+  assert read_records(str(out / 'bt-a')) == expected
+  assert [{**r, 'batch_prediction_id': 'bt-a'} for r in read_records(str(out / 'bt-b'))] == \
+      expected
+  # bt-c finishes, bt-a's description changes: the second run joins exactly those.
+  _job_file(jobs, 'bt-c')
+  _job_file(jobs, 'bt-a', extra='\n')
+  assert run(args) == 0
+  second = _report(out)
+  assert (second['joined'], second['changed'], second['skipped']) == (
+      ['bt-c'], ['bt-a'], ['bt-b'])
+  assert read_records(str(out / 'bt-a')) == expected
+  assert len(read_records(str(out / 'bt-c'))) == len(expected)

@@ -7,4 +7,6 @@
 - ``shard_files``: each shard's records, dead-letter and resubmit files, written by its joiner.
 - ``bigquery``: loading the records into BigQuery, staged and published with the summary.
 - ``resubmit``: where the resubmit files and their schema copy go.
+- ``claims``: an incremental run's claim on a batch prediction, created with the store's own
+  create-if-absent precondition, so two runs never join one at once.
 """

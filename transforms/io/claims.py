@@ -145,7 +145,18 @@ class _S3:
     except Exception as e:
       if self._lost(e):
         return False
-      raise
+      if not self._no_conditional_delete(e):
+        raise
+    # A store without conditional deletes (S3-compatible ones): the owner was checked just
+    # before; only a take-over in between, of a claim its owner is releasing, is lost.
+    self.client.delete_object(Bucket=bucket, Key=key)
+    return True
+
+  @staticmethod
+  def _no_conditional_delete(error) -> bool:
+    from botocore.exceptions import ClientError
+    return isinstance(error, ClientError) and error.response.get('Error', {}).get('Code') in (
+        'NotImplemented', 'InvalidArgument', 'InvalidRequest')
 
 
 class _GCS:
