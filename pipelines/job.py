@@ -23,6 +23,14 @@ or on Dataflow (returns once the job is submitted; the job writes ``<output>/sum
     python -m pipelines.job --runner DataflowRunner --project P --region R \\
         --temp_location gs://b/tmp --output_location s3://bucket/out/ \\
         --batch_prediction_id bp-1 --output gs://b/enriched/bp-1/
+
+or as a streaming job on Dataflow that joins each manifest once, as it lands, each to
+``<output>/<id>/`` (``--watch``: decided and claimed on the workers, per manifest; see
+``build_watch`` and ``transforms/watch.py``)::
+
+    python -m pipelines.job --runner DataflowRunner --project P --region R \\
+        --temp_location gs://b/tmp --watch --output gs://b/enriched/ \\
+        --manifest 's3://bucket/out/batch-prediction/*.manifest'
 """
 
 from __future__ import annotations
