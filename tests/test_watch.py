@@ -245,6 +245,9 @@ def test_the_watch_and_incremental_batch_runs_leave_each_others_complete_units_a
 
 def test_the_command_prints_each_units_summary_and_exits_1_on_a_failed_unit(tmp_path, capsys):
   root, out = str(tmp_path), str(tmp_path / 'enriched')
+  os.makedirs(os.path.join(root, 'out', 'batch-prediction'))
+  assert run(_watch_args(root, out, 1)) == 0  # nothing landed: nothing to do, no error
+  assert 'no batch prediction joined under' in capsys.readouterr().out
   write_bp(root, 'bp-a', [(INPUTS, _results())])
   assert run(_watch_args(root, out, 1)) == 0
   printed = capsys.readouterr().out
