@@ -60,7 +60,7 @@ def _positive_int(text: str) -> int:
 
 def _positive_seconds(text: str) -> float:
   value = float(text)
-  if not value > 0:
+  if not 0 < value < 1e9:  # nan and inf too
     raise argparse.ArgumentTypeError(f'{text!r} is not a positive number of seconds')
   return value
 

@@ -125,6 +125,14 @@ def test_what_the_watch_refuses(args, problem):
     validate(PipelineOptions(base + args))
 
 
+@pytest.mark.parametrize('value', ['0', '-1', 'inf', 'nan', 'soon'])
+def test_watch_seconds_are_positive_and_finite(value):
+  from pipelines.options import UsageError, check_arguments
+  for option in ('--watch_interval', '--watch_for'):
+    with pytest.raises(UsageError):
+      check_arguments(['--watch', option, value])
+
+
 def test_the_watch_takes_every_manifest_of_an_output_location_not_one_id():
   with pytest.raises(OptionsError, match='not --batch_prediction_id'):
     validate(PipelineOptions(['--watch', '--output', 'gs://b/out/', '--output_location',
