@@ -23,15 +23,25 @@ or on Dataflow (returns once the job is submitted; the job writes ``<output>/sum
     python -m pipelines.job --runner DataflowRunner --project P --region R \\
         --temp_location gs://b/tmp --output_location s3://bucket/out/ \\
         --batch_prediction_id bp-1 --output gs://b/enriched/bp-1/
+
+or as a streaming job on Dataflow that joins each manifest once, as it lands, each to
+``<output>/<id>/`` (``--watch``: decided and claimed on the workers, per manifest; see
+``build_watch`` and ``transforms/watch.py``)::
+
+    python -m pipelines.job --runner DataflowRunner --project P --region R \\
+        --temp_location gs://b/tmp --watch --output gs://b/enriched/ \\
+        --manifest 's3://bucket/out/batch-prediction/*.manifest'
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
 import posixpath
 import sys
+import time
 import uuid
 from typing import NamedTuple
 
@@ -54,9 +64,10 @@ from pipelines.options import (
   check_arguments,
   is_incremental,
   validate,
+  watching,
 )
 from pipelines.runners import LOCAL_RUNNERS, is_dask, launcher_judges, sdk_processes
-from transforms import steps
+from transforms import steps, watch
 from transforms.aml import schema_file, service, slices
 from transforms.aml.manifest import batch_prediction_id, manifest_uri, parse_rebase_rules
 from transforms.io import access, bigquery, claims, resubmit
@@ -245,6 +256,54 @@ def _context(options: PipelineOptions, opts: PredjoinOptions, bigquery_client) -
                   bigquery_client)
 
 
+class BuiltWatch(NamedTuple):
+  """What :func:`build_pipeline` added for ``--watch``: what became of each manifest
+  (``transforms.watch.UnitResult``), the globs watched, and the output prefix, under which
+  each batch prediction has its own ``<id>/summary.json``."""
+
+  results: beam.PCollection
+  patterns: list[str]
+  output: str
+
+
+def watch_patterns(opts: PredjoinOptions) -> list[str]:
+  """The globs ``--watch`` matches: ``--manifest``, else every manifest of
+  ``--output_location``."""
+  return list(opts.manifest) if opts.manifest else [
+      manifest_uri(opts.output_location, 'BPID').replace('BPID', '*')]
+
+
+def build_watch(p: beam.Pipeline, options: PipelineOptions) -> BuiltWatch:
+  """Adds the streaming watch (``transforms/watch.py``) to ``p``, and marks the job streaming
+  (Beam's ``--streaming``: Dataflow runs an unbounded source only in a streaming job).
+
+  Raises:
+    StorageError: the output cannot be written (a dry run does not try).
+  """
+  opts = options.view_as(PredjoinOptions)
+  ctx = _context(options, opts, None)
+  options.view_as(StandardOptions).streaming = True
+  patterns = watch_patterns(opts)
+  for pattern in patterns:
+    access.check_given(pattern, '--manifest' if opts.manifest else '--output_location')
+  # Plans are made per manifest when it lands; nothing of them is known now. The output must be
+  # writable, though: a job that cannot write would run and join nothing.
+  check_writable(opts.output, (), probe=not _dry_run(options))
+  units = watch.UnitSettings(
+      dataclasses.replace(ctx.settings, range_rows=0), ctx.config, opts.output, opts.format,
+      tuple(ctx.rules), ctx.policy, opts.max_bad_shards, float(opts.claim_timeout),
+      watch.job_token())
+  start = time.time()
+  watching_for = watch.WatchSettings(
+      opts.watch_interval, start, start + opts.watch_for if opts.watch_for else None)
+  # Beam's local runner does not wait out a splittable DoFn's delay: see WatchManifests.
+  local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+  if local:  # Beam warns of Watch's state whether or not the match keeps any
+    _quiet(FILEIO_LOGGER, HARMLESS_FILEIO_WARNINGS)
+  results = p | 'Watch' >> watch.WatchManifests(patterns, units, watching_for, local=local)
+  return BuiltWatch(results, patterns, opts.output)
+
+
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
                    bigquery_client=None) -> BuiltJob:
   """Adds the whole job to ``p``; returns its PCollections and plan so tests can assert on them.
@@ -259,11 +318,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
   from the environment's credentials. A dry run does neither.
 
   With ``--incremental`` this is :func:`build_incremental`, which returns an
-  :class:`IncrementalJob` instead.
+  :class:`IncrementalJob` instead; with ``--watch``, :func:`build_watch` (a
+  :class:`BuiltWatch`).
   """
   opts = validate(options)
   if is_incremental(opts):
     return build_incremental(p, options, bigquery_client)
+  if watching(options):
+    return build_watch(p, options)
   ctx = _context(options, opts, bigquery_client)
   transform = opts.transform_job is not None or opts.transform_input is not None
   if not transform:
@@ -659,6 +721,12 @@ HARMLESS_DASK_WARNINGS = ('The new default partition size is',)
 DASK_LOGGER = 'apache_beam.runners.dask.transform_evaluator'
 
 
+# What Beam's MatchContinuously logs at WARNING whenever it is built, though the local watch
+# (transforms/watch.py) uses it without the state the warning is about.
+HARMLESS_FILEIO_WARNINGS = ('Matching Continuously is stateful',)
+FILEIO_LOGGER = 'apache_beam.io.fileio'
+
+
 class HarmlessWorkerWarnings(logging.Filter):
   """Drops the warnings above (``known``: the relayed worker warnings unless told otherwise);
   every other message passes."""
@@ -734,12 +802,14 @@ def launch_message(result, options: PipelineOptions, summary_uri: str) -> str:
   template = options.view_as(GoogleCloudOptions).template_location
   if _dry_run(options):
     return 'dry run: the job was translated for Dataflow and not submitted'
+  done = 'for each batch prediction when it is joined' if '<id>' in summary_uri else \
+      'when it is done'
   if template:
     return (f'wrote the Dataflow job to {template}; the Dataflow service runs it, and the job '
-            f'writes {summary_uri} when it is done')
+            f'writes {summary_uri} {done}')
   job = result.job_id() if getattr(result, 'has_job', False) else None  # a dry run has none
   return (f'submitted to Dataflow{f" as job {job}" if job else ""}; the job writes '
-          f'{summary_uri} when it is done')
+          f'{summary_uri} {done}')
 
 
 def _read_summary(uri: str) -> dict | None:
@@ -811,13 +881,52 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
     if dataflow:  # the job could not be submitted: Beam's own error says why
       raise
     failure = e
+  watched = isinstance(built, BuiltWatch)
+  summary_uri = FileSystems.join(opts.output, '<id>', 'summary.json') if watched else \
+      built.summary_uri
   if dataflow:  # the launcher returns once the job is handed over
-    print(launch_message(result, options, built.summary_uri))
+    print(launch_message(result, options, summary_uri))
     return 0
   try:
+    if watched:
+      return _judge_watch(failure, built)
     return _judge(result, failure, opts, built.summary_uri)
   finally:
     _close(result)
+
+
+def unit_summaries(output: str) -> dict[str, dict | None]:
+  """Every ``<output>/<id>/summary.json`` there is, read (None: unreadable), by URI."""
+  pattern = FileSystems.join(output, '*', 'summary.json')
+  try:
+    uris = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+  except Exception:  # noqa: BLE001  # nothing there yet
+    uris = []
+  return {uri: _read_summary(uri) for uri in uris}
+
+
+def _judge_watch(failure: Exception | None, built: BuiltWatch) -> int:
+  """After a local watch ended (``--watch_for``): each unit's summary under the output, and the
+  exit code: 1 when the job failed or a unit's summary says it failed."""
+  summaries = unit_summaries(built.output)
+  for uri, summary in summaries.items():
+    if summary is None:
+      print(f'{uri}: unreadable')
+      continue
+    t = summary['totals']
+    print(f'{uri}: {"ok" if summary["ok"] else "FAILED"}, rows in {t["input_rows"]}, joined '
+          f'{t["joined_rows"]}, failed {t["failed_rows"]}, dead-lettered '
+          f'{t["dead_letter_rows"]}; shards {t["shards"]} ({t["bad_shards"]} bad)')
+  if not summaries:
+    print(f'no batch prediction joined under {built.output} (watched: '
+          f'{", ".join(built.patterns)})')
+  if failure is not None:
+    print(f'predjoin: error: the job failed: {redact(_one_line(failure))}', file=sys.stderr)
+  bad = [uri for uri, summary in summaries.items() if not (summary or {}).get('ok')]
+  if bad:
+    print(f'predjoin: {len(bad)} batch prediction(s) failed: see their summary.json',
+          file=sys.stderr)
+  return 1 if failure is not None or bad else 0
 
 
 def _run_incremental(p: beam.Pipeline, built: IncrementalJob, options: PipelineOptions,

@@ -58,6 +58,13 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _positive_seconds(text: str) -> float:
+  value = float(text)
+  if not 0 < value < 1e9:  # nan and inf too
+    raise argparse.ArgumentTypeError(f'{text!r} is not a positive number of seconds')
+  return value
+
+
 def _rebase(text: str) -> str:
   if '=' not in text or text.startswith('='):
     raise argparse.ArgumentTypeError(f'{text!r} is not of the form FROM=TO')
@@ -230,8 +237,8 @@ class PredjoinOptions(PipelineOptions):
         'means true.')
     incremental.add_argument(
         '--claim_timeout', type=_positive_int, default=6 * 3600, metavar='SECONDS',
-        help='With --incremental: a claim older than this is taken to be a crashed run\'s and '
-        'is taken over. Longer than a batch prediction\'s longest join.')
+        help='With --incremental or --watch: a claim older than this is taken to be a crashed '
+        'run\'s and is taken over. Longer than a batch prediction\'s longest join.')
 
     access = parser.add_argument_group(
         'access', 'Which URIs a manifest may name, and where they are read from.')
@@ -246,6 +253,26 @@ class PredjoinOptions(PipelineOptions):
         help='Read a URI the manifest names as FROM... from TO... instead, e.g. after '
         'copying a batch prediction from S3 to GCS. Repeatable. A TO prefix is trusted like '
         'an --allowed_prefix.')
+
+    watch = parser.add_argument_group(
+        'watch', 'A streaming job that keeps running and joins each new batch prediction as '
+        'its manifest lands.')
+    watch.add_argument(
+        '--watch', nargs='?', const='true', default='false', choices=BOOLEANS,
+        help='Keep running as a streaming job (Beam\'s --streaming means the same): join each '
+        'manifest matching the --manifest globs (or <output_location>batch-prediction/'
+        '*.manifest) once, as it lands, into <output>/<id>/ with its own summary.json (<id>: '
+        'the manifest\'s name without .manifest). One whose summary there is complete for the '
+        'same manifest content is not joined again. Files only (avro, parquet, jsonl); Amazon '
+        'ML manifests only. --watch alone means true.')
+    watch.add_argument(
+        '--watch_interval', type=_positive_seconds, default=60, metavar='SECONDS',
+        help='With --watch: how often the globs are matched again.')
+    watch.add_argument(
+        '--watch_for', type=_positive_seconds, default=None, metavar='SECONDS',
+        help='With --watch: stop matching after this many seconds (as many matches as fit, '
+        'one every --watch_interval), then finish the manifests found and end the job. '
+        'Without it the job runs until it is cancelled or drained.')
 
 
 class Options(PipelineOptions):
@@ -292,6 +319,10 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
   opts = options.view_as(PredjoinOptions)
   located = opts.output_location is not None or opts.batch_prediction_id is not None
   transform = any(getattr(opts, name) is not None for name in TRANSFORM_OPTIONS)
+  if watching(options):
+    _validate_watch(options, opts, transform)
+  elif opts.watch_for is not None:
+    raise OptionsError('--watch_for applies to --watch')
   if transform:
     _validate_transform(opts, located)
   elif opts.manifest and located:
@@ -302,7 +333,7 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
       raise OptionsError('--incremental finds its batch predictions: give a --manifest glob, or '
                          '--output_location without --batch_prediction_id')
   elif not opts.manifest:
-    if not (opts.output_location and opts.batch_prediction_id):
+    if not (opts.output_location and (opts.batch_prediction_id or watching(options))):
       raise OptionsError('give --manifest URI, or both --output_location and '
                          '--batch_prediction_id (Amazon ML), or --transform_job (SageMaker)')
   for name in ('class_labels', 'output_fields', 'failed_marker'):
@@ -354,6 +385,35 @@ def validate(options: PipelineOptions) -> PredjoinOptions:
 def is_incremental(opts: PredjoinOptions) -> bool:
   """Whether ``--incremental`` is on (``--incremental``, ``--incremental=true``)."""
   return str(opts.incremental).lower() == 'true'
+
+
+def watching(options: PipelineOptions) -> bool:
+  """Whether the job is the streaming watch: ``--watch``, or Beam's ``--streaming``."""
+  return str(options.view_as(PredjoinOptions).watch).lower() == 'true' or \
+      bool(options.view_as(StandardOptions).streaming)
+
+
+def _validate_watch(options: PipelineOptions, opts: PredjoinOptions, transform: bool) -> None:
+  """What the streaming watch cannot do, refused before the pipeline is built."""
+  if is_incremental(opts):
+    raise OptionsError('--watch joins each batch prediction once already (as --incremental '
+                       'does, for a run that ends): give one of them')
+  if transform:
+    raise OptionsError('--watch watches Amazon ML manifests (--manifest globs, or '
+                       '--output_location): a SageMaker transform job is joined by a batch run')
+  if opts.batch_prediction_id is not None:
+    raise OptionsError('--watch joins every manifest that lands: give --manifest globs, or '
+                       '--output_location alone (its batch-prediction/*.manifest), not '
+                       '--batch_prediction_id')
+  if opts.format == 'bigquery':
+    raise OptionsError('--watch writes files (--format avro, parquet or jsonl), one prefix per '
+                       'batch prediction: --format bigquery is for batch runs')
+  if opts.service_record is not None:
+    raise OptionsError('--service_record describes one batch prediction known at launch; '
+                       '--watch joins batch predictions as they land')
+  if is_dask(options.view_as(StandardOptions).runner):
+    raise OptionsError('--watch is a streaming job, which Beam\'s DaskRunner does not run: run '
+                       'it on Dataflow (or locally, see the README)')
 
 
 def _check_dask(options: PipelineOptions, opts: PredjoinOptions) -> None:

@@ -69,7 +69,7 @@ def test_help_lists_every_template_parameter_with_its_default_in_groups():
       assert option['value'] in entries[name].split('}')[0], entries[name]
   groups = re.findall(r'^(\w+):$', out, flags=re.MULTILINE)
   assert groups == ['options', 'input', 'output', 'model', 'verification', 'incremental',
-                    'access']
+                    'access', 'watch']
   assert 'predjoin --help-beam' in out  # how to see Beam's own options
 
 

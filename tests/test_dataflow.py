@@ -263,3 +263,25 @@ def test_the_launch_message_names_the_template_file_or_the_job():
 
   message = launch_message(Submitted(), PipelineOptions([]), 'gs://o/summary.json')
   assert message.startswith('submitted to Dataflow as job 2025-01-01_00_00_00-1;')
+
+
+def test_a_flex_template_launch_with_watch_true_writes_a_streaming_job(gcs):
+  launcher = [a for a in LAUNCHER_ARGS if not a.startswith('--flexrs_goal')]  # batch only
+  parameters = ['--watch=true', '--manifest=gs://predjoin-samples/output/batch-prediction/'
+                '*.manifest', '--watch_interval=300',
+                '--rebase_uri=s3://predjoin-samples/=gs://predjoin-samples/',
+                '--output=gs://flex-out/watch/', '--format=parquet']
+  launch = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'deploy', 'flex_main.py'), *launcher, *parameters],
+      cwd=ROOT, env=fx.aws_env(gcs.env()), capture_output=True, text=True, timeout=150)
+  assert launch.returncode == 0, launch.stderr
+  assert 'Traceback' not in launch.stderr
+  assert 'writes gs://flex-out/watch/<id>/summary.json for each batch prediction' in launch.stdout
+  job = json.loads(gcs.client().bucket('flex-staging').blob(
+      f'staging/template_launches/{LAUNCH_ID}/job_object').download_as_bytes())
+  assert job['type'] == 'JOB_TYPE_STREAMING'
+  options = job['environment']['sdkPipelineOptions']['options']
+  assert (options['watch'], options['streaming'], options['output']) == (
+      'true', True, 'gs://flex-out/watch/')
+  # Nothing was joined at launch: the job does that on Dataflow.
+  assert not list(gcs.client().list_blobs('flex-out', prefix='watch/'))
