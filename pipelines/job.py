@@ -872,15 +872,7 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
   dataflow = 'Dataflow' in runner
   if isinstance(built, IncrementalJob):
     return _run_incremental(p, built, options, opts, dataflow)
-  result = failure = None
-  try:
-    result = p.run()
-    if not dataflow:
-      result.wait_until_finish()
-  except Exception as e:  # noqa: BLE001  # the runner logged the worker's traceback already
-    if dataflow:  # the job could not be submitted: Beam's own error says why
-      raise
-    failure = e
+  result, failure = _start(p, dataflow)
   watched = isinstance(built, BuiltWatch)
   summary_uri = FileSystems.join(opts.output, '<id>', 'summary.json') if watched else \
       built.summary_uri
@@ -893,6 +885,23 @@ def run(argv: list[str] | None = None, runner_class=None) -> int:
     return _judge(result, failure, opts, built.summary_uri)
   finally:
     _close(result)
+
+
+def _start(p: beam.Pipeline, dataflow: bool):
+  """Runs the pipeline, and waits for it unless it goes to Dataflow: ``(result, failure)``.
+
+  A local job's failure is kept, to be judged beside what it wrote; on Dataflow, a job that
+  could not be submitted raises (Beam's own error says why)."""
+  result = failure = None
+  try:
+    result = p.run()
+    if not dataflow:
+      result.wait_until_finish()
+  except Exception as e:  # noqa: BLE001  # the runner logged the worker's traceback already
+    if dataflow:
+      raise
+    failure = e
+  return result, failure
 
 
 def unit_summaries(output: str) -> dict[str, dict | None]:
@@ -946,15 +955,7 @@ def _run_incremental(p: beam.Pipeline, built: IncrementalJob, options: PipelineO
   if not built.joined:
     # A Flex Template launch must hand the Dataflow service a job: one that only says so.
     _ = p | 'NothingToJoin' >> beam.Create([built.report_uri or 'nothing to join'])
-  result = failure = None
-  try:
-    result = p.run()
-    if not dataflow:
-      result.wait_until_finish()
-  except Exception as e:  # noqa: BLE001  # the runner logged the worker's traceback already
-    if dataflow:
-      raise
-    failure = e
+  result, failure = _start(p, dataflow)
   if dataflow:
     print(launch_message(result, options, FileSystems.join(
         opts.output, '<batch prediction id>', 'summary.json')))
