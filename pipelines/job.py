@@ -478,9 +478,10 @@ class IncrementalJob(NamedTuple):
 
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
-  """A run's ID: when it started (UTC, sortable) and a random part."""
+  """A run's ID: when it started (UTC, to the microsecond, so that runs sort in the order they
+  started even within one second) and a random part."""
   now = now or datetime.datetime.now(datetime.UTC)
-  return now.strftime('%Y%m%dT%H%M%SZ') + '-' + uuid.uuid4().hex[:8]
+  return now.strftime('%Y%m%dT%H%M%S%fZ') + '-' + uuid.uuid4().hex[:8]
 
 
 def incremental_manifests(opts: PredjoinOptions, storage: Storage) -> list[str]:
